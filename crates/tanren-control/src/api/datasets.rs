@@ -1,0 +1,169 @@
+//! Dataset upload (multipart, streamed to disk with a size limit, validated by tanren-dataset before
+//! anything is recorded), listing, and the archive download workers use.
+
+use super::S;
+use crate::error::{ApiError, ApiResult};
+use axum::body::Body;
+use axum::extract::{Multipart, Path, Query, State};
+use axum::http::{header, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use serde::Deserialize;
+use sha2::{Digest, Sha256};
+use tanren_dataset::{ingest_zip, Limits, Manifest};
+use tanren_store::{DatasetRow, NewDataset};
+use tokio::io::AsyncWriteExt;
+
+#[derive(Deserialize)]
+pub struct UploadQuery {
+    name: Option<String>,
+    #[serde(default = "default_split_seed")]
+    split_seed: u64,
+}
+
+fn default_split_seed() -> u64 {
+    42
+}
+
+/// The dataset as REST shows it: the row plus the manifest's summary.
+pub fn dataset_json(row: &DatasetRow) -> serde_json::Value {
+    let mut v = serde_json::to_value(row).unwrap_or_default();
+    if let Ok(serde_json::Value::Object(summary)) = serde_json::from_str::<serde_json::Value>(&row.summary) {
+        for (k, val) in summary {
+            v[k] = val;
+        }
+    }
+    v
+}
+
+fn summary(m: &Manifest) -> serde_json::Value {
+    serde_json::json!({
+        "layout": m.layout,
+        "classes": m.classes,
+        "skipped": m.skipped,
+        "split_seed": m.split_seed,
+    })
+}
+
+pub async fn upload(State(s): State<S>, Query(q): Query<UploadQuery>, mut mp: Multipart) -> ApiResult<Response> {
+    let limit = s.config.max_upload_bytes;
+    let mut field = loop {
+        match mp.next_field().await.map_err(|e| ApiError::BadRequest(format!("multipart: {e}")))? {
+            Some(f) if f.name() == Some("file") => break f,
+            Some(_) => continue,
+            None => return Err(ApiError::BadRequest("multipart form has no `file` field; send -F file=@data.zip".into())),
+        }
+    };
+    let name = q
+        .name
+        .or_else(|| field.file_name().map(|f| f.trim_end_matches(".zip").to_string()))
+        .filter(|n| !n.trim().is_empty())
+        .unwrap_or_else(|| "dataset".into());
+    // Stream to a temp file that deletes itself unless it is moved into place.
+    let tmp = tempfile::Builder::new().suffix(".zip").tempfile_in(s.files.uploads())?;
+    let mut file = tokio::fs::File::create(tmp.path()).await?;
+    let mut hasher = Sha256::new();
+    let mut size: u64 = 0;
+    while let Some(chunk) = field.chunk().await.map_err(|e| ApiError::BadRequest(format!("upload interrupted: {e}")))? {
+        size += chunk.len() as u64;
+        if size > limit {
+            return Err(ApiError::PayloadTooLarge { limit });
+        }
+        hasher.update(&chunk);
+        file.write_all(&chunk).await?;
+    }
+    file.flush().await?;
+    drop(file);
+    if size == 0 {
+        return Err(ApiError::BadRequest("the uploaded file is empty".into()));
+    }
+    let sha = hex::encode(hasher.finalize());
+    if let Some(existing) = s.store.dataset_by_sha(&sha).await? {
+        return Ok((StatusCode::OK, Json(dataset_json(&existing))).into_response());
+    }
+    let out = s.files.dataset_dir(&sha);
+    if out.exists() {
+        // Left by a crash between extraction and the database insert: rebuild it from this upload.
+        tokio::fs::remove_dir_all(&out).await?;
+    }
+    let zip = tmp.path().to_path_buf();
+    let out2 = out.clone();
+    let split_seed = q.split_seed;
+    let manifest = tokio::task::spawn_blocking(move || ingest_zip(&zip, &out2, &Limits::default(), split_seed))
+        .await
+        .map_err(|e| ApiError::Internal(e.to_string()))?
+        .map_err(|e| {
+            if e.is_client_error() {
+                ApiError::Dataset { code: e.code(), message: e.to_string() }
+            } else {
+                ApiError::Internal(e.to_string())
+            }
+        })?;
+    let zip_dest = s.files.dataset_zip(&sha);
+    let summary = summary(&manifest).to_string();
+    let row = async {
+        tmp.persist(&zip_dest).map_err(|e| ApiError::Internal(format!("disk: {e}")))?;
+        let row = s
+            .store
+            .insert_dataset(NewDataset {
+                name: &name,
+                sha256: &sha,
+                num_classes: manifest.classes.len() as i64,
+                num_train: manifest.train.len() as i64,
+                num_test: manifest.test.len() as i64,
+                size_bytes: size as i64,
+                summary: &summary,
+            })
+            .await?;
+        Ok::<_, ApiError>(row)
+    }
+    .await;
+    match row {
+        Ok(row) => {
+            tracing::info!(dataset_id = row.id, %sha, classes = row.num_classes, train = row.num_train, test = row.num_test, "dataset stored");
+            Ok((StatusCode::CREATED, Json(dataset_json(&row))).into_response())
+        }
+        Err(e) => {
+            // Nothing half-written: the extraction and the zip go if the row could not be recorded.
+            let _ = tokio::fs::remove_dir_all(&out).await;
+            let _ = tokio::fs::remove_file(&zip_dest).await;
+            Err(e)
+        }
+    }
+}
+
+pub async fn list(State(s): State<S>) -> ApiResult<Json<serde_json::Value>> {
+    let rows = s.store.datasets().await?;
+    Ok(Json(serde_json::json!({ "datasets": rows.iter().map(dataset_json).collect::<Vec<_>>() })))
+}
+
+pub async fn get_one(State(s): State<S>, Path(id): Path<i64>) -> ApiResult<Json<serde_json::Value>> {
+    Ok(Json(dataset_json(&s.store.dataset(id).await?)))
+}
+
+pub async fn archive(State(s): State<S>, Path(id): Path<i64>) -> ApiResult<Response> {
+    let row = s.store.dataset(id).await?;
+    send_zip(&s, &row.sha256).await
+}
+
+pub async fn archive_by_sha(State(s): State<S>, Path(sha): Path<String>) -> ApiResult<Response> {
+    match s.store.dataset_by_sha(&sha).await? {
+        Some(row) => send_zip(&s, &row.sha256).await,
+        None => Err(ApiError::NotFound(format!("no dataset with sha256 {sha}"))),
+    }
+}
+
+async fn send_zip(s: &S, sha: &str) -> ApiResult<Response> {
+    let file = tokio::fs::File::open(s.files.dataset_zip(sha)).await?;
+    let len = file.metadata().await?.len();
+    let body = Body::from_stream(tokio_util::io::ReaderStream::new(file));
+    Ok((
+        [
+            (header::CONTENT_TYPE, "application/zip".to_string()),
+            (header::CONTENT_LENGTH, len.to_string()),
+            (header::CONTENT_DISPOSITION, format!("attachment; filename=\"{sha}.zip\"")),
+        ],
+        body,
+    )
+        .into_response())
+}

@@ -1,0 +1,46 @@
+//! REST routes under `/api/v1`. Handlers are thin: parse, call the store/scheduler/files, shape JSON.
+
+mod datasets;
+mod studies;
+mod trials;
+mod workers;
+
+use crate::error::ApiError;
+use crate::AppState;
+use axum::extract::DefaultBodyLimit;
+use axum::routing::{get, post, put};
+use axum::Router;
+use serde::de::DeserializeOwned;
+use std::sync::Arc;
+
+pub type S = Arc<AppState>;
+
+pub fn router(state: S) -> Router {
+    let upload_limit = (state.config.max_upload_bytes as usize).saturating_add(1 << 20);
+    Router::new()
+        .route("/healthz", get(|| async { "ok" }))
+        .route("/api/v1/datasets", post(datasets::upload).layer(DefaultBodyLimit::max(upload_limit)).get(datasets::list))
+        .route("/api/v1/datasets/{id}", get(datasets::get_one))
+        .route("/api/v1/datasets/{id}/archive", get(datasets::archive))
+        .route("/api/v1/datasets/by-sha/{sha}/archive", get(datasets::archive_by_sha))
+        .route("/api/v1/search-space", get(studies::search_space))
+        .route("/api/v1/studies", post(studies::create).get(studies::list))
+        .route("/api/v1/studies/{id}", get(studies::get_one))
+        .route("/api/v1/studies/{id}/stop", post(studies::stop))
+        .route("/api/v1/studies/{id}/trials", get(trials::list))
+        .route("/api/v1/studies/{id}/model", get(trials::study_model))
+        .route("/api/v1/trials/{id}", get(trials::get_one))
+        .route("/api/v1/trials/{id}/model", get(trials::trial_model))
+        .route(
+            "/api/v1/internal/trials/{id}/weights",
+            put(trials::upload_weights).layer(DefaultBodyLimit::max(4 << 30)),
+        )
+        .route("/api/v1/workers", post(workers::register).get(workers::list))
+        .with_state(state)
+}
+
+/// Parse a JSON body ourselves so that every malformed body is a 400 with serde's message (which names
+/// the field and position), not axum's default 422.
+pub fn parse_json<T: DeserializeOwned>(body: &[u8]) -> Result<T, ApiError> {
+    serde_json::from_slice(body).map_err(|e| ApiError::BadRequest(format!("invalid JSON body: {e}")))
+}

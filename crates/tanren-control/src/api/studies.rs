@@ -1,0 +1,184 @@
+//! Studies: create (validated bounds and budget), list, progress with best trial and ETA, stop.
+
+use super::{parse_json, trials::trial_json, S};
+use crate::error::{ApiError, ApiResult};
+use crate::study_spec::{CreateStudy, StudySpec};
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use axum::Json;
+use bytes::Bytes;
+use tanren_core::{default_param_defs, ImageSpace, StudyState, TrialState};
+use tanren_search::{SamplerConfig, Study};
+use tanren_store::{now_ms, StoreError, StudyRow, TrialRow};
+
+fn field(field: &str, message: impl Into<String>) -> ApiError {
+    ApiError::InvalidField { field: field.into(), message: message.into() }
+}
+
+pub async fn search_space() -> Json<serde_json::Value> {
+    Json(serde_json::json!({
+        "params": default_param_defs(),
+        "baseline": tanren_core::seed_params(),
+    }))
+}
+
+pub async fn create(State(s): State<S>, body: Bytes) -> ApiResult<(StatusCode, Json<serde_json::Value>)> {
+    let req: CreateStudy = parse_json(&body)?;
+    let ds = match s.store.dataset(req.dataset_id).await {
+        Ok(d) => d,
+        Err(StoreError::NotFound(_)) => {
+            return Err(field("dataset_id", format!("dataset {} does not exist; upload one first", req.dataset_id)))
+        }
+        Err(e) => return Err(e.into()),
+    };
+    let image_space = ImageSpace::from_bounds(&req.bounds)?;
+    let mut budget = req.budget.clone();
+    if let Some(t) = budget.trials {
+        if !(1..=100_000).contains(&t) {
+            return Err(field("budget.trials", format!("must be 1..=100000, got {t}")));
+        }
+    }
+    if let Some(m) = budget.minutes {
+        if !(m.is_finite() && m > 0.0) {
+            return Err(field("budget.minutes", format!("must be a positive number of minutes, got {m}")));
+        }
+    }
+    if budget.trials.is_none() && budget.minutes.is_none() {
+        budget.trials = Some(20);
+    }
+    let sampler = match req.sampler.as_deref() {
+        None | Some("tpe") => SamplerConfig::default(),
+        Some("random") => SamplerConfig::Random,
+        Some(other) => return Err(field("sampler", format!("unknown sampler `{other}`; use tpe or random"))),
+    };
+    let summary: serde_json::Value = serde_json::from_str(&ds.summary).unwrap_or_default();
+    let split_seed = summary["split_seed"].as_u64().unwrap_or(0);
+    let search = StudySpec::search_config(&image_space, sampler, req.seed);
+    Study::new(search.clone()).map_err(|e| field("bounds", e.to_string()))?;
+    let spec = StudySpec {
+        image_space,
+        search,
+        baseline: req.baseline,
+        num_classes: ds.num_classes as u32,
+        dataset_sha256: ds.sha256.clone(),
+        split_seed,
+        seed: req.seed,
+    };
+    let name = req.name.clone().filter(|n| !n.trim().is_empty()).unwrap_or_else(|| format!("{} study", ds.name));
+    let spec_json = serde_json::to_string(&spec).map_err(|e| ApiError::Internal(e.to_string()))?;
+    let row = s
+        .store
+        .insert_study(tanren_store::NewStudy {
+            name: &name,
+            dataset_id: ds.id,
+            spec: &spec_json,
+            max_trials: budget.trials.map(i64::from),
+            max_minutes: budget.minutes,
+        })
+        .await?;
+    s.scheduler.add_study(row.clone(), spec).await.map_err(|e| ApiError::Internal(e.to_string()))?;
+    tracing::info!(study_id = row.id, dataset_id = ds.id, "study created");
+    Ok((StatusCode::CREATED, Json(study_json(&s, &row).await?)))
+}
+
+pub async fn list(State(s): State<S>) -> ApiResult<Json<serde_json::Value>> {
+    let mut out = Vec::new();
+    for row in s.store.studies().await? {
+        out.push(study_json(&s, &row).await?);
+    }
+    Ok(Json(serde_json::json!({ "studies": out })))
+}
+
+pub async fn get_one(State(s): State<S>, Path(id): Path<i64>) -> ApiResult<Json<serde_json::Value>> {
+    let row = s.store.study(id).await?;
+    Ok(Json(study_json(&s, &row).await?))
+}
+
+pub async fn stop(State(s): State<S>, Path(id): Path<i64>) -> ApiResult<Json<serde_json::Value>> {
+    let row = s.store.study(id).await?;
+    if row.state != StudyState::Running.as_str() {
+        return Err(ApiError::Conflict(format!("study {id} is already {}", row.state)));
+    }
+    s.scheduler.stop(id).await;
+    s.store.finish_study(id, StudyState::Stopped, None).await?;
+    let row = s.store.study(id).await?;
+    Ok(Json(study_json(&s, &row).await?))
+}
+
+/// Best complete trial by validation accuracy (earlier trial wins a tie).
+pub fn best_trial(trials: &[TrialRow]) -> Option<&TrialRow> {
+    trials
+        .iter()
+        .filter(|t| t.state == TrialState::Complete.as_str() && t.val_accuracy.is_some())
+        .fold(None, |best: Option<&TrialRow>, t| match best {
+            Some(b) if b.val_accuracy >= t.val_accuracy => Some(b),
+            _ => Some(t),
+        })
+}
+
+async fn study_json(s: &S, row: &StudyRow) -> ApiResult<serde_json::Value> {
+    let trials = s.store.trials(row.id).await?;
+    let count = |st: TrialState| trials.iter().filter(|t| t.state == st.as_str()).count();
+    let interrupted = trials.iter().filter(|t| t.error.as_deref().is_some_and(|e| e.starts_with(crate::scheduler::INTERRUPTED_PREFIX))).count();
+    let (complete, pruned, failed, running, queued) = (
+        count(TrialState::Complete),
+        count(TrialState::Pruned),
+        count(TrialState::Failed),
+        count(TrialState::Running),
+        count(TrialState::Queued),
+    );
+    let done = complete + pruned + failed - interrupted;
+    let finished = row.state != StudyState::Running.as_str();
+    let live_workers = s.scheduler.live_workers(s.store.workers().await?).len().max(1);
+    let eta = if finished { Some(0.0) } else { eta_seconds(row, &trials, done, running, live_workers) };
+    let spec: serde_json::Value = serde_json::from_str(&row.spec).unwrap_or_default();
+    let mut v = serde_json::to_value(row).unwrap_or_default();
+    v["budget"] = serde_json::json!({ "trials": row.max_trials, "minutes": row.max_minutes });
+    v["space"] = spec["image_space"].clone();
+    v["sampler"] = spec["search"]["sampler"].clone();
+    v["baseline"] = spec["baseline"].clone();
+    v["progress"] = serde_json::json!({
+        "done": done,
+        "total": row.max_trials,
+        "complete": complete,
+        "pruned": pruned,
+        "failed": failed,
+        "interrupted": interrupted,
+        "running": running,
+        "queued": queued,
+        "elapsed_seconds": (row.finished_at.unwrap_or_else(now_ms) - row.created_at) as f64 / 1000.0,
+        "eta_seconds": eta,
+    });
+    v["best_trial"] = best_trial(&trials).map(trial_json).unwrap_or(serde_json::Value::Null);
+    Ok(v)
+}
+
+/// Remaining time from the measured durations of finished trials and the number of live workers;
+/// capped by the minutes budget. `None` until one trial has finished.
+fn eta_seconds(row: &StudyRow, trials: &[TrialRow], done: usize, running: usize, parallel: usize) -> Option<f64> {
+    let durations: Vec<f64> = trials
+        .iter()
+        .filter(|t| t.state == TrialState::Complete.as_str() || t.state == TrialState::Pruned.as_str())
+        .filter_map(|t| Some((t.finished_at? - t.started_at?) as f64 / 1000.0))
+        .collect();
+    let now = now_ms();
+    let by_deadline = row.max_minutes.map(|m| ((row.created_at + (m * 60_000.0) as i64 - now) as f64 / 1000.0).max(0.0));
+    if durations.is_empty() {
+        return by_deadline.filter(|_| row.max_trials.is_none());
+    }
+    let mean = durations.iter().sum::<f64>() / durations.len() as f64;
+    let by_trials = row.max_trials.map(|max| {
+        let not_started = (max as usize).saturating_sub(done + running);
+        let running_left: f64 = trials
+            .iter()
+            .filter(|t| t.state == TrialState::Running.as_str())
+            .filter_map(|t| t.started_at)
+            .map(|s| (mean - (now - s) as f64 / 1000.0).max(0.0))
+            .fold(0.0, f64::max);
+        running_left + (not_started as f64 / parallel as f64).ceil() * mean
+    });
+    match (by_trials, by_deadline) {
+        (Some(a), Some(b)) => Some(a.min(b)),
+        (a, b) => a.or(b),
+    }
+}

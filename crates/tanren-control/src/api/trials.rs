@@ -1,0 +1,102 @@
+//! Trials: listing, one trial in full (params, config, per-epoch metrics, confusion matrix, timings),
+//! the weight upload workers make, and model downloads (zip with weights + model.json).
+
+use super::studies::best_trial;
+use super::S;
+use crate::error::{ApiError, ApiResult};
+use crate::model_card;
+use axum::body::Body;
+use axum::extract::{Path, State};
+use axum::http::header;
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use futures::StreamExt;
+use tanren_core::TrialState;
+use tanren_store::TrialRow;
+use tokio::io::AsyncWriteExt;
+
+/// A trial as lists show it: the row plus its params as JSON.
+pub fn trial_json(t: &TrialRow) -> serde_json::Value {
+    let mut v = serde_json::to_value(t).unwrap_or_default();
+    v["params"] = serde_json::from_str(&t.params).unwrap_or_default();
+    v
+}
+
+pub async fn list(State(s): State<S>, Path(id): Path<i64>) -> ApiResult<Json<serde_json::Value>> {
+    s.store.study(id).await?;
+    let trials = s.store.trials(id).await?;
+    Ok(Json(serde_json::json!({ "trials": trials.iter().map(trial_json).collect::<Vec<_>>() })))
+}
+
+pub async fn get_one(State(s): State<S>, Path(id): Path<i64>) -> ApiResult<Json<serde_json::Value>> {
+    let t = s.store.trial(id).await?;
+    let mut v = trial_json(&t);
+    v["config"] = serde_json::from_str(&t.config).unwrap_or_default();
+    v["epochs"] = serde_json::to_value(s.store.epochs(id).await?).unwrap_or_default();
+    v["result"] = t.result.as_deref().and_then(|r| serde_json::from_str(r).ok()).unwrap_or_default();
+    Ok(Json(v))
+}
+
+/// Workers PUT the trained weights here before reporting the result. Only a running trial takes them,
+/// and the file appears atomically (temp file + rename).
+pub async fn upload_weights(State(s): State<S>, Path(id): Path<i64>, body: Body) -> ApiResult<Json<serde_json::Value>> {
+    let t = s.store.trial(id).await?;
+    if t.state != TrialState::Running.as_str() {
+        return Err(ApiError::Conflict(format!("trial {id} is {}, not running; weights refused", t.state)));
+    }
+    let dir = s.files.model_dir(id);
+    tokio::fs::create_dir_all(&dir).await?;
+    let tmp = tempfile::Builder::new().suffix(".part").tempfile_in(&dir)?;
+    let mut file = tokio::fs::File::create(tmp.path()).await?;
+    let mut stream = body.into_data_stream();
+    let mut n = 0u64;
+    while let Some(chunk) = stream.next().await {
+        let chunk = chunk.map_err(|e| ApiError::BadRequest(format!("upload interrupted: {e}")))?;
+        n += chunk.len() as u64;
+        file.write_all(&chunk).await?;
+    }
+    file.flush().await?;
+    drop(file);
+    if n == 0 {
+        return Err(ApiError::BadRequest("empty weights upload".into()));
+    }
+    tmp.persist(s.files.weights(id)).map_err(|e| ApiError::Internal(format!("disk: {e}")))?;
+    Ok(Json(serde_json::json!({ "bytes": n })))
+}
+
+pub async fn study_model(State(s): State<S>, Path(id): Path<i64>) -> ApiResult<Response> {
+    s.store.study(id).await?;
+    let trials = s.store.trials(id).await?;
+    let best = best_trial(&trials)
+        .ok_or_else(|| ApiError::NotFound(format!("study {id} has no complete trial yet, so there is no model to download")))?;
+    model_zip(&s, best).await
+}
+
+pub async fn trial_model(State(s): State<S>, Path(id): Path<i64>) -> ApiResult<Response> {
+    let t = s.store.trial(id).await?;
+    if t.state != TrialState::Complete.as_str() {
+        return Err(ApiError::NotFound(format!("trial {id} is {}; only complete trials have a model", t.state)));
+    }
+    model_zip(&s, &t).await
+}
+
+async fn model_zip(s: &S, t: &TrialRow) -> ApiResult<Response> {
+    let study = s.store.study(t.study_id).await?;
+    let dataset = s.store.dataset(study.dataset_id).await?;
+    let weights = tokio::fs::read(s.files.weights(t.id)).await.map_err(|e| {
+        ApiError::NotFound(format!("weights of trial {} are missing on the control plane ({e})", t.id))
+    })?;
+    let card = model_card::model_json(t, &study, &dataset).map_err(ApiError::Internal)?;
+    let bytes = tokio::task::spawn_blocking(move || model_card::zip(&card, &weights))
+        .await
+        .map_err(|e| ApiError::Internal(e.to_string()))?
+        .map_err(ApiError::Internal)?;
+    Ok((
+        [
+            (header::CONTENT_TYPE, "application/zip".to_string()),
+            (header::CONTENT_DISPOSITION, format!("attachment; filename=\"tanren-study{}-trial{}.zip\"", t.study_id, t.id)),
+        ],
+        bytes,
+    )
+        .into_response())
+}

@@ -1,0 +1,77 @@
+//! Worker registration (also the heartbeat) and the worker list.
+
+use super::{parse_json, S};
+use crate::error::{ApiError, ApiResult};
+use axum::extract::State;
+use axum::Json;
+use bytes::Bytes;
+use serde::Deserialize;
+use tanren_store::{now_ms, WorkerRow};
+
+#[derive(Deserialize)]
+struct Register {
+    id: String,
+    grpc_url: String,
+    device: String,
+    #[serde(default)]
+    device_name: String,
+    #[serde(default)]
+    torch_version: String,
+    #[serde(default)]
+    cuda_available: bool,
+    #[serde(default = "one")]
+    slots: u32,
+}
+
+fn one() -> u32 {
+    1
+}
+
+pub async fn register(State(s): State<S>, body: Bytes) -> ApiResult<Json<serde_json::Value>> {
+    let r: Register = parse_json(&body)?;
+    if r.id.is_empty() || r.id.len() > 128 {
+        return Err(ApiError::InvalidField { field: "id".into(), message: "worker id must be 1 to 128 characters".into() });
+    }
+    if !(r.grpc_url.starts_with("http://") || r.grpc_url.starts_with("https://")) {
+        return Err(ApiError::InvalidField {
+            field: "grpc_url".into(),
+            message: format!("grpc_url must start with http:// or https://, got `{}`", r.grpc_url),
+        });
+    }
+    let now = now_ms();
+    let row = WorkerRow {
+        id: r.id,
+        grpc_url: r.grpc_url,
+        device: r.device,
+        device_name: r.device_name,
+        torch_version: r.torch_version,
+        cuda_available: r.cuda_available as i64,
+        slots: r.slots.max(1) as i64,
+        registered_at: now,
+        last_seen_at: now,
+    };
+    let fresh = !s.scheduler.live_workers(s.store.workers().await?).iter().any(|w| w.id == row.id);
+    s.store.upsert_worker(&row).await?;
+    if fresh {
+        tracing::info!(worker_id = %row.id, grpc_url = %row.grpc_url, device = %row.device, "worker registered");
+        s.scheduler.wake();
+    }
+    Ok(Json(serde_json::json!({ "ok": true })))
+}
+
+pub async fn list(State(s): State<S>) -> ApiResult<Json<serde_json::Value>> {
+    let all = s.store.workers().await?;
+    let live: Vec<String> = s.scheduler.live_workers(all.clone()).into_iter().map(|w| w.id).collect();
+    let busy = s.scheduler.busy_workers().await;
+    let out: Vec<_> = all
+        .into_iter()
+        .map(|w| {
+            let mut v = serde_json::to_value(&w).unwrap_or_default();
+            v["cuda_available"] = serde_json::json!(w.cuda_available != 0);
+            v["alive"] = serde_json::json!(live.contains(&w.id));
+            v["busy"] = serde_json::json!(busy.contains(&w.id));
+            v
+        })
+        .collect();
+    Ok(Json(serde_json::json!({ "workers": out })))
+}

@@ -1,0 +1,61 @@
+//! What a study is, as stored in `studies.spec`: the person's request after validation, the resolved
+//! search space, and the search engine's config. Decoding it is how a restarted control plane resumes.
+
+use serde::{Deserialize, Serialize};
+use tanren_core::{Bounds, ImageSpace};
+use tanren_search::{Direction, PrunerConfig, SamplerConfig, StudyConfig};
+
+/// The body of `POST /api/v1/studies`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CreateStudy {
+    pub dataset_id: i64,
+    #[serde(default)]
+    pub name: Option<String>,
+    #[serde(default)]
+    pub bounds: Bounds,
+    #[serde(default)]
+    pub budget: Budget,
+    /// `random` or `tpe` (default).
+    #[serde(default)]
+    pub sampler: Option<String>,
+    #[serde(default)]
+    pub seed: u64,
+    /// Run the seed's configuration (moved inside the bounds) as trial 0. Default true.
+    #[serde(default = "yes")]
+    pub baseline: bool,
+}
+
+fn yes() -> bool {
+    true
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Budget {
+    pub trials: Option<u32>,
+    pub minutes: Option<f64>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct StudySpec {
+    pub image_space: ImageSpace,
+    pub search: StudyConfig,
+    pub baseline: bool,
+    pub num_classes: u32,
+    pub dataset_sha256: String,
+    pub split_seed: u64,
+    pub seed: u64,
+}
+
+impl StudySpec {
+    pub fn search_config(image_space: &ImageSpace, sampler: SamplerConfig, seed: u64) -> StudyConfig {
+        StudyConfig {
+            space: image_space.space.clone(),
+            directions: vec![Direction::Maximize],
+            sampler,
+            pruner: PrunerConfig::None,
+            seed,
+        }
+    }
+}

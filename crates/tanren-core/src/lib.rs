@@ -1,0 +1,13 @@
+//! Domain types every tanren service shares: what a trial trains (`TrainConfig`, `ModelSpec`), what it
+//! reports (`EpochMetrics`, `TrialResult`), the lifecycle states, and the image-classification search
+//! space with its defaults. No IO, no async, no torch: one place for each fact (STYLE.md #8).
+
+pub mod config;
+pub mod metrics;
+pub mod space;
+pub mod state;
+
+pub use config::*;
+pub use metrics::*;
+pub use space::*;
+pub use state::*;

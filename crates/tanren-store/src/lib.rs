@@ -1,0 +1,33 @@
+//! Storage for tanren: datasets, studies, trials, per-epoch metrics and workers, through sqlx's `Any`
+//! driver so one set of queries serves SQLite (embedded default, WAL) and PostgreSQL (at scale).
+//!
+//! Invariants: times are unix milliseconds; structured values are JSON text defined by tanren-core
+//! types; every write that must be all-or-nothing runs in one transaction. Each backend has its own
+//! `migrations/` directory holding the same schema.
+
+mod rows;
+mod store;
+
+pub use rows::*;
+pub use store::*;
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("database: {0}")]
+    Db(#[from] sqlx::Error),
+    #[error("migration: {0}")]
+    Migrate(#[from] sqlx::migrate::MigrateError),
+    #[error("unsupported database url `{0}`: use sqlite://PATH or postgres://...")]
+    UnsupportedUrl(String),
+    #[error("stored JSON is invalid: {0}")]
+    Json(#[from] serde_json::Error),
+    #[error("{0} not found")]
+    NotFound(String),
+}
+
+pub fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
+}

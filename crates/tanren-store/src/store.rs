@@ -1,0 +1,332 @@
+//! The `Store`: a pool plus the queries the control plane needs. Placeholders are `$n`, which both
+//! SQLite and PostgreSQL accept.
+
+use crate::{now_ms, DatasetRow, EpochRow, StoreError, StudyRow, TrialRow, WorkerRow};
+use sqlx::any::AnyPoolOptions;
+use sqlx::{AnyPool, Executor};
+use tanren_core::{EpochMetrics, StudyState, TrialResult, TrialState};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    Sqlite,
+    Postgres,
+}
+
+#[derive(Clone)]
+pub struct Store {
+    pool: AnyPool,
+    backend: Backend,
+}
+
+pub struct NewDataset<'a> {
+    pub name: &'a str,
+    pub sha256: &'a str,
+    pub num_classes: i64,
+    pub num_train: i64,
+    pub num_test: i64,
+    pub size_bytes: i64,
+    pub summary: &'a str,
+}
+
+pub struct NewStudy<'a> {
+    pub name: &'a str,
+    pub dataset_id: i64,
+    pub spec: &'a str,
+    pub max_trials: Option<i64>,
+    pub max_minutes: Option<f64>,
+}
+
+impl Store {
+    /// Connect and migrate. `sqlite://path` (created if missing, WAL) or `postgres://...`.
+    pub async fn connect(url: &str) -> Result<Store, StoreError> {
+        sqlx::any::install_default_drivers();
+        let backend = if url.starts_with("sqlite:") {
+            Backend::Sqlite
+        } else if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+            Backend::Postgres
+        } else {
+            return Err(StoreError::UnsupportedUrl(url.to_string()));
+        };
+        let url = match backend {
+            Backend::Sqlite if !url.contains("mode=") => {
+                format!("{url}{}mode=rwc", if url.contains('?') { "&" } else { "?" })
+            }
+            _ => url.to_string(),
+        };
+        let mut opts = AnyPoolOptions::new().max_connections(if backend == Backend::Sqlite { 4 } else { 16 });
+        if backend == Backend::Sqlite {
+            opts = opts.after_connect(|conn, _| {
+                Box::pin(async move {
+                    conn.execute("PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL; PRAGMA busy_timeout = 10000; PRAGMA foreign_keys = ON;").await?;
+                    Ok(())
+                })
+            });
+        }
+        let pool = opts.connect(&url).await?;
+        match backend {
+            Backend::Sqlite => sqlx::migrate!("./migrations/sqlite").run(&pool).await?,
+            Backend::Postgres => sqlx::migrate!("./migrations/postgres").run(&pool).await?,
+        }
+        Ok(Store { pool, backend })
+    }
+
+    pub fn backend(&self) -> Backend {
+        self.backend
+    }
+
+    pub async fn close(&self) {
+        self.pool.close().await
+    }
+
+    // ---- datasets ----
+
+    pub async fn insert_dataset(&self, d: NewDataset<'_>) -> Result<DatasetRow, StoreError> {
+        let row: DatasetRow = sqlx::query_as(
+            "INSERT INTO datasets (name, sha256, num_classes, num_train, num_test, size_bytes, summary, created_at)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8) RETURNING *",
+        )
+        .bind(d.name)
+        .bind(d.sha256)
+        .bind(d.num_classes)
+        .bind(d.num_train)
+        .bind(d.num_test)
+        .bind(d.size_bytes)
+        .bind(d.summary)
+        .bind(now_ms())
+        .fetch_one(&self.pool)
+        .await?;
+        Ok(row)
+    }
+
+    pub async fn dataset(&self, id: i64) -> Result<DatasetRow, StoreError> {
+        sqlx::query_as("SELECT * FROM datasets WHERE id = $1")
+            .bind(id)
+            .fetch_optional(&self.pool)
+            .await?
+            .ok_or_else(|| StoreError::NotFound(format!("dataset {id}")))
+    }
+
+    pub async fn dataset_by_sha(&self, sha256: &str) -> Result<Option<DatasetRow>, StoreError> {
+        Ok(sqlx::query_as("SELECT * FROM datasets WHERE sha256 = $1").bind(sha256).fetch_optional(&self.pool).await?)
+    }
+
+    pub async fn datasets(&self) -> Result<Vec<DatasetRow>, StoreError> {
+        Ok(sqlx::query_as("SELECT * FROM datasets ORDER BY id").fetch_all(&self.pool).await?)
+    }
+
+    // ---- studies ----
+
+    pub async fn insert_study(&self, s: NewStudy<'_>) -> Result<StudyRow, StoreError> {
+        Ok(sqlx::query_as(
+            "INSERT INTO studies (name, dataset_id, state, spec, max_trials, max_minutes, created_at)
+             VALUES ($1, $2, $3, $4, $5, $6, $7) RETURNING *",
+        )
+        .bind(s.name)
+        .bind(s.dataset_id)
+        .bind(StudyState::Running.as_str())
+        .bind(s.spec)
+        .bind(s.max_trials)
+        .bind(s.max_minutes)
+        .bind(now_ms())
+        .fetch_one(&self.pool)
+        .await?)
+    }
+
+    pub async fn study(&self, id: i64) -> Result<StudyRow, StoreError> {
+        sqlx::query_as("SELECT * FROM studies WHERE id = $1")
+            .bind(id)
+            .fetch_optional(&self.pool)
+            .await?
+            .ok_or_else(|| StoreError::NotFound(format!("study {id}")))
+    }
+
+    pub async fn studies(&self) -> Result<Vec<StudyRow>, StoreError> {
+        Ok(sqlx::query_as("SELECT * FROM studies ORDER BY id").fetch_all(&self.pool).await?)
+    }
+
+    pub async fn studies_in_state(&self, state: StudyState) -> Result<Vec<StudyRow>, StoreError> {
+        Ok(sqlx::query_as("SELECT * FROM studies WHERE state = $1 ORDER BY id")
+            .bind(state.as_str())
+            .fetch_all(&self.pool)
+            .await?)
+    }
+
+    /// Move a running study to a final state; a study already finished keeps its state.
+    pub async fn finish_study(&self, id: i64, state: StudyState, error: Option<&str>) -> Result<bool, StoreError> {
+        let r = sqlx::query("UPDATE studies SET state = $1, error = $2, finished_at = $3 WHERE id = $4 AND state = $5")
+            .bind(state.as_str())
+            .bind(error)
+            .bind(now_ms())
+            .bind(id)
+            .bind(StudyState::Running.as_str())
+            .execute(&self.pool)
+            .await?;
+        Ok(r.rows_affected() == 1)
+    }
+
+    // ---- trials ----
+
+    pub async fn insert_trial(&self, study_id: i64, number: i64, params: &str, config: &str) -> Result<TrialRow, StoreError> {
+        Ok(sqlx::query_as(
+            "INSERT INTO trials (study_id, number, state, params, config, created_at)
+             VALUES ($1, $2, $3, $4, $5, $6) RETURNING *",
+        )
+        .bind(study_id)
+        .bind(number)
+        .bind(TrialState::Queued.as_str())
+        .bind(params)
+        .bind(config)
+        .bind(now_ms())
+        .fetch_one(&self.pool)
+        .await?)
+    }
+
+    pub async fn start_trial(&self, id: i64, worker_id: &str) -> Result<(), StoreError> {
+        sqlx::query("UPDATE trials SET state = $1, worker_id = $2, started_at = $3 WHERE id = $4")
+            .bind(TrialState::Running.as_str())
+            .bind(worker_id)
+            .bind(now_ms())
+            .bind(id)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    pub async fn set_trial_device(&self, id: i64, device: &str) -> Result<(), StoreError> {
+        sqlx::query("UPDATE trials SET device = $1 WHERE id = $2").bind(device).bind(id).execute(&self.pool).await?;
+        Ok(())
+    }
+
+    pub async fn insert_epoch(&self, trial_id: i64, m: &EpochMetrics) -> Result<(), StoreError> {
+        sqlx::query(
+            "INSERT INTO trial_epochs (trial_id, epoch, train_loss, val_loss, val_accuracy, elapsed_seconds)
+             VALUES ($1, $2, $3, $4, $5, $6)",
+        )
+        .bind(trial_id)
+        .bind(m.epoch as i64)
+        .bind(m.train_loss)
+        .bind(m.val_loss)
+        .bind(m.val_accuracy)
+        .bind(m.elapsed_seconds)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    /// Record a finished trial's result (`Complete` or `Pruned`) in one statement.
+    pub async fn finish_trial(&self, id: i64, state: TrialState, r: &TrialResult) -> Result<(), StoreError> {
+        let json = serde_json::to_string(r)?;
+        sqlx::query(
+            "UPDATE trials SET state = $1, device = $2, val_accuracy = $3, val_loss = $4, test_accuracy = $5,
+             test_loss = $6, train_seconds = $7, prepare_seconds = $8, inference_ms = $9, inference_ips = $10,
+             parameter_count = $11, model_bytes = $12, epochs_completed = $13, result = $14, finished_at = $15
+             WHERE id = $16",
+        )
+        .bind(state.as_str())
+        .bind(&r.device)
+        .bind(r.val_accuracy)
+        .bind(r.val_loss)
+        .bind(r.test_accuracy)
+        .bind(r.test_loss)
+        .bind(r.train_seconds)
+        .bind(r.prepare_seconds)
+        .bind(r.inference_ms_per_image)
+        .bind(r.inference_images_per_second)
+        .bind(r.parameter_count as i64)
+        .bind(r.model_bytes as i64)
+        .bind(r.epochs_completed as i64)
+        .bind(json)
+        .bind(now_ms())
+        .bind(id)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    /// Mark a trial failed (or pruned without a result) unless it already finished.
+    pub async fn end_trial_without_result(&self, id: i64, state: TrialState, error: Option<&str>) -> Result<(), StoreError> {
+        sqlx::query(
+            "UPDATE trials SET state = $1, error = $2, finished_at = $3
+             WHERE id = $4 AND state IN ('queued', 'running')",
+        )
+        .bind(state.as_str())
+        .bind(error)
+        .bind(now_ms())
+        .bind(id)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    /// At start-up nothing can be running: trials left queued/running by a previous process failed.
+    pub async fn fail_unfinished_trials(&self, reason: &str) -> Result<u64, StoreError> {
+        let r = sqlx::query("UPDATE trials SET state = $1, error = $2, finished_at = $3 WHERE state IN ('queued', 'running')")
+            .bind(TrialState::Failed.as_str())
+            .bind(reason)
+            .bind(now_ms())
+            .execute(&self.pool)
+            .await?;
+        Ok(r.rows_affected())
+    }
+
+    pub async fn trial(&self, id: i64) -> Result<TrialRow, StoreError> {
+        sqlx::query_as("SELECT * FROM trials WHERE id = $1")
+            .bind(id)
+            .fetch_optional(&self.pool)
+            .await?
+            .ok_or_else(|| StoreError::NotFound(format!("trial {id}")))
+    }
+
+    pub async fn trials(&self, study_id: i64) -> Result<Vec<TrialRow>, StoreError> {
+        Ok(sqlx::query_as("SELECT * FROM trials WHERE study_id = $1 ORDER BY number")
+            .bind(study_id)
+            .fetch_all(&self.pool)
+            .await?)
+    }
+
+    pub async fn epochs(&self, trial_id: i64) -> Result<Vec<EpochRow>, StoreError> {
+        Ok(sqlx::query_as("SELECT * FROM trial_epochs WHERE trial_id = $1 ORDER BY epoch")
+            .bind(trial_id)
+            .fetch_all(&self.pool)
+            .await?)
+    }
+
+    pub async fn epochs_for_study(&self, study_id: i64) -> Result<Vec<EpochRow>, StoreError> {
+        Ok(sqlx::query_as(
+            "SELECT e.* FROM trial_epochs e JOIN trials t ON t.id = e.trial_id WHERE t.study_id = $1 ORDER BY e.trial_id, e.epoch",
+        )
+        .bind(study_id)
+        .fetch_all(&self.pool)
+        .await?)
+    }
+
+    // ---- workers ----
+
+    /// Register or refresh a worker (registration doubles as heartbeat).
+    pub async fn upsert_worker(&self, w: &WorkerRow) -> Result<(), StoreError> {
+        sqlx::query(
+            "INSERT INTO workers (id, grpc_url, device, device_name, torch_version, cuda_available, slots, registered_at, last_seen_at)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)
+             ON CONFLICT (id) DO UPDATE SET grpc_url = excluded.grpc_url, device = excluded.device,
+               device_name = excluded.device_name, torch_version = excluded.torch_version,
+               cuda_available = excluded.cuda_available, slots = excluded.slots, last_seen_at = excluded.last_seen_at",
+        )
+        .bind(&w.id)
+        .bind(&w.grpc_url)
+        .bind(&w.device)
+        .bind(&w.device_name)
+        .bind(&w.torch_version)
+        .bind(w.cuda_available)
+        .bind(w.slots)
+        .bind(w.registered_at)
+        .bind(w.last_seen_at)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    pub async fn workers(&self) -> Result<Vec<WorkerRow>, StoreError> {
+        Ok(sqlx::query_as("SELECT * FROM workers ORDER BY id").fetch_all(&self.pool).await?)
+    }
+}
+

@@ -1,0 +1,5 @@
+//! Links libtorch (CUDA kept, rpath set) for this crate's tests; see scripts/torch_link.rs.
+include!("../../scripts/torch_link.rs");
+fn main() {
+    torch_link();
+}

@@ -1,0 +1,31 @@
+//! The only library that links libtorch. It turns a `ModelSpec` into a network, trains it on packed
+//! uint8 image tensors that live on the device, evaluates, times inference, and saves/loads weights as
+//! safetensors. It knows nothing of gRPC or HTTP: the worker drives it.
+//!
+//! Architecture invariant: no per-step host synchronisation. Losses and accuracies are accumulated as
+//! device tensors and read once per epoch.
+
+pub mod data;
+pub mod device;
+pub mod model;
+pub mod train;
+
+pub use data::{prepare, DeviceData};
+pub use device::{device_report, pick_device, DeviceReport};
+pub use model::{build, parameter_count, Net};
+pub use train::{evaluate, load_model, measure_inference, save_weights, train, EpochControl, Trained};
+
+/// Errors the trainer reports; the worker maps them to gRPC statuses.
+#[derive(Debug, thiserror::Error)]
+pub enum TrainError {
+    #[error("invalid training config: {0}")]
+    InvalidConfig(String),
+    #[error("dataset: {0}")]
+    Dataset(#[from] tanren_dataset::IngestError),
+    #[error("libtorch: {0}")]
+    Torch(#[from] tch::TchError),
+    #[error("io: {0}")]
+    Io(#[from] std::io::Error),
+    #[error("training diverged at epoch {epoch}: loss is {loss}; try a lower learning rate")]
+    Diverged { epoch: u32, loss: f64 },
+}

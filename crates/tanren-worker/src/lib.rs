@@ -1,0 +1,69 @@
+//! The worker service: a gRPC server (`proto/tanren/v1/worker.proto`) that runs one trial at a time
+//! with the trainer, fetches datasets from the control plane over HTTP (cached by sha256), uploads the
+//! trained weights, and registers itself with the control plane on a heartbeat.
+//!
+//! API boundary: `run(config, listener, shutdown)`; the binary only parses flags.
+
+pub mod cli;
+mod dataset;
+mod register;
+mod service;
+
+use std::path::PathBuf;
+use std::time::Duration;
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+
+pub use service::WorkerService;
+
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// Control plane base URL (e.g. `http://127.0.0.1:8080`); when set the worker registers there.
+    pub control_url: Option<String>,
+    /// gRPC URL the control plane should dial; defaults to `http://<listener address>`.
+    pub advertise_url: Option<String>,
+    pub worker_id: String,
+    /// Dataset downloads, extracted datasets and the decode cache live here.
+    pub data_dir: PathBuf,
+    /// `auto`, `cpu`, `cuda` or `cuda:N`.
+    pub device: String,
+    /// CPU threads for libtorch; `None` keeps libtorch's default.
+    pub threads: Option<i32>,
+    pub heartbeat: Duration,
+}
+
+pub async fn run(config: Config, listener: TcpListener, shutdown: CancellationToken) -> anyhow::Result<()> {
+    if let Some(n) = config.threads {
+        tch::set_num_threads(n);
+    }
+    let device = tanren_trainer::pick_device(&config.device).map_err(anyhow::Error::msg)?;
+    let report = tanren_trainer::device_report(device);
+    tracing::info!(
+        worker_id = %config.worker_id,
+        device = %report.device,
+        device_name = %report.device_name,
+        torch = %report.torch_version,
+        cuda = report.cuda_available,
+        cudnn = report.cudnn_available,
+        "worker starting"
+    );
+    if let Device::Cuda(_) = device {
+        tch::Cuda::cudnn_set_benchmark(true);
+    }
+    std::fs::create_dir_all(&config.data_dir)?;
+    let addr = listener.local_addr()?;
+    let advertise = config.advertise_url.clone().unwrap_or_else(|| format!("http://{addr}"));
+    let service = WorkerService::new(config.clone(), device, report.clone());
+    let info = service.info_message();
+    if let Some(control) = config.control_url.clone() {
+        tokio::spawn(register::heartbeat(control, advertise.clone(), info, config.heartbeat, shutdown.clone()));
+    }
+    tracing::info!(%addr, %advertise, "worker listening (gRPC)");
+    tonic::transport::Server::builder()
+        .add_service(tanren_proto::v1::worker_server::WorkerServer::new(service))
+        .serve_with_incoming_shutdown(tokio_stream::wrappers::TcpListenerStream::new(listener), shutdown.cancelled())
+        .await?;
+    Ok(())
+}
+
+use tch::Device;

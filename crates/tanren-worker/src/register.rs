@@ -1,0 +1,46 @@
+//! Registration with the control plane: a POST of this worker's description, repeated as a heartbeat,
+//! so a restarted control plane or worker finds the other without any ordering.
+
+use std::time::Duration;
+use tanren_proto::v1::WorkerInfo;
+use tokio_util::sync::CancellationToken;
+
+pub async fn heartbeat(control: String, grpc_url: String, info: WorkerInfo, every: Duration, shutdown: CancellationToken) {
+    let client = reqwest::Client::builder().timeout(Duration::from_secs(10)).build().expect("http client");
+    let url = format!("{}/api/v1/workers", control.trim_end_matches('/'));
+    let body = serde_json::json!({
+        "id": info.worker_id,
+        "grpc_url": grpc_url,
+        "device": info.device,
+        "device_name": info.device_name,
+        "torch_version": info.torch_version,
+        "cuda_available": info.cuda_available,
+        "slots": info.slots,
+    });
+    let mut was_ok = None;
+    loop {
+        let ok = match client.post(&url).json(&body).send().await {
+            Ok(r) if r.status().is_success() => true,
+            Ok(r) => {
+                if was_ok != Some(false) {
+                    tracing::warn!(status = %r.status(), %url, "control plane refused registration");
+                }
+                false
+            }
+            Err(e) => {
+                if was_ok != Some(false) {
+                    tracing::warn!(error = %e, %url, "control plane unreachable; will keep trying");
+                }
+                false
+            }
+        };
+        if ok && was_ok != Some(true) {
+            tracing::info!(%url, "registered with control plane");
+        }
+        was_ok = Some(ok);
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            _ = tokio::time::sleep(every) => {}
+        }
+    }
+}

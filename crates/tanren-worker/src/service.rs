@@ -1,0 +1,201 @@
+//! The gRPC `Worker` service: one trial at a time; training runs on a blocking thread and talks to
+//! the response stream through a channel. A closed stream (the control plane cancelled: prune or stop)
+//! makes the trainer stop at the next epoch boundary.
+
+use crate::{dataset, Config};
+use std::sync::Arc;
+use std::time::Instant;
+use tanren_core::{TrainConfig, TrialResult};
+use tanren_proto::v1::{self, trial_event::Event, worker_server::Worker};
+use tanren_trainer::{DeviceReport, EpochControl, TrainError};
+use tch::Device;
+use tokio::sync::{mpsc, Semaphore};
+use tokio_stream::wrappers::ReceiverStream;
+use tonic::{Request, Response, Status};
+
+#[derive(Clone)]
+pub struct WorkerService {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    config: Config,
+    device: Device,
+    report: DeviceReport,
+    slots: Arc<Semaphore>,
+    http: reqwest::Client,
+}
+
+type Tx = mpsc::Sender<Result<v1::TrialEvent, Status>>;
+
+impl WorkerService {
+    pub fn new(config: Config, device: Device, report: DeviceReport) -> Self {
+        let http = reqwest::Client::builder().build().expect("http client");
+        WorkerService {
+            inner: Arc::new(Inner { config, device, report, slots: Arc::new(Semaphore::new(1)), http }),
+        }
+    }
+
+    pub fn info_message(&self) -> v1::WorkerInfo {
+        let r = &self.inner.report;
+        v1::WorkerInfo {
+            worker_id: self.inner.config.worker_id.clone(),
+            device: r.device.clone(),
+            device_name: r.device_name.clone(),
+            torch_version: r.torch_version.clone(),
+            cuda_available: r.cuda_available,
+            cudnn_available: r.cudnn_available,
+            slots: 1,
+        }
+    }
+}
+
+fn event(e: Event) -> Result<v1::TrialEvent, Status> {
+    Ok(v1::TrialEvent { event: Some(e) })
+}
+
+fn train_status(e: TrainError) -> Status {
+    match e {
+        TrainError::InvalidConfig(m) => Status::invalid_argument(m),
+        TrainError::Dataset(e) => Status::failed_precondition(e.to_string()),
+        TrainError::Diverged { .. } => Status::aborted(e.to_string()),
+        TrainError::Torch(e) => Status::internal(format!("libtorch: {e}")),
+        TrainError::Io(e) => Status::internal(format!("worker disk: {e}")),
+    }
+}
+
+#[tonic::async_trait]
+impl Worker for WorkerService {
+    async fn info(&self, _: Request<v1::InfoRequest>) -> Result<Response<v1::WorkerInfo>, Status> {
+        Ok(Response::new(self.info_message()))
+    }
+
+    type RunTrialStream = ReceiverStream<Result<v1::TrialEvent, Status>>;
+
+    async fn run_trial(&self, req: Request<v1::TrialRequest>) -> Result<Response<Self::RunTrialStream>, Status> {
+        let req = req.into_inner();
+        let cfg = tanren_proto::decode_config(&req.config_json)?;
+        if !dataset::valid_sha(&req.dataset_sha256) {
+            return Err(Status::invalid_argument("dataset_sha256 must be 64 lowercase hex digits"));
+        }
+        let permit = self
+            .inner
+            .slots
+            .clone()
+            .try_acquire_owned()
+            .map_err(|_| Status::resource_exhausted("worker is busy with another trial"))?;
+        let (tx, rx) = mpsc::channel(32);
+        let inner = self.inner.clone();
+        tokio::spawn(async move {
+            let _permit = permit;
+            let span = tracing::info_span!("trial", trial_id = req.trial_id, study_id = req.study_id);
+            let _g = span.enter();
+            if let Err(status) = run(inner, req, cfg, tx.clone()).await {
+                tracing::warn!(error = %status.message(), "trial failed");
+                let _ = tx.send(Err(status)).await;
+            }
+        });
+        Ok(Response::new(ReceiverStream::new(rx)))
+    }
+}
+
+async fn run(inner: Arc<Inner>, req: v1::TrialRequest, cfg: TrainConfig, tx: Tx) -> Result<(), Status> {
+    let prep_start = Instant::now();
+    let (dir, manifest, _) = dataset::ensure(
+        &inner.http,
+        &inner.config.data_dir,
+        &req.dataset_sha256,
+        &req.dataset_url,
+        req.split_seed,
+    )
+    .await?;
+    if manifest.classes.len() as u32 != cfg.model.num_classes() {
+        return Err(Status::invalid_argument(format!(
+            "model has {} classes but the dataset has {}",
+            cfg.model.num_classes(),
+            manifest.classes.len()
+        )));
+    }
+    let device = inner.device;
+    let cache_dir = inner.config.data_dir.join("cache");
+    let weights_dir = tempfile::tempdir_in(&inner.config.data_dir).map_err(|e| Status::internal(e.to_string()))?;
+    let weights = weights_dir.path().join("model.safetensors");
+    let tx2 = tx.clone();
+    let weights2 = weights.clone();
+    let result = tokio::task::spawn_blocking(move || -> Result<Option<TrialResult>, TrainError> {
+        let data = tanren_trainer::prepare(&dir, &manifest, &cfg, &cache_dir, device)?;
+        let prepare_seconds = prep_start.elapsed().as_secs_f64();
+        let started = v1::Started {
+            device: tanren_trainer::device::device_label(device),
+            dataset_cache_hit: data.cache_hit,
+            prepare_seconds,
+        };
+        if tx2.blocking_send(event(Event::Started(started))).is_err() {
+            return Ok(None);
+        }
+        let trained = tanren_trainer::train(&cfg, &data, device, |m| {
+            match tx2.blocking_send(event(Event::Epoch(m.into()))) {
+                Ok(()) => EpochControl::Continue,
+                Err(_) => EpochControl::Stop,
+            }
+        })?;
+        if tx2.is_closed() {
+            return Ok(None);
+        }
+        let test = tanren_trainer::evaluate(&trained.net, &data.test_x, &data.test_y, cfg.normalize)?;
+        let val = tanren_trainer::evaluate(&trained.net, &data.val_x, &data.val_y, cfg.normalize)?;
+        let (ms, ips) = tanren_trainer::measure_inference(&trained.net, &data.test_x, cfg.normalize)?;
+        let model_bytes = tanren_trainer::save_weights(&trained.vs, &weights2)?;
+        let k = manifest.classes.len();
+        let labels: Vec<i64> = Vec::<i64>::try_from(data.test_y.to_device(Device::Cpu))?;
+        let mut confusion = vec![vec![0u64; k]; k];
+        for (&t, &p) in labels.iter().zip(&test.predictions) {
+            confusion[t as usize][p as usize] += 1;
+        }
+        let per_class_accuracy = confusion
+            .iter()
+            .enumerate()
+            .map(|(i, row)| {
+                let n: u64 = row.iter().sum();
+                if n == 0 { f64::NAN } else { row[i] as f64 / n as f64 }
+            })
+            .collect();
+        Ok(Some(TrialResult {
+            val_accuracy: val.accuracy,
+            val_loss: val.loss,
+            test_accuracy: test.accuracy,
+            test_loss: test.loss,
+            per_class_accuracy,
+            confusion,
+            test_predictions: test.predictions.iter().map(|&p| p as u32).collect(),
+            train_seconds: trained.train_seconds,
+            prepare_seconds,
+            inference_ms_per_image: ms,
+            inference_images_per_second: ips,
+            parameter_count: tanren_trainer::parameter_count(&trained.vs),
+            model_bytes,
+            epochs_completed: trained.epochs.len() as u32,
+            device: tanren_trainer::device::device_label(device),
+            stopped_early: trained.stopped_early,
+        }))
+    })
+    .await
+    .map_err(|e| Status::internal(format!("trainer thread: {e}")))?
+    .map_err(train_status)?;
+    let Some(result) = result else {
+        tracing::info!("control plane went away; trial stopped");
+        return Ok(());
+    };
+    let body = tokio::fs::read(&weights).await.map_err(|e| Status::internal(e.to_string()))?;
+    inner
+        .http
+        .put(&req.artifact_url)
+        .body(body)
+        .send()
+        .await
+        .and_then(|r| r.error_for_status())
+        .map_err(|e| Status::unavailable(format!("uploading weights to {}: {e}", req.artifact_url)))?;
+    tracing::info!(val_accuracy = result.val_accuracy, test_accuracy = result.test_accuracy, "trial complete");
+    let _ = tx.send(event(Event::Result(tanren_proto::encode_result(&result)))).await;
+    Ok(())
+}

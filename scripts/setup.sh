@@ -1,0 +1,27 @@
+#!/usr/bin/env bash
+# Idempotent set-up: system packages (protoc, mold), the torch 2.11.0 venv, and a release build of every
+# binary. Safe to run again; it skips what is already there.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+source scripts/env.sh
+
+need_apt=()
+command -v protoc >/dev/null || need_apt+=(protobuf-compiler)
+command -v mold >/dev/null || need_apt+=(mold)
+if [ ${#need_apt[@]} -gt 0 ]; then
+  echo "tanren setup: installing ${need_apt[*]} (apt)"
+  SUDO=""; [ "$(id -u)" = 0 ] || SUDO="sudo"
+  $SUDO apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "${need_apt[@]}" >/dev/null
+fi
+
+if ! "$TANREN_VENV/bin/python" -c "import torch,sys; sys.exit(0 if torch.__version__.split('+')[0]=='$TANREN_TORCH_VERSION' else 1)" 2>/dev/null; then
+  echo "tanren setup: creating $TANREN_VENV with torch==$TANREN_TORCH_VERSION (a few GB, once)"
+  python3 -m venv "$TANREN_VENV"
+  "$TANREN_VENV/bin/pip" install -q --upgrade pip
+  "$TANREN_VENV/bin/pip" install -q "torch==$TANREN_TORCH_VERSION"
+fi
+source scripts/env.sh
+
+echo "tanren setup: building (release; first build takes a while on few cores)"
+cargo build --release --bins
