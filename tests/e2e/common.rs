@@ -31,9 +31,16 @@ impl TestApp {
         let shutdown = CancellationToken::new();
         tokio::spawn(tanren_control::run(config, listener, shutdown.clone()));
         let http = reqwest::Client::new();
-        let app = TestApp { url, dir, http, shutdown };
-        app.wait_until(Duration::from_secs(20), || async { app.http.get(format!("{}/healthz", app.url)).send().await.is_ok() })
-            .await;
+        let app = TestApp {
+            url,
+            dir,
+            http,
+            shutdown,
+        };
+        app.wait_until(Duration::from_secs(20), || async {
+            app.http.get(format!("{}/healthz", app.url)).send().await.is_ok()
+        })
+        .await;
         app
     }
 
@@ -74,7 +81,11 @@ impl TestApp {
     async fn wait_for_worker(&self, id: &str) {
         self.wait_until(Duration::from_secs(60), || async {
             let v = self.get("/api/v1/workers").await;
-            v["workers"].as_array().unwrap().iter().any(|w| w["id"] == id && w["alive"] == true)
+            v["workers"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .any(|w| w["id"] == id && w["alive"] == true)
         })
         .await;
     }
@@ -86,14 +97,26 @@ impl TestApp {
     }
 
     pub async fn post(&self, path: &str, body: &serde_json::Value) -> (u16, serde_json::Value) {
-        let r = self.http.post(format!("{}{path}", self.url)).json(body).send().await.unwrap();
+        let r = self
+            .http
+            .post(format!("{}{path}", self.url))
+            .json(body)
+            .send()
+            .await
+            .unwrap();
         (r.status().as_u16(), r.json().await.unwrap_or_default())
     }
 
     pub async fn upload(&self, zip: Vec<u8>, name: &str) -> (u16, serde_json::Value) {
         let part = reqwest::multipart::Part::bytes(zip).file_name(format!("{name}.zip"));
         let form = reqwest::multipart::Form::new().part("file", part);
-        let r = self.http.post(format!("{}/api/v1/datasets", self.url)).multipart(form).send().await.unwrap();
+        let r = self
+            .http
+            .post(format!("{}/api/v1/datasets", self.url))
+            .multipart(form)
+            .send()
+            .await
+            .unwrap();
         (r.status().as_u16(), r.json().await.unwrap_or_default())
     }
 
@@ -117,7 +140,10 @@ impl TestApp {
             if s["state"] != "running" {
                 return s;
             }
-            assert!(start.elapsed() < timeout, "study {id} still running after {timeout:?}: {s}");
+            assert!(
+                start.elapsed() < timeout,
+                "study {id} still running after {timeout:?}: {s}"
+            );
             tokio::time::sleep(Duration::from_millis(200)).await;
         }
     }
@@ -131,10 +157,15 @@ impl TestApp {
 pub struct Lcg(u64);
 impl Lcg {
     pub fn new(seed: u64) -> Self {
-        Lcg(seed.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407))
+        Lcg(seed
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407))
     }
     pub fn next(&mut self) -> u32 {
-        self.0 = self.0.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+        self.0 = self
+            .0
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
         (self.0 >> 33) as u32
     }
     pub fn range(&mut self, lo: u32, hi: u32) -> u32 {
@@ -148,7 +179,11 @@ pub const SHAPES: [&str; 3] = ["circle", "square", "stripe"];
 pub fn shape_png(kind: &str, rng: &mut Lcg) -> Vec<u8> {
     let s = 32u32;
     let bg = rng.range(0, 80) as u8;
-    let color = [rng.range(150, 256) as u8, rng.range(150, 256) as u8, rng.range(150, 256) as u8];
+    let color = [
+        rng.range(150, 256) as u8,
+        rng.range(150, 256) as u8,
+        rng.range(150, 256) as u8,
+    ];
     let r = rng.range(5, 9) as i32;
     let cx = rng.range(r as u32 + 1, s - r as u32 - 1) as i32;
     let cy = rng.range(r as u32 + 1, s - r as u32 - 1) as i32;
@@ -161,7 +196,11 @@ pub fn shape_png(kind: &str, rng: &mut Lcg) -> Vec<u8> {
             _ => dy.abs() <= 1 && dx.abs() <= r + 4,
         };
         let noise = (rng.next() % 30) as u8;
-        *p = if inside { image::Rgb(color) } else { image::Rgb([bg + noise, bg + noise, bg + noise]) };
+        *p = if inside {
+            image::Rgb(color)
+        } else {
+            image::Rgb([bg + noise, bg + noise, bg + noise])
+        };
     }
     let mut out = std::io::Cursor::new(Vec::new());
     img.write_to(&mut out, image::ImageFormat::Png).unwrap();

@@ -19,8 +19,20 @@ async fn bad_uploads_are_refused_and_leave_nothing() {
     let png = shape_png("circle", &mut rng);
     let cases: Vec<(&str, Vec<u8>)> = vec![
         ("not a zip", b"hello, this is not a zip file".to_vec()),
-        ("zip slip", zip_of(&[("train/a/1.png".into(), png.clone()), ("../evil.png".into(), png.clone())])),
-        ("one class", zip_of(&[("train/a/1.png".into(), png.clone()), ("test/a/1.png".into(), png.clone())])),
+        (
+            "zip slip",
+            zip_of(&[
+                ("train/a/1.png".into(), png.clone()),
+                ("../evil.png".into(), png.clone()),
+            ]),
+        ),
+        (
+            "one class",
+            zip_of(&[
+                ("train/a/1.png".into(), png.clone()),
+                ("test/a/1.png".into(), png.clone()),
+            ]),
+        ),
         (
             "class mismatch",
             zip_of(&[
@@ -47,7 +59,10 @@ async fn bad_uploads_are_refused_and_leave_nothing() {
         assert!(!msg.is_empty(), "{what}: no message in {body}");
         assert!(body["error"]["code"].is_string(), "{what}: {body}");
     }
-    assert_eq!(app.get("/api/v1/datasets").await["datasets"], serde_json::json!([]));
+    assert_eq!(
+        app.get("/api/v1/datasets").await["datasets"],
+        serde_json::json!([])
+    );
     assert_eq!(leftovers(&app), Vec::<String>::new());
 }
 
@@ -58,12 +73,27 @@ async fn bad_study_requests_name_the_field() {
     assert_eq!(status, 201, "{ds}");
     let id = ds["id"].clone();
     let cases = [
-        (serde_json::json!({"dataset_id": id, "bounds": {"learning_rate": {"low": 0.1, "high": 0.01}}}), "learning_rate"),
-        (serde_json::json!({"dataset_id": id, "bounds": {"wings": {"low": 1, "high": 2}}}), "wings"),
-        (serde_json::json!({"dataset_id": id, "bounds": {"optimizer": {"choices": ["rmsprop"]}}}), "optimizer"),
-        (serde_json::json!({"dataset_id": id, "budget": {"trials": 0}}), "budget.trials"),
+        (
+            serde_json::json!({"dataset_id": id, "bounds": {"learning_rate": {"low": 0.1, "high": 0.01}}}),
+            "learning_rate",
+        ),
+        (
+            serde_json::json!({"dataset_id": id, "bounds": {"wings": {"low": 1, "high": 2}}}),
+            "wings",
+        ),
+        (
+            serde_json::json!({"dataset_id": id, "bounds": {"optimizer": {"choices": ["rmsprop"]}}}),
+            "optimizer",
+        ),
+        (
+            serde_json::json!({"dataset_id": id, "budget": {"trials": 0}}),
+            "budget.trials",
+        ),
         (serde_json::json!({"dataset_id": 999}), "dataset_id"),
-        (serde_json::json!({"dataset_id": id, "sampler": "magic"}), "sampler"),
+        (
+            serde_json::json!({"dataset_id": id, "sampler": "magic"}),
+            "sampler",
+        ),
     ];
     for (body, field) in cases {
         let (status, resp) = app.post("/api/v1/studies", &body).await;
@@ -76,13 +106,23 @@ async fn bad_study_requests_name_the_field() {
         .http
         .post(format!("{}/api/v1/studies", app.url))
         .header("content-type", "application/json")
-        .body(format!("{{\"dataset_id\": {id}, \"bounds\": {{\"dropout\": {{\"low\": NaN, \"high\": 0.2}}}}}}"))
+        .body(format!(
+            "{{\"dataset_id\": {id}, \"bounds\": {{\"dropout\": {{\"low\": NaN, \"high\": 0.2}}}}}}"
+        ))
         .send()
         .await
         .unwrap();
     assert_eq!(r.status(), 400);
-    let (status, resp) = app.post("/api/v1/studies", &serde_json::json!({"dataset_id": id, "colour": "red"})).await;
+    let (status, resp) = app
+        .post(
+            "/api/v1/studies",
+            &serde_json::json!({"dataset_id": id, "colour": "red"}),
+        )
+        .await;
     assert_eq!(status, 400);
-    assert!(resp["error"]["message"].as_str().unwrap().contains("colour"), "{resp}");
+    assert!(
+        resp["error"]["message"].as_str().unwrap().contains("colour"),
+        "{resp}"
+    );
     assert_eq!(app.get("/api/v1/studies").await["studies"], serde_json::json!([]));
 }

@@ -14,7 +14,12 @@ async fn study_runs_end_to_end_and_the_model_rebuilds() {
     let zip = shapes_zip(40, 12, 7);
     let (status, ds) = app.upload(zip.clone(), "shapes").await;
     assert_eq!(status, 201, "{ds}");
-    let names: Vec<_> = ds["classes"].as_array().unwrap().iter().map(|c| c["name"].as_str().unwrap().to_string()).collect();
+    let names: Vec<_> = ds["classes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["name"].as_str().unwrap().to_string())
+        .collect();
     assert_eq!(names, SHAPES, "classes are alphabetical like ImageFolder");
     for c in ds["classes"].as_array().unwrap() {
         assert_eq!((c["train"].as_u64(), c["test"].as_u64()), (Some(40), Some(12)));
@@ -55,9 +60,22 @@ async fn study_runs_end_to_end_and_the_model_rebuilds() {
     assert_eq!(trials.len(), 3);
     // Trial 0 is the seed's configuration moved inside the bounds.
     let p0 = &trials[0]["params"];
-    assert_eq!((p0["batch_size"].as_i64(), p0["conv_blocks"].as_i64(), p0["channels"].as_i64()), (Some(10), Some(1), Some(16)));
-    assert_eq!((p0["optimizer"].as_str(), p0["learning_rate"].as_f64()), (Some("adam"), Some(0.001)));
-    assert_eq!((p0["epochs"].as_i64(), p0["image_size"].as_i64()), (Some(4), Some(24)));
+    assert_eq!(
+        (
+            p0["batch_size"].as_i64(),
+            p0["conv_blocks"].as_i64(),
+            p0["channels"].as_i64()
+        ),
+        (Some(10), Some(1), Some(16))
+    );
+    assert_eq!(
+        (p0["optimizer"].as_str(), p0["learning_rate"].as_f64()),
+        (Some("adam"), Some(0.001))
+    );
+    assert_eq!(
+        (p0["epochs"].as_i64(), p0["image_size"].as_i64()),
+        (Some(4), Some(24))
+    );
     for t in &trials {
         assert_eq!(t["state"], "complete", "{t}");
         assert!(t["train_seconds"].as_f64().unwrap() > 0.0);
@@ -69,27 +87,46 @@ async fn study_runs_end_to_end_and_the_model_rebuilds() {
         assert_eq!(t["device"], "cpu");
         let full = app.get(&format!("/api/v1/trials/{}", t["id"])).await;
         let epochs = full["epochs"].as_array().unwrap();
-        assert_eq!(epochs.len() as i64, t["params"]["epochs"].as_i64().unwrap(), "one row per epoch");
+        assert_eq!(
+            epochs.len() as i64,
+            t["params"]["epochs"].as_i64().unwrap(),
+            "one row per epoch"
+        );
         assert!(epochs.iter().all(|e| e["train_loss"].as_f64().unwrap() > 0.0));
     }
     let best = &done["best_trial"];
     let best_acc = best["val_accuracy"].as_f64().unwrap();
-    assert!(best_acc > 0.6, "best validation accuracy {best_acc} is not above chance (1/3) by a margin");
+    assert!(
+        best_acc > 0.6,
+        "best validation accuracy {best_acc} is not above chance (1/3) by a margin"
+    );
     assert!(best["test_accuracy"].as_f64().unwrap() > 0.5, "{best}");
 
     // Download the best model and rebuild it here.
-    let r = app.http.get(format!("{}/api/v1/studies/{id}/model", app.url)).send().await.unwrap();
+    let r = app
+        .http
+        .get(format!("{}/api/v1/studies/{id}/model", app.url))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), 200);
     let bytes = r.bytes().await.unwrap();
     let mut z = zip::ZipArchive::new(std::io::Cursor::new(bytes.to_vec())).unwrap();
     let mut card = String::new();
-    z.by_name("model.json").unwrap().read_to_string(&mut card).unwrap();
+    z.by_name("model.json")
+        .unwrap()
+        .read_to_string(&mut card)
+        .unwrap();
     let card: serde_json::Value = serde_json::from_str(&card).unwrap();
     assert_eq!(card["classes"], serde_json::json!(SHAPES));
     assert_eq!(card["provenance"]["trial_id"], best["id"]);
     let out = tempfile::tempdir().unwrap();
     let weights = out.path().join("model.safetensors");
-    std::io::copy(&mut z.by_name("model.safetensors").unwrap(), &mut std::fs::File::create(&weights).unwrap()).unwrap();
+    std::io::copy(
+        &mut z.by_name("model.safetensors").unwrap(),
+        &mut std::fs::File::create(&weights).unwrap(),
+    )
+    .unwrap();
     let spec: tanren_core::ModelSpec = serde_json::from_value(card["architecture"].clone()).unwrap();
     let cfg: tanren_core::TrainConfig = serde_json::from_value(card["train_config"].clone()).unwrap();
     let (_vs, net) = tanren_trainer::load_model(&spec, &weights, tch::Device::Cpu).unwrap();
@@ -99,16 +136,29 @@ async fn study_runs_end_to_end_and_the_model_rebuilds() {
     let zip_path = app.data_path(&format!("control/datasets/{sha}.zip"));
     let ds_dir = out.path().join("ds");
     let manifest = tanren_dataset::ingest_zip(&zip_path, &ds_dir, &Default::default(), 42).unwrap();
-    let (packed, _) =
-        tanren_dataset::load_or_build(&ds_dir, &manifest, tanren_dataset::Split::Test, cfg.image_size, 3, &out.path().join("c"))
-            .unwrap();
+    let (packed, _) = tanren_dataset::load_or_build(
+        &ds_dir,
+        &manifest,
+        tanren_dataset::Split::Test,
+        cfg.image_size,
+        3,
+        &out.path().join("c"),
+    )
+    .unwrap();
     let s = cfg.image_size as i64;
     let x = tch::Tensor::from_slice(&packed.pixels).view([packed.n as i64, 3, s, s]);
     let y = tch::Tensor::from_slice(&packed.labels);
     let eval = tanren_trainer::evaluate(&net, &x, &y, cfg.normalize).unwrap();
     let trial = app.get(&format!("/api/v1/trials/{}", best["id"])).await;
-    let worker_preds: Vec<i64> =
-        trial["result"]["test_predictions"].as_array().unwrap().iter().map(|p| p.as_i64().unwrap()).collect();
-    assert_eq!(eval.predictions, worker_preds, "rebuilt model predicts what the worker's evaluation did");
+    let worker_preds: Vec<i64> = trial["result"]["test_predictions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p.as_i64().unwrap())
+        .collect();
+    assert_eq!(
+        eval.predictions, worker_preds,
+        "rebuilt model predicts what the worker's evaluation did"
+    );
     assert!((eval.accuracy - best["test_accuracy"].as_f64().unwrap()).abs() < 1e-9);
 }

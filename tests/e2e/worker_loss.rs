@@ -26,7 +26,10 @@ async fn killed_worker_fails_the_trial_and_the_study_resumes() {
     // Wait until the first trial has reported an epoch, then kill the worker outright.
     let start = std::time::Instant::now();
     let trial_id = loop {
-        assert!(start.elapsed() < Duration::from_secs(120), "no epoch reported in time");
+        assert!(
+            start.elapsed() < Duration::from_secs(120),
+            "no epoch reported in time"
+        );
         let ts = app.get(&format!("/api/v1/studies/{id}/trials")).await;
         if let Some(t) = ts["trials"].as_array().unwrap().first() {
             let trial_id = t["id"].as_i64().unwrap();
@@ -47,7 +50,10 @@ async fn killed_worker_fails_the_trial_and_the_study_resumes() {
     let t = app.get(&format!("/api/v1/trials/{trial_id}")).await;
     assert!(t["error"].as_str().unwrap().contains("interrupted"), "{t}");
     let s = app.get(&format!("/api/v1/studies/{id}")).await;
-    assert_eq!(s["state"], "running", "an interrupted trial does not use the budget: {s}");
+    assert_eq!(
+        s["state"], "running",
+        "an interrupted trial does not use the budget: {s}"
+    );
 
     // A worker comes back; the study finishes its one trial.
     let mut second = app.spawn_worker_process("phoenix").await;

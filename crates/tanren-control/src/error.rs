@@ -42,9 +42,10 @@ impl From<StoreError> for ApiError {
     fn from(e: StoreError) -> Self {
         match e {
             StoreError::NotFound(what) => ApiError::NotFound(format!("{what} does not exist")),
-            StoreError::Db(_) | StoreError::Migrate(_) | StoreError::UnsupportedUrl(_) | StoreError::Json(_) => {
-                ApiError::Internal(e.to_string())
-            }
+            StoreError::Db(_)
+            | StoreError::Migrate(_)
+            | StoreError::UnsupportedUrl(_)
+            | StoreError::Json(_) => ApiError::Internal(e.to_string()),
         }
     }
 }
@@ -57,7 +58,10 @@ impl From<std::io::Error> for ApiError {
 
 impl From<tanren_core::BoundsError> for ApiError {
     fn from(e: tanren_core::BoundsError) -> Self {
-        ApiError::InvalidField { field: format!("bounds.{}", e.param), message: e.to_string() }
+        ApiError::InvalidField {
+            field: format!("bounds.{}", e.param),
+            message: e.to_string(),
+        }
     }
 }
 

@@ -14,7 +14,9 @@ impl Files {
         for d in ["uploads", "datasets", "models"] {
             std::fs::create_dir_all(root.join(d))?;
         }
-        Ok(Files { root: root.to_path_buf() })
+        Ok(Files {
+            root: root.to_path_buf(),
+        })
     }
 
     pub fn uploads(&self) -> PathBuf {

@@ -62,19 +62,34 @@ pub async fn run(config: Config, listener: TcpListener, shutdown: CancellationTo
         .clone()
         .unwrap_or_else(|| format!("sqlite://{}", config.data_dir.join("tanren.db").display()));
     let store = Store::connect(&url).await?;
-    let interrupted = store.fail_unfinished_trials(scheduler::INTERRUPTED_RESTART).await?;
+    let interrupted = store
+        .fail_unfinished_trials(scheduler::INTERRUPTED_RESTART)
+        .await?;
     if interrupted > 0 {
-        tracing::warn!(interrupted, "trials left running by a previous control plane were marked failed");
+        tracing::warn!(
+            interrupted,
+            "trials left running by a previous control plane were marked failed"
+        );
     }
     let addr = listener.local_addr()?;
-    let public_url = config.public_url.clone().unwrap_or_else(|| format!("http://{addr}"));
+    let public_url = config
+        .public_url
+        .clone()
+        .unwrap_or_else(|| format!("http://{addr}"));
     let scheduler = scheduler::Scheduler::new(public_url.clone(), config.worker_timeout);
-    let state = Arc::new(AppState { config: config.clone(), store, files, scheduler });
+    let state = Arc::new(AppState {
+        config: config.clone(),
+        store,
+        files,
+        scheduler,
+    });
     state.scheduler.restore(&state).await?;
     let sched = tokio::spawn(scheduler::run_loop(state.clone(), shutdown.clone()));
     let app = api::router(state.clone());
     tracing::info!(%addr, %public_url, database = %url, data_dir = %config.data_dir.display(), "control plane listening");
-    axum::serve(listener, app).with_graceful_shutdown(shutdown.clone().cancelled_owned()).await?;
+    axum::serve(listener, app)
+        .with_graceful_shutdown(shutdown.clone().cancelled_owned())
+        .await?;
     shutdown.cancel();
     let _ = sched.await;
     state.store.close().await;

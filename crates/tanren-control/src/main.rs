@@ -6,7 +6,10 @@ use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 
 #[derive(Parser)]
-#[command(name = "tanren-control", about = "tanren control plane (REST API + scheduler)")]
+#[command(
+    name = "tanren-control",
+    about = "tanren control plane (REST API + scheduler)"
+)]
 struct Args {
     /// Address to serve the REST API on.
     #[arg(long, env = "TANREN_LISTEN", default_value = "127.0.0.1:8080")]
@@ -31,7 +34,9 @@ struct Args {
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     tracing_subscriber::fmt()
-        .with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()))
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
+        )
         .init();
     let a = Args::parse();
     let listener = tokio::net::TcpListener::bind(&a.listen).await?;

@@ -9,13 +9,18 @@ use tanren_store::{DatasetRow, StudyRow, TrialRow};
 pub const FORMAT: &str = "tanren-model/1";
 
 pub fn model_json(t: &TrialRow, study: &StudyRow, dataset: &DatasetRow) -> Result<serde_json::Value, String> {
-    let cfg: TrainConfig = serde_json::from_str(&t.config).map_err(|e| format!("trial {} config: {e}", t.id))?;
+    let cfg: TrainConfig =
+        serde_json::from_str(&t.config).map_err(|e| format!("trial {} config: {e}", t.id))?;
     let summary: serde_json::Value = serde_json::from_str(&dataset.summary).unwrap_or_default();
     let classes: Vec<serde_json::Value> = summary["classes"]
         .as_array()
         .map(|a| a.iter().map(|c| c["name"].clone()).collect())
         .unwrap_or_default();
-    let result: serde_json::Value = t.result.as_deref().and_then(|r| serde_json::from_str(r).ok()).unwrap_or_default();
+    let result: serde_json::Value = t
+        .result
+        .as_deref()
+        .and_then(|r| serde_json::from_str(r).ok())
+        .unwrap_or_default();
     Ok(serde_json::json!({
         "format": FORMAT,
         "weights": "model.safetensors",
@@ -64,7 +69,12 @@ pub fn zip(card: &serde_json::Value, weights: &[u8]) -> Result<Vec<u8>, String> 
     let opts = zip::write::SimpleFileOptions::default().compression_method(zip::CompressionMethod::Deflated);
     let e = |e: zip::result::ZipError| e.to_string();
     z.start_file("model.json", opts).map_err(e)?;
-    z.write_all(serde_json::to_string_pretty(card).map_err(|e| e.to_string())?.as_bytes()).map_err(|e| e.to_string())?;
+    z.write_all(
+        serde_json::to_string_pretty(card)
+            .map_err(|e| e.to_string())?
+            .as_bytes(),
+    )
+    .map_err(|e| e.to_string())?;
     z.start_file("model.safetensors", opts).map_err(e)?;
     z.write_all(weights).map_err(|e| e.to_string())?;
     z.finish().map_err(e)?;

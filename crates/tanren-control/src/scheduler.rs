@@ -24,7 +24,8 @@ use tonic::Code;
 use tracing::Instrument;
 
 pub const INTERRUPTED_PREFIX: &str = "interrupted:";
-pub const INTERRUPTED_RESTART: &str = "interrupted: the control plane restarted while this trial was queued or running";
+pub const INTERRUPTED_RESTART: &str =
+    "interrupted: the control plane restarted while this trial was queued or running";
 const MAX_CONSECUTIVE_FAILURES: u32 = 5;
 const WORKER_COOLDOWN: Duration = Duration::from_secs(3);
 
@@ -93,17 +94,29 @@ fn record(t: &TrialRow, epochs: &[tanren_store::EpochRow], spec: &StudySpec) -> 
         params,
         status,
         values: (status == TrialStatus::Complete).then(|| vec![t.val_accuracy.unwrap_or(0.0)]),
-        intermediate: epochs.iter().filter(|e| e.trial_id == t.id).map(|e| (e.epoch as u64, e.val_accuracy)).collect(),
+        intermediate: epochs
+            .iter()
+            .filter(|e| e.trial_id == t.id)
+            .map(|e| (e.epoch as u64, e.val_accuracy))
+            .collect(),
     }
 }
 
 fn is_interrupted(t: &TrialRow) -> bool {
-    t.state == TrialState::Failed.as_str() && t.error.as_deref().is_some_and(|e| e.starts_with(INTERRUPTED_PREFIX))
+    t.state == TrialState::Failed.as_str()
+        && t.error
+            .as_deref()
+            .is_some_and(|e| e.starts_with(INTERRUPTED_PREFIX))
 }
 
 impl Scheduler {
     pub fn new(public_url: String, worker_timeout: Duration) -> Self {
-        Scheduler { public_url, worker_timeout, inner: Mutex::new(Inner::default()), wake: Notify::new() }
+        Scheduler {
+            public_url,
+            worker_timeout,
+            inner: Mutex::new(Inner::default()),
+            wake: Notify::new(),
+        }
     }
 
     pub fn wake(&self) {
@@ -123,7 +136,14 @@ impl Scheduler {
                 study.enqueue(spec.image_space.baseline())?;
             }
             tracing::info!(study_id = row.id, trials = trials.len(), "resuming study");
-            let live = Live { row, spec, study, running: HashMap::new(), counted, consecutive_failures: 0 };
+            let live = Live {
+                row,
+                spec,
+                study,
+                running: HashMap::new(),
+                counted,
+                consecutive_failures: 0,
+            };
             self.inner.lock().await.studies.insert(live.row.id, live);
         }
         self.wake();
@@ -135,7 +155,14 @@ impl Scheduler {
         if spec.baseline {
             study.enqueue(spec.image_space.baseline())?;
         }
-        let live = Live { row, spec, study, running: HashMap::new(), counted: 0, consecutive_failures: 0 };
+        let live = Live {
+            row,
+            spec,
+            study,
+            running: HashMap::new(),
+            counted: 0,
+            consecutive_failures: 0,
+        };
         self.inner.lock().await.studies.insert(live.row.id, live);
         self.wake();
         Ok(())
@@ -157,7 +184,12 @@ impl Scheduler {
 
     /// Number of trials running right now, per study (for progress).
     pub async fn running_count(&self, study_id: i64) -> usize {
-        self.inner.lock().await.studies.get(&study_id).map_or(0, |l| l.running.len())
+        self.inner
+            .lock()
+            .await
+            .studies
+            .get(&study_id)
+            .map_or(0, |l| l.running.len())
     }
 
     pub async fn busy_workers(&self) -> HashSet<String> {
@@ -193,7 +225,11 @@ async fn tick(state: &Arc<AppState>) -> anyhow::Result<()> {
     let sched = &state.scheduler;
     let workers = sched.live_workers(state.store.workers().await?);
     let mut guard = sched.inner.lock().await;
-    let Inner { studies, busy_workers, cooldown } = &mut *guard;
+    let Inner {
+        studies,
+        busy_workers,
+        cooldown,
+    } = &mut *guard;
     let now = Instant::now();
     cooldown.retain(|_, until| *until > now);
     let mut free: Vec<WorkerRow> = workers
@@ -229,7 +265,10 @@ async fn tick(state: &Arc<AppState>) -> anyhow::Result<()> {
             let params_json = serde_json::to_string(&full)?;
             match tanren_core::train_config(&full, live.spec.num_classes, seed) {
                 Ok(cfg) => {
-                    let row = state.store.insert_trial(id, number as i64, &params_json, &serde_json::to_string(&cfg)?).await?;
+                    let row = state
+                        .store
+                        .insert_trial(id, number as i64, &params_json, &serde_json::to_string(&cfg)?)
+                        .await?;
                     let token = CancellationToken::new();
                     live.running.insert(row.id, token.clone());
                     let sha = live.spec.dataset_sha256.clone();
@@ -242,8 +281,14 @@ async fn tick(state: &Arc<AppState>) -> anyhow::Result<()> {
                     });
                 }
                 Err(e) => {
-                    let row = state.store.insert_trial(id, number as i64, &params_json, "null").await?;
-                    state.store.end_trial_without_result(row.id, TrialState::Failed, Some(&e.to_string())).await?;
+                    let row = state
+                        .store
+                        .insert_trial(id, number as i64, &params_json, "null")
+                        .await?;
+                    state
+                        .store
+                        .end_trial_without_result(row.id, TrialState::Failed, Some(&e.to_string()))
+                        .await?;
                     let _ = live.study.tell(number, TellOutcome::Failed);
                     live.counted += 1;
                     free.push(worker);
@@ -268,9 +313,19 @@ async fn dispatch(
 ) {
     let span = tracing::info_span!("trial", study_id, trial_id, worker_id = %worker.id);
     let _ = state.store.start_trial(trial_id, &worker.id).await;
-    let outcome = run_on_worker(&state, study_id, trial_id, number, &worker, &cfg, &dataset_sha, split_seed, &token)
-        .instrument(span)
-        .await;
+    let outcome = run_on_worker(
+        &state,
+        study_id,
+        trial_id,
+        number,
+        &worker,
+        &cfg,
+        &dataset_sha,
+        split_seed,
+        &token,
+    )
+    .instrument(span)
+    .await;
     let store = &state.store;
     let (tell, counts, failed) = match &outcome {
         Outcome::Complete(r) => {
@@ -278,23 +333,41 @@ async fn dispatch(
             (TellOutcome::Complete(vec![r.val_accuracy]), true, false)
         }
         Outcome::Pruned => {
-            let _ = store.end_trial_without_result(trial_id, TrialState::Pruned, None).await;
+            let _ = store
+                .end_trial_without_result(trial_id, TrialState::Pruned, None)
+                .await;
             (TellOutcome::Pruned, true, false)
         }
         Outcome::Failed { error, interrupted } => {
             tracing::warn!(study_id, trial_id, worker_id = %worker.id, %error, "trial failed");
-            let _ = store.end_trial_without_result(trial_id, TrialState::Failed, Some(error)).await;
+            let _ = store
+                .end_trial_without_result(trial_id, TrialState::Failed, Some(error))
+                .await;
             (TellOutcome::Failed, !interrupted, true)
         }
         Outcome::Stopped => {
-            let _ = store.end_trial_without_result(trial_id, TrialState::Failed, Some("stopped: the study was stopped")).await;
+            let _ = store
+                .end_trial_without_result(
+                    trial_id,
+                    TrialState::Failed,
+                    Some("stopped: the study was stopped"),
+                )
+                .await;
             (TellOutcome::Failed, false, true)
         }
     };
     let mut inner = state.scheduler.inner.lock().await;
     inner.busy_workers.remove(&worker.id);
-    if matches!(&outcome, Outcome::Failed { interrupted: true, .. }) {
-        inner.cooldown.insert(worker.id.clone(), Instant::now() + WORKER_COOLDOWN);
+    if matches!(
+        &outcome,
+        Outcome::Failed {
+            interrupted: true,
+            ..
+        }
+    ) {
+        inner
+            .cooldown
+            .insert(worker.id.clone(), Instant::now() + WORKER_COOLDOWN);
     }
     let mut fail_study = None;
     if let Some(live) = inner.studies.get_mut(&study_id) {
@@ -306,7 +379,9 @@ async fn dispatch(
         live.consecutive_failures = if failed { live.consecutive_failures + 1 } else { 0 };
         if live.consecutive_failures >= MAX_CONSECUTIVE_FAILURES {
             if let Outcome::Failed { error, .. } = &outcome {
-                fail_study = Some(format!("{MAX_CONSECUTIVE_FAILURES} trials in a row failed; last error: {error}"));
+                fail_study = Some(format!(
+                    "{MAX_CONSECUTIVE_FAILURES} trials in a row failed; last error: {error}"
+                ));
             }
         }
     }
@@ -334,7 +409,10 @@ async fn run_on_worker(
     split_seed: u64,
     token: &CancellationToken,
 ) -> Outcome {
-    let lost = |what: String| Outcome::Failed { error: format!("{INTERRUPTED_PREFIX} worker {} {what}", worker.id), interrupted: true };
+    let lost = |what: String| Outcome::Failed {
+        error: format!("{INTERRUPTED_PREFIX} worker {} {what}", worker.id),
+        interrupted: true,
+    };
     let endpoint = match tonic::transport::Endpoint::from_shared(worker.grpc_url.clone()) {
         Ok(e) => e
             .connect_timeout(Duration::from_secs(5))
@@ -386,7 +464,9 @@ async fn run_on_worker(
                 }
                 let mut inner = state.scheduler.inner.lock().await;
                 if let Some(live) = inner.studies.get_mut(&study_id) {
-                    if let Ok(PruneDecision::Prune) = live.study.report(number, m.epoch as u64, m.val_accuracy) {
+                    if let Ok(PruneDecision::Prune) =
+                        live.study.report(number, m.epoch as u64, m.val_accuracy)
+                    {
                         tracing::info!(trial_id, epoch = m.epoch, "pruned");
                         return Outcome::Pruned; // dropping the stream stops the worker
                     }
@@ -394,9 +474,17 @@ async fn run_on_worker(
             }
             Some(Event::Result(r)) => {
                 return match tanren_proto::decode_result(r) {
-                    Ok(result) if state.files.weights(trial_id).exists() => Outcome::Complete(Box::new(result)),
-                    Ok(_) => Outcome::Failed { error: "worker reported a result but uploaded no weights".into(), interrupted: false },
-                    Err(s) => Outcome::Failed { error: format!("worker sent an unreadable result: {}", s.message()), interrupted: false },
+                    Ok(result) if state.files.weights(trial_id).exists() => {
+                        Outcome::Complete(Box::new(result))
+                    }
+                    Ok(_) => Outcome::Failed {
+                        error: "worker reported a result but uploaded no weights".into(),
+                        interrupted: false,
+                    },
+                    Err(s) => Outcome::Failed {
+                        error: format!("worker sent an unreadable result: {}", s.message()),
+                        interrupted: false,
+                    },
                 };
             }
             None => {}
@@ -407,7 +495,11 @@ async fn run_on_worker(
 /// Errors from the worker's side: trial faults count as failures, lost workers as interruptions.
 fn classify(s: tonic::Status, worker: &WorkerRow) -> Outcome {
     let interrupted = match s.code() {
-        Code::Unknown | Code::Unavailable | Code::Cancelled | Code::ResourceExhausted | Code::DeadlineExceeded => true,
+        Code::Unknown
+        | Code::Unavailable
+        | Code::Cancelled
+        | Code::ResourceExhausted
+        | Code::DeadlineExceeded => true,
         Code::Ok
         | Code::InvalidArgument
         | Code::NotFound
@@ -423,11 +515,18 @@ fn classify(s: tonic::Status, worker: &WorkerRow) -> Outcome {
     };
     if interrupted {
         Outcome::Failed {
-            error: format!("{INTERRUPTED_PREFIX} worker {} connection lost mid-trial: {}", worker.id, s.message()),
+            error: format!(
+                "{INTERRUPTED_PREFIX} worker {} connection lost mid-trial: {}",
+                worker.id,
+                s.message()
+            ),
             interrupted: true,
         }
     } else {
-        Outcome::Failed { error: s.message().to_string(), interrupted: false }
+        Outcome::Failed {
+            error: s.message().to_string(),
+            interrupted: false,
+        }
     }
 }
 

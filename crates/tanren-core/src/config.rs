@@ -68,7 +68,10 @@ impl ModelSpec {
             in_channels: 3,
             num_classes,
             image_size,
-            blocks: vec![ConvBlock { out_channels: 16, kernel: 3 }],
+            blocks: vec![ConvBlock {
+                out_channels: 16,
+                kernel: 3,
+            }],
             batch_norm: false,
             dropout: 0.0,
             head: Head::Flatten,
@@ -154,7 +157,10 @@ impl TrainConfig {
         self.model.validate()?;
         let ModelSpec::Cnn(c) = &self.model;
         if c.image_size != self.image_size {
-            return Err(format!("model image size {} != config image size {}", c.image_size, self.image_size));
+            return Err(format!(
+                "model image size {} != config image size {}",
+                c.image_size, self.image_size
+            ));
         }
         if !(8..=1024).contains(&self.image_size) {
             return Err(format!("image_size must be 8..=1024, got {}", self.image_size));
@@ -166,12 +172,18 @@ impl TrainConfig {
             return Err(format!("epochs must be 1..=1000, got {}", self.epochs));
         }
         if !(self.learning_rate.is_finite() && self.learning_rate > 0.0) {
-            return Err(format!("learning_rate must be positive, got {}", self.learning_rate));
+            return Err(format!(
+                "learning_rate must be positive, got {}",
+                self.learning_rate
+            ));
         }
         if !(0.05..=0.5).contains(&self.val_fraction) {
-            return Err(format!("val_fraction must be in [0.05, 0.5], got {}", self.val_fraction));
+            return Err(format!(
+                "val_fraction must be in [0.05, 0.5], got {}",
+                self.val_fraction
+            ));
         }
-        if !(self.normalize.std > 0.0) {
+        if !self.normalize.std.is_finite() || self.normalize.std <= 0.0 {
             return Err("normalize.std must be positive".into());
         }
         Ok(())

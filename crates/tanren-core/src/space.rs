@@ -27,7 +27,10 @@ pub struct BoundsError {
 }
 
 fn err(param: &str, message: impl Into<String>) -> BoundsError {
-    BoundsError { param: param.to_string(), message: message.into() }
+    BoundsError {
+        param: param.to_string(),
+        message: message.into(),
+    }
 }
 
 /// The searched space plus the parameters a person pinned to one value.
@@ -59,7 +62,12 @@ pub fn default_param_defs() -> Vec<ParamDef> {
     };
     let int = |name: &str, low, high, log| ParamDef {
         name: name.into(),
-        distribution: Distribution::Int { low, high, log, step: None },
+        distribution: Distribution::Int {
+            low,
+            high,
+            log,
+            step: None,
+        },
         condition: None,
     };
     vec![
@@ -104,7 +112,10 @@ impl ImageSpace {
         for (name, bound) in bounds {
             let Some(pos) = defs.iter().position(|d| &d.name == name) else {
                 let known: Vec<_> = default_param_defs().into_iter().map(|d| d.name).collect();
-                return Err(err(name, format!("unknown parameter; known parameters: {}", known.join(", "))));
+                return Err(err(
+                    name,
+                    format!("unknown parameter; known parameters: {}", known.join(", ")),
+                ));
             };
             let def = &mut defs[pos];
             match (&mut def.distribution, bound) {
@@ -123,7 +134,10 @@ impl ImageSpace {
                     let (l, h) = (*l as i64, *h as i64);
                     let (min, max) = int_limits(name);
                     if l < min || h > max {
-                        return Err(err(name, format!("bounds must lie within {min}..{max}, got {l}..{h}")));
+                        return Err(err(
+                            name,
+                            format!("bounds must lie within {min}..{max}, got {l}..{h}"),
+                        ));
                     }
                     if l == h {
                         fixed.insert(name.clone(), ParamValue::Int(l));
@@ -137,7 +151,10 @@ impl ImageSpace {
                     let mut seen = Vec::new();
                     for x in c {
                         if !choices.contains(x) {
-                            return Err(err(name, format!("unknown choice `{x}`; known: {}", choices.join(", "))));
+                            return Err(err(
+                                name,
+                                format!("unknown choice `{x}`; known: {}", choices.join(", ")),
+                            ));
                         }
                         if seen.contains(x) {
                             return Err(err(name, format!("choice `{x}` is listed twice")));
@@ -195,12 +212,22 @@ impl ImageSpace {
             if self.fixed.contains_key(&name) {
                 continue;
             }
-            let Some(def) = self.space.get(&name) else { continue };
+            let Some(def) = self.space.get(&name) else {
+                continue;
+            };
             let v = match (&def.distribution, seed) {
-                (Distribution::Float { low, high, .. }, ParamValue::Float(x)) => ParamValue::Float(x.clamp(*low, *high)),
-                (Distribution::Int { low, high, .. }, ParamValue::Int(x)) => ParamValue::Int(x.clamp(*low, *high)),
+                (Distribution::Float { low, high, .. }, ParamValue::Float(x)) => {
+                    ParamValue::Float(x.clamp(*low, *high))
+                }
+                (Distribution::Int { low, high, .. }, ParamValue::Int(x)) => {
+                    ParamValue::Int(x.clamp(*low, *high))
+                }
                 (Distribution::Categorical { choices }, ParamValue::Cat(x)) => {
-                    ParamValue::Cat(if choices.contains(&x) { x } else { choices[0].clone() })
+                    ParamValue::Cat(if choices.contains(&x) {
+                        x
+                    } else {
+                        choices[0].clone()
+                    })
                 }
                 (_, v) => v,
             };
@@ -222,10 +249,16 @@ fn check_range(name: &str, low: f64, high: f64, log: bool) -> Result<(), BoundsE
         return Err(err(name, "bounds must be finite numbers"));
     }
     if low > high {
-        return Err(err(name, format!("lower bound {low} is above upper bound {high}")));
+        return Err(err(
+            name,
+            format!("lower bound {low} is above upper bound {high}"),
+        ));
     }
     if log && low <= 0.0 {
-        return Err(err(name, format!("is searched on a log scale, so the lower bound must be > 0, got {low}")));
+        return Err(err(
+            name,
+            format!("is searched on a log scale, so the lower bound must be > 0, got {low}"),
+        ));
     }
     if name == param::DROPOUT && !(0.0..0.95).contains(&high) {
         return Err(err(name, "must lie within [0, 0.95)"));
@@ -251,14 +284,31 @@ fn int_limits(name: &str) -> (i64, i64) {
 /// at 256) so one `channels` parameter shapes the whole network.
 pub fn train_config(params: &Params, num_classes: u32, seed: u64) -> Result<TrainConfig, BoundsError> {
     use param::*;
-    let f = |n: &str| params.get(n).and_then(|v| v.as_f64()).ok_or_else(|| err(n, "missing"));
-    let i = |n: &str| params.get(n).and_then(|v| v.as_i64()).ok_or_else(|| err(n, "missing"));
-    let optimizer_name = params.get(OPTIMIZER).and_then(|v| v.as_str()).ok_or_else(|| err(OPTIMIZER, "missing"))?;
-    let optimizer = OptimizerKind::parse(optimizer_name).ok_or_else(|| err(OPTIMIZER, "unknown optimizer"))?;
+    let f = |n: &str| {
+        params
+            .get(n)
+            .and_then(|v| v.as_f64())
+            .ok_or_else(|| err(n, "missing"))
+    };
+    let i = |n: &str| {
+        params
+            .get(n)
+            .and_then(|v| v.as_i64())
+            .ok_or_else(|| err(n, "missing"))
+    };
+    let optimizer_name = params
+        .get(OPTIMIZER)
+        .and_then(|v| v.as_str())
+        .ok_or_else(|| err(OPTIMIZER, "missing"))?;
+    let optimizer =
+        OptimizerKind::parse(optimizer_name).ok_or_else(|| err(OPTIMIZER, "unknown optimizer"))?;
     let image_size = i(IMAGE_SIZE)? as u32;
     let channels = i(CHANNELS)? as u32;
     let blocks = (0..i(CONV_BLOCKS)? as u32)
-        .map(|b| ConvBlock { out_channels: (channels << b).min(256), kernel: 3 })
+        .map(|b| ConvBlock {
+            out_channels: (channels << b).min(256),
+            kernel: 3,
+        })
         .collect();
     let model = ModelSpec::Cnn(CnnSpec {
         in_channels: 3,
@@ -277,7 +327,11 @@ pub fn train_config(params: &Params, num_classes: u32, seed: u64) -> Result<Trai
         optimizer,
         learning_rate: f(LEARNING_RATE)?,
         momentum: if optimizer == OptimizerKind::Sgd { 0.9 } else { 0.0 },
-        weight_decay: if optimizer == OptimizerKind::Adamw { 1e-2 } else { 0.0 },
+        weight_decay: if optimizer == OptimizerKind::Adamw {
+            1e-2
+        } else {
+            0.0
+        },
         normalize: Normalize { mean: 0.5, std: 0.5 },
         val_fraction: 0.15,
         seed,
@@ -294,7 +348,10 @@ mod tests {
     fn seed_params_make_the_seed_model() {
         let cfg = train_config(&seed_params(), 2, 0).unwrap();
         assert_eq!(cfg.model, ModelSpec::seed_cnn(2, 128));
-        assert_eq!((cfg.batch_size, cfg.epochs, cfg.optimizer), (10, 5, OptimizerKind::Adam));
+        assert_eq!(
+            (cfg.batch_size, cfg.epochs, cfg.optimizer),
+            (10, 5, OptimizerKind::Adam)
+        );
         assert_eq!(cfg.learning_rate, 1e-3);
     }
 
@@ -302,7 +359,13 @@ mod tests {
     fn bounds_override_and_refuse() {
         let mut b = Bounds::new();
         b.insert("epochs".into(), Bound::Range { low: 1.0, high: 3.0 });
-        b.insert("image_size".into(), Bound::Range { low: 28.0, high: 32.0 });
+        b.insert(
+            "image_size".into(),
+            Bound::Range {
+                low: 28.0,
+                high: 32.0,
+            },
+        );
         let s = ImageSpace::from_bounds(&b).unwrap();
         let base = s.baseline();
         assert_eq!(base["epochs"], ParamValue::Int(3));
@@ -317,11 +380,25 @@ mod tests {
         bad.insert("wings".into(), Bound::Range { low: 1.0, high: 2.0 });
         assert_eq!(ImageSpace::from_bounds(&bad).unwrap_err().param, "wings");
         let mut bad = Bounds::new();
-        bad.insert("dropout".into(), Bound::Range { low: f64::NAN, high: 0.2 });
+        bad.insert(
+            "dropout".into(),
+            Bound::Range {
+                low: f64::NAN,
+                high: 0.2,
+            },
+        );
         assert_eq!(ImageSpace::from_bounds(&bad).unwrap_err().param, "dropout");
         let mut bad = Bounds::new();
-        bad.insert("optimizer".into(), Bound::Choices { choices: vec!["rmsprop".into()] });
-        assert!(ImageSpace::from_bounds(&bad).unwrap_err().message.contains("rmsprop"));
+        bad.insert(
+            "optimizer".into(),
+            Bound::Choices {
+                choices: vec!["rmsprop".into()],
+            },
+        );
+        assert!(ImageSpace::from_bounds(&bad)
+            .unwrap_err()
+            .message
+            .contains("rmsprop"));
     }
 
     #[test]

@@ -39,7 +39,8 @@ impl From<v1::Epoch> for EpochMetrics {
 pub fn decode_config(json: &str) -> Result<TrainConfig, Status> {
     let cfg: TrainConfig =
         serde_json::from_str(json).map_err(|e| Status::invalid_argument(format!("config_json: {e}")))?;
-    cfg.validate().map_err(|e| Status::invalid_argument(format!("config_json: {e}")))?;
+    cfg.validate()
+        .map_err(|e| Status::invalid_argument(format!("config_json: {e}")))?;
     Ok(cfg)
 }
 
@@ -52,5 +53,7 @@ pub fn decode_result(r: v1::Result) -> Result<TrialResult, Status> {
 }
 
 pub fn encode_result(r: &TrialResult) -> v1::Result {
-    v1::Result { result_json: serde_json::to_string(r).expect("TrialResult serializes") }
+    v1::Result {
+        result_json: serde_json::to_string(r).expect("TrialResult serializes"),
+    }
 }

@@ -107,11 +107,16 @@ impl Store {
     }
 
     pub async fn dataset_by_sha(&self, sha256: &str) -> Result<Option<DatasetRow>, StoreError> {
-        Ok(sqlx::query_as("SELECT * FROM datasets WHERE sha256 = $1").bind(sha256).fetch_optional(&self.pool).await?)
+        Ok(sqlx::query_as("SELECT * FROM datasets WHERE sha256 = $1")
+            .bind(sha256)
+            .fetch_optional(&self.pool)
+            .await?)
     }
 
     pub async fn datasets(&self) -> Result<Vec<DatasetRow>, StoreError> {
-        Ok(sqlx::query_as("SELECT * FROM datasets ORDER BY id").fetch_all(&self.pool).await?)
+        Ok(sqlx::query_as("SELECT * FROM datasets ORDER BY id")
+            .fetch_all(&self.pool)
+            .await?)
     }
 
     // ---- studies ----
@@ -141,32 +146,49 @@ impl Store {
     }
 
     pub async fn studies(&self) -> Result<Vec<StudyRow>, StoreError> {
-        Ok(sqlx::query_as("SELECT * FROM studies ORDER BY id").fetch_all(&self.pool).await?)
-    }
-
-    pub async fn studies_in_state(&self, state: StudyState) -> Result<Vec<StudyRow>, StoreError> {
-        Ok(sqlx::query_as("SELECT * FROM studies WHERE state = $1 ORDER BY id")
-            .bind(state.as_str())
+        Ok(sqlx::query_as("SELECT * FROM studies ORDER BY id")
             .fetch_all(&self.pool)
             .await?)
     }
 
+    pub async fn studies_in_state(&self, state: StudyState) -> Result<Vec<StudyRow>, StoreError> {
+        Ok(
+            sqlx::query_as("SELECT * FROM studies WHERE state = $1 ORDER BY id")
+                .bind(state.as_str())
+                .fetch_all(&self.pool)
+                .await?,
+        )
+    }
+
     /// Move a running study to a final state; a study already finished keeps its state.
-    pub async fn finish_study(&self, id: i64, state: StudyState, error: Option<&str>) -> Result<bool, StoreError> {
-        let r = sqlx::query("UPDATE studies SET state = $1, error = $2, finished_at = $3 WHERE id = $4 AND state = $5")
-            .bind(state.as_str())
-            .bind(error)
-            .bind(now_ms())
-            .bind(id)
-            .bind(StudyState::Running.as_str())
-            .execute(&self.pool)
-            .await?;
+    pub async fn finish_study(
+        &self,
+        id: i64,
+        state: StudyState,
+        error: Option<&str>,
+    ) -> Result<bool, StoreError> {
+        let r = sqlx::query(
+            "UPDATE studies SET state = $1, error = $2, finished_at = $3 WHERE id = $4 AND state = $5",
+        )
+        .bind(state.as_str())
+        .bind(error)
+        .bind(now_ms())
+        .bind(id)
+        .bind(StudyState::Running.as_str())
+        .execute(&self.pool)
+        .await?;
         Ok(r.rows_affected() == 1)
     }
 
     // ---- trials ----
 
-    pub async fn insert_trial(&self, study_id: i64, number: i64, params: &str, config: &str) -> Result<TrialRow, StoreError> {
+    pub async fn insert_trial(
+        &self,
+        study_id: i64,
+        number: i64,
+        params: &str,
+        config: &str,
+    ) -> Result<TrialRow, StoreError> {
         Ok(sqlx::query_as(
             "INSERT INTO trials (study_id, number, state, params, config, created_at)
              VALUES ($1, $2, $3, $4, $5, $6) RETURNING *",
@@ -193,7 +215,11 @@ impl Store {
     }
 
     pub async fn set_trial_device(&self, id: i64, device: &str) -> Result<(), StoreError> {
-        sqlx::query("UPDATE trials SET device = $1 WHERE id = $2").bind(device).bind(id).execute(&self.pool).await?;
+        sqlx::query("UPDATE trials SET device = $1 WHERE id = $2")
+            .bind(device)
+            .bind(id)
+            .execute(&self.pool)
+            .await?;
         Ok(())
     }
 
@@ -244,7 +270,12 @@ impl Store {
     }
 
     /// Mark a trial failed (or pruned without a result) unless it already finished.
-    pub async fn end_trial_without_result(&self, id: i64, state: TrialState, error: Option<&str>) -> Result<(), StoreError> {
+    pub async fn end_trial_without_result(
+        &self,
+        id: i64,
+        state: TrialState,
+        error: Option<&str>,
+    ) -> Result<(), StoreError> {
         sqlx::query(
             "UPDATE trials SET state = $1, error = $2, finished_at = $3
              WHERE id = $4 AND state IN ('queued', 'running')",
@@ -260,12 +291,14 @@ impl Store {
 
     /// At start-up nothing can be running: trials left queued/running by a previous process failed.
     pub async fn fail_unfinished_trials(&self, reason: &str) -> Result<u64, StoreError> {
-        let r = sqlx::query("UPDATE trials SET state = $1, error = $2, finished_at = $3 WHERE state IN ('queued', 'running')")
-            .bind(TrialState::Failed.as_str())
-            .bind(reason)
-            .bind(now_ms())
-            .execute(&self.pool)
-            .await?;
+        let r = sqlx::query(
+            "UPDATE trials SET state = $1, error = $2, finished_at = $3 WHERE state IN ('queued', 'running')",
+        )
+        .bind(TrialState::Failed.as_str())
+        .bind(reason)
+        .bind(now_ms())
+        .execute(&self.pool)
+        .await?;
         Ok(r.rows_affected())
     }
 
@@ -278,17 +311,21 @@ impl Store {
     }
 
     pub async fn trials(&self, study_id: i64) -> Result<Vec<TrialRow>, StoreError> {
-        Ok(sqlx::query_as("SELECT * FROM trials WHERE study_id = $1 ORDER BY number")
-            .bind(study_id)
-            .fetch_all(&self.pool)
-            .await?)
+        Ok(
+            sqlx::query_as("SELECT * FROM trials WHERE study_id = $1 ORDER BY number")
+                .bind(study_id)
+                .fetch_all(&self.pool)
+                .await?,
+        )
     }
 
     pub async fn epochs(&self, trial_id: i64) -> Result<Vec<EpochRow>, StoreError> {
-        Ok(sqlx::query_as("SELECT * FROM trial_epochs WHERE trial_id = $1 ORDER BY epoch")
-            .bind(trial_id)
-            .fetch_all(&self.pool)
-            .await?)
+        Ok(
+            sqlx::query_as("SELECT * FROM trial_epochs WHERE trial_id = $1 ORDER BY epoch")
+                .bind(trial_id)
+                .fetch_all(&self.pool)
+                .await?,
+        )
     }
 
     pub async fn epochs_for_study(&self, study_id: i64) -> Result<Vec<EpochRow>, StoreError> {
@@ -326,7 +363,8 @@ impl Store {
     }
 
     pub async fn workers(&self) -> Result<Vec<WorkerRow>, StoreError> {
-        Ok(sqlx::query_as("SELECT * FROM workers ORDER BY id").fetch_all(&self.pool).await?)
+        Ok(sqlx::query_as("SELECT * FROM workers ORDER BY id")
+            .fetch_all(&self.pool)
+            .await?)
     }
 }
-

@@ -22,7 +22,9 @@ pub struct DeviceData {
 
 fn to_tensors(p: &Packed, device: Device) -> (Tensor, Tensor) {
     let s = p.size as i64;
-    let x = Tensor::from_slice(&p.pixels).view([p.n as i64, p.channels as i64, s, s]).to_device(device);
+    let x = Tensor::from_slice(&p.pixels)
+        .view([p.n as i64, p.channels as i64, s, s])
+        .to_device(device);
     let y = Tensor::from_slice(&p.labels).to_device(device);
     (x, y)
 }
@@ -34,12 +36,27 @@ pub fn prepare(
     cache_dir: &Path,
     device: Device,
 ) -> Result<DeviceData, TrainError> {
-    let (train, s1) = load_or_build(dataset_dir, manifest, Split::Train, cfg.image_size, cfg.channels(), cache_dir)?;
-    let (test, s2) = load_or_build(dataset_dir, manifest, Split::Test, cfg.image_size, cfg.channels(), cache_dir)?;
+    let (train, s1) = load_or_build(
+        dataset_dir,
+        manifest,
+        Split::Train,
+        cfg.image_size,
+        cfg.channels(),
+        cache_dir,
+    )?;
+    let (test, s2) = load_or_build(
+        dataset_dir,
+        manifest,
+        Split::Test,
+        cfg.image_size,
+        cfg.channels(),
+        cache_dir,
+    )?;
     let labels: Vec<usize> = train.labels.iter().map(|&l| l as usize).collect();
     let (keep, holdout) = stratified_split(&labels, cfg.val_fraction, cfg.seed);
     let (all_x, all_y) = to_tensors(&train, device);
-    let idx = |v: &[usize]| Tensor::from_slice(&v.iter().map(|&i| i as i64).collect::<Vec<_>>()).to_device(device);
+    let idx =
+        |v: &[usize]| Tensor::from_slice(&v.iter().map(|&i| i as i64).collect::<Vec<_>>()).to_device(device);
     let (keep, holdout) = (idx(&keep), idx(&holdout));
     let (test_x, test_y) = to_tensors(&test, device);
     Ok(DeviceData {

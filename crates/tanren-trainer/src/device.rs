@@ -17,7 +17,11 @@ pub fn pick_device(spec: &str) -> Result<Device, String> {
         "auto" => Ok(Device::cuda_if_available()),
         "cpu" => Ok(Device::Cpu),
         s if s == "cuda" || s.starts_with("cuda:") => {
-            let idx = s.strip_prefix("cuda:").map(|i| i.parse::<usize>()).transpose().map_err(|e| e.to_string())?;
+            let idx = s
+                .strip_prefix("cuda:")
+                .map(|i| i.parse::<usize>())
+                .transpose()
+                .map_err(|e| e.to_string())?;
             if !Cuda::is_available() {
                 return Err("CUDA was asked for but libtorch sees no GPU (is the binary linked with libtorch_cuda? check `ldd`)".into());
             }

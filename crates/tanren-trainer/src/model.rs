@@ -26,9 +26,15 @@ fn build_cnn(root: &nn::Path, c: &CnnSpec) -> Net {
     for (i, b) in c.blocks.iter().enumerate() {
         let p = root / "blocks" / i;
         let k = b.kernel as i64;
-        let conv_cfg = nn::ConvConfig { padding: k / 2, bias: !c.batch_norm, ..Default::default() };
+        let conv_cfg = nn::ConvConfig {
+            padding: k / 2,
+            bias: !c.batch_norm,
+            ..Default::default()
+        };
         let conv = nn::conv2d(&p / "conv", in_ch, b.out_channels as i64, k, conv_cfg);
-        let bn = c.batch_norm.then(|| nn::batch_norm2d(&p / "bn", b.out_channels as i64, Default::default()));
+        let bn = c
+            .batch_norm
+            .then(|| nn::batch_norm2d(&p / "bn", b.out_channels as i64, Default::default()));
         blocks.push((conv, bn));
         in_ch = b.out_channels as i64;
         side /= 2;
@@ -38,7 +44,12 @@ fn build_cnn(root: &nn::Path, c: &CnnSpec) -> Net {
         Head::GlobalAvgPool => in_ch,
     };
     let fc = nn::linear(root / "fc", features, c.num_classes as i64, Default::default());
-    Net { blocks, fc, dropout: c.dropout, head: c.head }
+    Net {
+        blocks,
+        fc,
+        dropout: c.dropout,
+        head: c.head,
+    }
 }
 
 impl ModuleT for Net {

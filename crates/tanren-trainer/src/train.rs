@@ -38,11 +38,22 @@ pub fn train(
     let net = build(&vs.root(), &cfg.model);
     let lr = cfg.learning_rate;
     let mut opt = match cfg.optimizer {
-        OptimizerKind::Adam => nn::Adam { wd: cfg.weight_decay, ..Default::default() }.build(&vs, lr)?,
-        OptimizerKind::Adamw => nn::AdamW { wd: cfg.weight_decay, ..Default::default() }.build(&vs, lr)?,
-        OptimizerKind::Sgd => {
-            nn::Sgd { momentum: cfg.momentum, wd: cfg.weight_decay, ..Default::default() }.build(&vs, lr)?
+        OptimizerKind::Adam => nn::Adam {
+            wd: cfg.weight_decay,
+            ..Default::default()
         }
+        .build(&vs, lr)?,
+        OptimizerKind::Adamw => nn::AdamW {
+            wd: cfg.weight_decay,
+            ..Default::default()
+        }
+        .build(&vs, lr)?,
+        OptimizerKind::Sgd => nn::Sgd {
+            momentum: cfg.momentum,
+            wd: cfg.weight_decay,
+            ..Default::default()
+        }
+        .build(&vs, lr)?,
     };
     let n = data.train_x.size()[0];
     let bs = cfg.batch_size as i64;
@@ -62,7 +73,10 @@ pub fn train(
         }
         let train_loss = f64::try_from(&loss_sum)? / n as f64;
         if !train_loss.is_finite() {
-            return Err(TrainError::Diverged { epoch, loss: train_loss });
+            return Err(TrainError::Diverged {
+                epoch,
+                loss: train_loss,
+            });
         }
         let val = evaluate(&net, &data.val_x, &data.val_y, cfg.normalize)?;
         let m = EpochMetrics {
@@ -79,7 +93,13 @@ pub fn train(
             break;
         }
     }
-    Ok(Trained { vs, net, epochs, train_seconds: start.elapsed().as_secs_f64(), stopped_early })
+    Ok(Trained {
+        vs,
+        net,
+        epochs,
+        train_seconds: start.elapsed().as_secs_f64(),
+        stopped_early,
+    })
 }
 
 pub struct Evaluation {
@@ -93,7 +113,11 @@ pub struct Evaluation {
 pub fn evaluate(net: &Net, x: &Tensor, y: &Tensor, norm: Normalize) -> Result<Evaluation, TrainError> {
     let n = x.size()[0];
     if n == 0 {
-        return Ok(Evaluation { loss: f64::NAN, accuracy: f64::NAN, predictions: Vec::new() });
+        return Ok(Evaluation {
+            loss: f64::NAN,
+            accuracy: f64::NAN,
+            predictions: Vec::new(),
+        });
     }
     let (loss_sum, preds) = tch::no_grad(|| {
         let mut loss_sum = Tensor::zeros([], (Kind::Float, x.device()));
@@ -107,7 +131,11 @@ pub fn evaluate(net: &Net, x: &Tensor, y: &Tensor, norm: Normalize) -> Result<Ev
     });
     let correct = f64::try_from(preds.eq_tensor(y).sum(Kind::Float))?;
     let predictions = Vec::<i64>::try_from(preds.to_device(Device::Cpu))?;
-    Ok(Evaluation { loss: f64::try_from(&loss_sum)? / n as f64, accuracy: correct / n as f64, predictions })
+    Ok(Evaluation {
+        loss: f64::try_from(&loss_sum)? / n as f64,
+        accuracy: correct / n as f64,
+        predictions,
+    })
 }
 
 fn sync(device: Device) {
@@ -148,7 +176,11 @@ pub fn save_weights(vs: &nn::VarStore, path: &Path) -> Result<u64, TrainError> {
 }
 
 /// Rebuild a model from its spec and a safetensors file.
-pub fn load_model(spec: &ModelSpec, weights: &Path, device: Device) -> Result<(nn::VarStore, Net), TrainError> {
+pub fn load_model(
+    spec: &ModelSpec,
+    weights: &Path,
+    device: Device,
+) -> Result<(nn::VarStore, Net), TrainError> {
     spec.validate().map_err(TrainError::InvalidConfig)?;
     let mut vs = nn::VarStore::new(device);
     let net = build(&vs.root(), spec);

@@ -1,6 +1,5 @@
 //! The worker's command line, shared by the `tanren-worker` binary and the e2e tests' worker process.
 
-
 use clap::Parser;
 use std::path::PathBuf;
 use std::time::Duration;
@@ -38,7 +37,9 @@ struct Args {
 /// Parse flags from the environment and command line, bind, serve until Ctrl-C.
 pub async fn main() -> anyhow::Result<()> {
     tracing_subscriber::fmt()
-        .with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()))
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
+        )
         .init();
     let args = Args::parse();
     let listener = tokio::net::TcpListener::bind(&args.listen).await?;

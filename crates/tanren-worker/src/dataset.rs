@@ -9,7 +9,9 @@ use tokio::io::AsyncWriteExt;
 use tonic::Status;
 
 pub fn valid_sha(s: &str) -> bool {
-    s.len() == 64 && s.bytes().all(|b| b.is_ascii_hexdigit() && !b.is_ascii_uppercase())
+    s.len() == 64
+        && s.bytes()
+            .all(|b| b.is_ascii_hexdigit() && !b.is_ascii_uppercase())
 }
 
 /// Return the extracted dataset directory and its manifest, downloading and ingesting on first use.
@@ -21,7 +23,9 @@ pub async fn ensure(
     split_seed: u64,
 ) -> Result<(PathBuf, Manifest, bool), Status> {
     if !valid_sha(sha) {
-        return Err(Status::invalid_argument("dataset_sha256 must be 64 lowercase hex digits"));
+        return Err(Status::invalid_argument(
+            "dataset_sha256 must be 64 lowercase hex digits",
+        ));
     }
     let dir = data_dir.join("datasets").join(sha);
     if dir.join("manifest.json").exists() {
@@ -30,8 +34,13 @@ pub async fn ensure(
     }
     let downloads = data_dir.join("downloads");
     tokio::fs::create_dir_all(&downloads).await.map_err(io)?;
-    tokio::fs::create_dir_all(data_dir.join("datasets")).await.map_err(io)?;
-    let part = tempfile::Builder::new().suffix(".zip").tempfile_in(&downloads).map_err(io)?;
+    tokio::fs::create_dir_all(data_dir.join("datasets"))
+        .await
+        .map_err(io)?;
+    let part = tempfile::Builder::new()
+        .suffix(".zip")
+        .tempfile_in(&downloads)
+        .map_err(io)?;
     let resp = http
         .get(url)
         .send()
@@ -50,14 +59,19 @@ pub async fn ensure(
     drop(file);
     let got = hex::encode(hasher.finalize());
     if got != sha {
-        return Err(Status::data_loss(format!("dataset download has sha256 {got}, expected {sha}")));
+        return Err(Status::data_loss(format!(
+            "dataset download has sha256 {got}, expected {sha}"
+        )));
     }
     let zip_path = part.path().to_path_buf();
     let out = dir.clone();
-    let manifest = tokio::task::spawn_blocking(move || ingest_zip(&zip_path, &out, &Limits::default(), split_seed))
-        .await
-        .map_err(|e| Status::internal(e.to_string()))?
-        .map_err(|e| Status::failed_precondition(format!("dataset {sha} does not ingest on the worker: {e}")))?;
+    let manifest =
+        tokio::task::spawn_blocking(move || ingest_zip(&zip_path, &out, &Limits::default(), split_seed))
+            .await
+            .map_err(|e| Status::internal(e.to_string()))?
+            .map_err(|e| {
+                Status::failed_precondition(format!("dataset {sha} does not ingest on the worker: {e}"))
+            })?;
     drop(part);
     Ok((dir, manifest, false))
 }

@@ -52,16 +52,28 @@ pub async fn run(config: Config, listener: TcpListener, shutdown: CancellationTo
     }
     std::fs::create_dir_all(&config.data_dir)?;
     let addr = listener.local_addr()?;
-    let advertise = config.advertise_url.clone().unwrap_or_else(|| format!("http://{addr}"));
+    let advertise = config
+        .advertise_url
+        .clone()
+        .unwrap_or_else(|| format!("http://{addr}"));
     let service = WorkerService::new(config.clone(), device, report.clone());
     let info = service.info_message();
     if let Some(control) = config.control_url.clone() {
-        tokio::spawn(register::heartbeat(control, advertise.clone(), info, config.heartbeat, shutdown.clone()));
+        tokio::spawn(register::heartbeat(
+            control,
+            advertise.clone(),
+            info,
+            config.heartbeat,
+            shutdown.clone(),
+        ));
     }
     tracing::info!(%addr, %advertise, "worker listening (gRPC)");
     tonic::transport::Server::builder()
         .add_service(tanren_proto::v1::worker_server::WorkerServer::new(service))
-        .serve_with_incoming_shutdown(tokio_stream::wrappers::TcpListenerStream::new(listener), shutdown.cancelled())
+        .serve_with_incoming_shutdown(
+            tokio_stream::wrappers::TcpListenerStream::new(listener),
+            shutdown.cancelled(),
+        )
         .await?;
     Ok(())
 }

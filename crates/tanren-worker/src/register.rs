@@ -5,8 +5,17 @@ use std::time::Duration;
 use tanren_proto::v1::WorkerInfo;
 use tokio_util::sync::CancellationToken;
 
-pub async fn heartbeat(control: String, grpc_url: String, info: WorkerInfo, every: Duration, shutdown: CancellationToken) {
-    let client = reqwest::Client::builder().timeout(Duration::from_secs(10)).build().expect("http client");
+pub async fn heartbeat(
+    control: String,
+    grpc_url: String,
+    info: WorkerInfo,
+    every: Duration,
+    shutdown: CancellationToken,
+) {
+    let client = reqwest::Client::builder()
+        .timeout(Duration::from_secs(10))
+        .build()
+        .expect("http client");
     let url = format!("{}/api/v1/workers", control.trim_end_matches('/'));
     let body = serde_json::json!({
         "id": info.worker_id,

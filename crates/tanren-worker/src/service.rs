@@ -32,7 +32,13 @@ impl WorkerService {
     pub fn new(config: Config, device: Device, report: DeviceReport) -> Self {
         let http = reqwest::Client::builder().build().expect("http client");
         WorkerService {
-            inner: Arc::new(Inner { config, device, report, slots: Arc::new(Semaphore::new(1)), http }),
+            inner: Arc::new(Inner {
+                config,
+                device,
+                report,
+                slots: Arc::new(Semaphore::new(1)),
+                http,
+            }),
         }
     }
 
@@ -72,11 +78,16 @@ impl Worker for WorkerService {
 
     type RunTrialStream = ReceiverStream<Result<v1::TrialEvent, Status>>;
 
-    async fn run_trial(&self, req: Request<v1::TrialRequest>) -> Result<Response<Self::RunTrialStream>, Status> {
+    async fn run_trial(
+        &self,
+        req: Request<v1::TrialRequest>,
+    ) -> Result<Response<Self::RunTrialStream>, Status> {
         let req = req.into_inner();
         let cfg = tanren_proto::decode_config(&req.config_json)?;
         if !dataset::valid_sha(&req.dataset_sha256) {
-            return Err(Status::invalid_argument("dataset_sha256 must be 64 lowercase hex digits"));
+            return Err(Status::invalid_argument(
+                "dataset_sha256 must be 64 lowercase hex digits",
+            ));
         }
         let permit = self
             .inner
@@ -118,7 +129,8 @@ async fn run(inner: Arc<Inner>, req: v1::TrialRequest, cfg: TrainConfig, tx: Tx)
     }
     let device = inner.device;
     let cache_dir = inner.config.data_dir.join("cache");
-    let weights_dir = tempfile::tempdir_in(&inner.config.data_dir).map_err(|e| Status::internal(e.to_string()))?;
+    let weights_dir =
+        tempfile::tempdir_in(&inner.config.data_dir).map_err(|e| Status::internal(e.to_string()))?;
     let weights = weights_dir.path().join("model.safetensors");
     let tx2 = tx.clone();
     let weights2 = weights.clone();
@@ -157,7 +169,11 @@ async fn run(inner: Arc<Inner>, req: v1::TrialRequest, cfg: TrainConfig, tx: Tx)
             .enumerate()
             .map(|(i, row)| {
                 let n: u64 = row.iter().sum();
-                if n == 0 { f64::NAN } else { row[i] as f64 / n as f64 }
+                if n == 0 {
+                    f64::NAN
+                } else {
+                    row[i] as f64 / n as f64
+                }
             })
             .collect();
         Ok(Some(TrialResult {
@@ -186,7 +202,9 @@ async fn run(inner: Arc<Inner>, req: v1::TrialRequest, cfg: TrainConfig, tx: Tx)
         tracing::info!("control plane went away; trial stopped");
         return Ok(());
     };
-    let body = tokio::fs::read(&weights).await.map_err(|e| Status::internal(e.to_string()))?;
+    let body = tokio::fs::read(&weights)
+        .await
+        .map_err(|e| Status::internal(e.to_string()))?;
     inner
         .http
         .put(&req.artifact_url)
@@ -195,7 +213,13 @@ async fn run(inner: Arc<Inner>, req: v1::TrialRequest, cfg: TrainConfig, tx: Tx)
         .await
         .and_then(|r| r.error_for_status())
         .map_err(|e| Status::unavailable(format!("uploading weights to {}: {e}", req.artifact_url)))?;
-    tracing::info!(val_accuracy = result.val_accuracy, test_accuracy = result.test_accuracy, "trial complete");
-    let _ = tx.send(event(Event::Result(tanren_proto::encode_result(&result)))).await;
+    tracing::info!(
+        val_accuracy = result.val_accuracy,
+        test_accuracy = result.test_accuracy,
+        "trial complete"
+    );
+    let _ = tx
+        .send(event(Event::Result(tanren_proto::encode_result(&result))))
+        .await;
     Ok(())
 }

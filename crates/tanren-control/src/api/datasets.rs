@@ -45,13 +45,25 @@ fn summary(m: &Manifest) -> serde_json::Value {
     })
 }
 
-pub async fn upload(State(s): State<S>, Query(q): Query<UploadQuery>, mut mp: Multipart) -> ApiResult<Response> {
+pub async fn upload(
+    State(s): State<S>,
+    Query(q): Query<UploadQuery>,
+    mut mp: Multipart,
+) -> ApiResult<Response> {
     let limit = s.config.max_upload_bytes;
     let mut field = loop {
-        match mp.next_field().await.map_err(|e| ApiError::BadRequest(format!("multipart: {e}")))? {
+        match mp
+            .next_field()
+            .await
+            .map_err(|e| ApiError::BadRequest(format!("multipart: {e}")))?
+        {
             Some(f) if f.name() == Some("file") => break f,
             Some(_) => continue,
-            None => return Err(ApiError::BadRequest("multipart form has no `file` field; send -F file=@data.zip".into())),
+            None => {
+                return Err(ApiError::BadRequest(
+                    "multipart form has no `file` field; send -F file=@data.zip".into(),
+                ))
+            }
         }
     };
     let name = q
@@ -60,11 +72,17 @@ pub async fn upload(State(s): State<S>, Query(q): Query<UploadQuery>, mut mp: Mu
         .filter(|n| !n.trim().is_empty())
         .unwrap_or_else(|| "dataset".into());
     // Stream to a temp file that deletes itself unless it is moved into place.
-    let tmp = tempfile::Builder::new().suffix(".zip").tempfile_in(s.files.uploads())?;
+    let tmp = tempfile::Builder::new()
+        .suffix(".zip")
+        .tempfile_in(s.files.uploads())?;
     let mut file = tokio::fs::File::create(tmp.path()).await?;
     let mut hasher = Sha256::new();
     let mut size: u64 = 0;
-    while let Some(chunk) = field.chunk().await.map_err(|e| ApiError::BadRequest(format!("upload interrupted: {e}")))? {
+    while let Some(chunk) = field
+        .chunk()
+        .await
+        .map_err(|e| ApiError::BadRequest(format!("upload interrupted: {e}")))?
+    {
         size += chunk.len() as u64;
         if size > limit {
             return Err(ApiError::PayloadTooLarge { limit });
@@ -89,20 +107,25 @@ pub async fn upload(State(s): State<S>, Query(q): Query<UploadQuery>, mut mp: Mu
     let zip = tmp.path().to_path_buf();
     let out2 = out.clone();
     let split_seed = q.split_seed;
-    let manifest = tokio::task::spawn_blocking(move || ingest_zip(&zip, &out2, &Limits::default(), split_seed))
-        .await
-        .map_err(|e| ApiError::Internal(e.to_string()))?
-        .map_err(|e| {
-            if e.is_client_error() {
-                ApiError::Dataset { code: e.code(), message: e.to_string() }
-            } else {
-                ApiError::Internal(e.to_string())
-            }
-        })?;
+    let manifest =
+        tokio::task::spawn_blocking(move || ingest_zip(&zip, &out2, &Limits::default(), split_seed))
+            .await
+            .map_err(|e| ApiError::Internal(e.to_string()))?
+            .map_err(|e| {
+                if e.is_client_error() {
+                    ApiError::Dataset {
+                        code: e.code(),
+                        message: e.to_string(),
+                    }
+                } else {
+                    ApiError::Internal(e.to_string())
+                }
+            })?;
     let zip_dest = s.files.dataset_zip(&sha);
     let summary = summary(&manifest).to_string();
     let row = async {
-        tmp.persist(&zip_dest).map_err(|e| ApiError::Internal(format!("disk: {e}")))?;
+        tmp.persist(&zip_dest)
+            .map_err(|e| ApiError::Internal(format!("disk: {e}")))?;
         let row = s
             .store
             .insert_dataset(NewDataset {
@@ -134,7 +157,9 @@ pub async fn upload(State(s): State<S>, Query(q): Query<UploadQuery>, mut mp: Mu
 
 pub async fn list(State(s): State<S>) -> ApiResult<Json<serde_json::Value>> {
     let rows = s.store.datasets().await?;
-    Ok(Json(serde_json::json!({ "datasets": rows.iter().map(dataset_json).collect::<Vec<_>>() })))
+    Ok(Json(
+        serde_json::json!({ "datasets": rows.iter().map(dataset_json).collect::<Vec<_>>() }),
+    ))
 }
 
 pub async fn get_one(State(s): State<S>, Path(id): Path<i64>) -> ApiResult<Json<serde_json::Value>> {
@@ -161,7 +186,10 @@ async fn send_zip(s: &S, sha: &str) -> ApiResult<Response> {
         [
             (header::CONTENT_TYPE, "application/zip".to_string()),
             (header::CONTENT_LENGTH, len.to_string()),
-            (header::CONTENT_DISPOSITION, format!("attachment; filename=\"{sha}.zip\"")),
+            (
+                header::CONTENT_DISPOSITION,
+                format!("attachment; filename=\"{sha}.zip\""),
+            ),
         ],
         body,
     )

@@ -19,10 +19,18 @@ pub fn router(state: S) -> Router {
     let upload_limit = (state.config.max_upload_bytes as usize).saturating_add(1 << 20);
     Router::new()
         .route("/healthz", get(|| async { "ok" }))
-        .route("/api/v1/datasets", post(datasets::upload).layer(DefaultBodyLimit::max(upload_limit)).get(datasets::list))
+        .route(
+            "/api/v1/datasets",
+            post(datasets::upload)
+                .layer(DefaultBodyLimit::max(upload_limit))
+                .get(datasets::list),
+        )
         .route("/api/v1/datasets/{id}", get(datasets::get_one))
         .route("/api/v1/datasets/{id}/archive", get(datasets::archive))
-        .route("/api/v1/datasets/by-sha/{sha}/archive", get(datasets::archive_by_sha))
+        .route(
+            "/api/v1/datasets/by-sha/{sha}/archive",
+            get(datasets::archive_by_sha),
+        )
         .route("/api/v1/search-space", get(studies::search_space))
         .route("/api/v1/studies", post(studies::create).get(studies::list))
         .route("/api/v1/studies/{id}", get(studies::get_one))

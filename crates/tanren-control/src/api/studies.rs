@@ -12,7 +12,10 @@ use tanren_search::{SamplerConfig, Study};
 use tanren_store::{now_ms, StoreError, StudyRow, TrialRow};
 
 fn field(field: &str, message: impl Into<String>) -> ApiError {
-    ApiError::InvalidField { field: field.into(), message: message.into() }
+    ApiError::InvalidField {
+        field: field.into(),
+        message: message.into(),
+    }
 }
 
 pub async fn search_space() -> Json<serde_json::Value> {
@@ -27,7 +30,10 @@ pub async fn create(State(s): State<S>, body: Bytes) -> ApiResult<(StatusCode, J
     let ds = match s.store.dataset(req.dataset_id).await {
         Ok(d) => d,
         Err(StoreError::NotFound(_)) => {
-            return Err(field("dataset_id", format!("dataset {} does not exist; upload one first", req.dataset_id)))
+            return Err(field(
+                "dataset_id",
+                format!("dataset {} does not exist; upload one first", req.dataset_id),
+            ))
         }
         Err(e) => return Err(e.into()),
     };
@@ -40,7 +46,10 @@ pub async fn create(State(s): State<S>, body: Bytes) -> ApiResult<(StatusCode, J
     }
     if let Some(m) = budget.minutes {
         if !(m.is_finite() && m > 0.0) {
-            return Err(field("budget.minutes", format!("must be a positive number of minutes, got {m}")));
+            return Err(field(
+                "budget.minutes",
+                format!("must be a positive number of minutes, got {m}"),
+            ));
         }
     }
     if budget.trials.is_none() && budget.minutes.is_none() {
@@ -49,7 +58,12 @@ pub async fn create(State(s): State<S>, body: Bytes) -> ApiResult<(StatusCode, J
     let sampler = match req.sampler.as_deref() {
         None | Some("tpe") => SamplerConfig::default(),
         Some("random") => SamplerConfig::Random,
-        Some(other) => return Err(field("sampler", format!("unknown sampler `{other}`; use tpe or random"))),
+        Some(other) => {
+            return Err(field(
+                "sampler",
+                format!("unknown sampler `{other}`; use tpe or random"),
+            ))
+        }
     };
     let summary: serde_json::Value = serde_json::from_str(&ds.summary).unwrap_or_default();
     let split_seed = summary["split_seed"].as_u64().unwrap_or(0);
@@ -64,7 +78,11 @@ pub async fn create(State(s): State<S>, body: Bytes) -> ApiResult<(StatusCode, J
         split_seed,
         seed: req.seed,
     };
-    let name = req.name.clone().filter(|n| !n.trim().is_empty()).unwrap_or_else(|| format!("{} study", ds.name));
+    let name = req
+        .name
+        .clone()
+        .filter(|n| !n.trim().is_empty())
+        .unwrap_or_else(|| format!("{} study", ds.name));
     let spec_json = serde_json::to_string(&spec).map_err(|e| ApiError::Internal(e.to_string()))?;
     let row = s
         .store
@@ -76,7 +94,10 @@ pub async fn create(State(s): State<S>, body: Bytes) -> ApiResult<(StatusCode, J
             max_minutes: budget.minutes,
         })
         .await?;
-    s.scheduler.add_study(row.clone(), spec).await.map_err(|e| ApiError::Internal(e.to_string()))?;
+    s.scheduler
+        .add_study(row.clone(), spec)
+        .await
+        .map_err(|e| ApiError::Internal(e.to_string()))?;
     tracing::info!(study_id = row.id, dataset_id = ds.id, "study created");
     Ok((StatusCode::CREATED, Json(study_json(&s, &row).await?)))
 }
@@ -119,7 +140,14 @@ pub fn best_trial(trials: &[TrialRow]) -> Option<&TrialRow> {
 async fn study_json(s: &S, row: &StudyRow) -> ApiResult<serde_json::Value> {
     let trials = s.store.trials(row.id).await?;
     let count = |st: TrialState| trials.iter().filter(|t| t.state == st.as_str()).count();
-    let interrupted = trials.iter().filter(|t| t.error.as_deref().is_some_and(|e| e.starts_with(crate::scheduler::INTERRUPTED_PREFIX))).count();
+    let interrupted = trials
+        .iter()
+        .filter(|t| {
+            t.error
+                .as_deref()
+                .is_some_and(|e| e.starts_with(crate::scheduler::INTERRUPTED_PREFIX))
+        })
+        .count();
     let (complete, pruned, failed, running, queued) = (
         count(TrialState::Complete),
         count(TrialState::Pruned),
@@ -130,7 +158,11 @@ async fn study_json(s: &S, row: &StudyRow) -> ApiResult<serde_json::Value> {
     let done = complete + pruned + failed - interrupted;
     let finished = row.state != StudyState::Running.as_str();
     let live_workers = s.scheduler.live_workers(s.store.workers().await?).len().max(1);
-    let eta = if finished { Some(0.0) } else { eta_seconds(row, &trials, done, running, live_workers) };
+    let eta = if finished {
+        Some(0.0)
+    } else {
+        eta_seconds(row, &trials, done, running, live_workers)
+    };
     let spec: serde_json::Value = serde_json::from_str(&row.spec).unwrap_or_default();
     let mut v = serde_json::to_value(row).unwrap_or_default();
     v["budget"] = serde_json::json!({ "trials": row.max_trials, "minutes": row.max_minutes });
@@ -149,20 +181,30 @@ async fn study_json(s: &S, row: &StudyRow) -> ApiResult<serde_json::Value> {
         "elapsed_seconds": (row.finished_at.unwrap_or_else(now_ms) - row.created_at) as f64 / 1000.0,
         "eta_seconds": eta,
     });
-    v["best_trial"] = best_trial(&trials).map(trial_json).unwrap_or(serde_json::Value::Null);
+    v["best_trial"] = best_trial(&trials)
+        .map(trial_json)
+        .unwrap_or(serde_json::Value::Null);
     Ok(v)
 }
 
 /// Remaining time from the measured durations of finished trials and the number of live workers;
 /// capped by the minutes budget. `None` until one trial has finished.
-fn eta_seconds(row: &StudyRow, trials: &[TrialRow], done: usize, running: usize, parallel: usize) -> Option<f64> {
+fn eta_seconds(
+    row: &StudyRow,
+    trials: &[TrialRow],
+    done: usize,
+    running: usize,
+    parallel: usize,
+) -> Option<f64> {
     let durations: Vec<f64> = trials
         .iter()
         .filter(|t| t.state == TrialState::Complete.as_str() || t.state == TrialState::Pruned.as_str())
         .filter_map(|t| Some((t.finished_at? - t.started_at?) as f64 / 1000.0))
         .collect();
     let now = now_ms();
-    let by_deadline = row.max_minutes.map(|m| ((row.created_at + (m * 60_000.0) as i64 - now) as f64 / 1000.0).max(0.0));
+    let by_deadline = row
+        .max_minutes
+        .map(|m| ((row.created_at + (m * 60_000.0) as i64 - now) as f64 / 1000.0).max(0.0));
     if durations.is_empty() {
         return by_deadline.filter(|_| row.max_trials.is_none());
     }

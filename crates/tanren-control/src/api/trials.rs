@@ -25,7 +25,9 @@ pub fn trial_json(t: &TrialRow) -> serde_json::Value {
 pub async fn list(State(s): State<S>, Path(id): Path<i64>) -> ApiResult<Json<serde_json::Value>> {
     s.store.study(id).await?;
     let trials = s.store.trials(id).await?;
-    Ok(Json(serde_json::json!({ "trials": trials.iter().map(trial_json).collect::<Vec<_>>() })))
+    Ok(Json(
+        serde_json::json!({ "trials": trials.iter().map(trial_json).collect::<Vec<_>>() }),
+    ))
 }
 
 pub async fn get_one(State(s): State<S>, Path(id): Path<i64>) -> ApiResult<Json<serde_json::Value>> {
@@ -33,16 +35,27 @@ pub async fn get_one(State(s): State<S>, Path(id): Path<i64>) -> ApiResult<Json<
     let mut v = trial_json(&t);
     v["config"] = serde_json::from_str(&t.config).unwrap_or_default();
     v["epochs"] = serde_json::to_value(s.store.epochs(id).await?).unwrap_or_default();
-    v["result"] = t.result.as_deref().and_then(|r| serde_json::from_str(r).ok()).unwrap_or_default();
+    v["result"] = t
+        .result
+        .as_deref()
+        .and_then(|r| serde_json::from_str(r).ok())
+        .unwrap_or_default();
     Ok(Json(v))
 }
 
 /// Workers PUT the trained weights here before reporting the result. Only a running trial takes them,
 /// and the file appears atomically (temp file + rename).
-pub async fn upload_weights(State(s): State<S>, Path(id): Path<i64>, body: Body) -> ApiResult<Json<serde_json::Value>> {
+pub async fn upload_weights(
+    State(s): State<S>,
+    Path(id): Path<i64>,
+    body: Body,
+) -> ApiResult<Json<serde_json::Value>> {
     let t = s.store.trial(id).await?;
     if t.state != TrialState::Running.as_str() {
-        return Err(ApiError::Conflict(format!("trial {id} is {}, not running; weights refused", t.state)));
+        return Err(ApiError::Conflict(format!(
+            "trial {id} is {}, not running; weights refused",
+            t.state
+        )));
     }
     let dir = s.files.model_dir(id);
     tokio::fs::create_dir_all(&dir).await?;
@@ -60,22 +73,29 @@ pub async fn upload_weights(State(s): State<S>, Path(id): Path<i64>, body: Body)
     if n == 0 {
         return Err(ApiError::BadRequest("empty weights upload".into()));
     }
-    tmp.persist(s.files.weights(id)).map_err(|e| ApiError::Internal(format!("disk: {e}")))?;
+    tmp.persist(s.files.weights(id))
+        .map_err(|e| ApiError::Internal(format!("disk: {e}")))?;
     Ok(Json(serde_json::json!({ "bytes": n })))
 }
 
 pub async fn study_model(State(s): State<S>, Path(id): Path<i64>) -> ApiResult<Response> {
     s.store.study(id).await?;
     let trials = s.store.trials(id).await?;
-    let best = best_trial(&trials)
-        .ok_or_else(|| ApiError::NotFound(format!("study {id} has no complete trial yet, so there is no model to download")))?;
+    let best = best_trial(&trials).ok_or_else(|| {
+        ApiError::NotFound(format!(
+            "study {id} has no complete trial yet, so there is no model to download"
+        ))
+    })?;
     model_zip(&s, best).await
 }
 
 pub async fn trial_model(State(s): State<S>, Path(id): Path<i64>) -> ApiResult<Response> {
     let t = s.store.trial(id).await?;
     if t.state != TrialState::Complete.as_str() {
-        return Err(ApiError::NotFound(format!("trial {id} is {}; only complete trials have a model", t.state)));
+        return Err(ApiError::NotFound(format!(
+            "trial {id} is {}; only complete trials have a model",
+            t.state
+        )));
     }
     model_zip(&s, &t).await
 }
@@ -84,7 +104,10 @@ async fn model_zip(s: &S, t: &TrialRow) -> ApiResult<Response> {
     let study = s.store.study(t.study_id).await?;
     let dataset = s.store.dataset(study.dataset_id).await?;
     let weights = tokio::fs::read(s.files.weights(t.id)).await.map_err(|e| {
-        ApiError::NotFound(format!("weights of trial {} are missing on the control plane ({e})", t.id))
+        ApiError::NotFound(format!(
+            "weights of trial {} are missing on the control plane ({e})",
+            t.id
+        ))
     })?;
     let card = model_card::model_json(t, &study, &dataset).map_err(ApiError::Internal)?;
     let bytes = tokio::task::spawn_blocking(move || model_card::zip(&card, &weights))
@@ -94,7 +117,13 @@ async fn model_zip(s: &S, t: &TrialRow) -> ApiResult<Response> {
     Ok((
         [
             (header::CONTENT_TYPE, "application/zip".to_string()),
-            (header::CONTENT_DISPOSITION, format!("attachment; filename=\"tanren-study{}-trial{}.zip\"", t.study_id, t.id)),
+            (
+                header::CONTENT_DISPOSITION,
+                format!(
+                    "attachment; filename=\"tanren-study{}-trial{}.zip\"",
+                    t.study_id, t.id
+                ),
+            ),
         ],
         bytes,
     )

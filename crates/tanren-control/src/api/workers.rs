@@ -30,12 +30,18 @@ fn one() -> u32 {
 pub async fn register(State(s): State<S>, body: Bytes) -> ApiResult<Json<serde_json::Value>> {
     let r: Register = parse_json(&body)?;
     if r.id.is_empty() || r.id.len() > 128 {
-        return Err(ApiError::InvalidField { field: "id".into(), message: "worker id must be 1 to 128 characters".into() });
+        return Err(ApiError::InvalidField {
+            field: "id".into(),
+            message: "worker id must be 1 to 128 characters".into(),
+        });
     }
     if !(r.grpc_url.starts_with("http://") || r.grpc_url.starts_with("https://")) {
         return Err(ApiError::InvalidField {
             field: "grpc_url".into(),
-            message: format!("grpc_url must start with http:// or https://, got `{}`", r.grpc_url),
+            message: format!(
+                "grpc_url must start with http:// or https://, got `{}`",
+                r.grpc_url
+            ),
         });
     }
     let now = now_ms();
@@ -50,7 +56,11 @@ pub async fn register(State(s): State<S>, body: Bytes) -> ApiResult<Json<serde_j
         registered_at: now,
         last_seen_at: now,
     };
-    let fresh = !s.scheduler.live_workers(s.store.workers().await?).iter().any(|w| w.id == row.id);
+    let fresh = !s
+        .scheduler
+        .live_workers(s.store.workers().await?)
+        .iter()
+        .any(|w| w.id == row.id);
     s.store.upsert_worker(&row).await?;
     if fresh {
         tracing::info!(worker_id = %row.id, grpc_url = %row.grpc_url, device = %row.device, "worker registered");
@@ -61,7 +71,12 @@ pub async fn register(State(s): State<S>, body: Bytes) -> ApiResult<Json<serde_j
 
 pub async fn list(State(s): State<S>) -> ApiResult<Json<serde_json::Value>> {
     let all = s.store.workers().await?;
-    let live: Vec<String> = s.scheduler.live_workers(all.clone()).into_iter().map(|w| w.id).collect();
+    let live: Vec<String> = s
+        .scheduler
+        .live_workers(all.clone())
+        .into_iter()
+        .map(|w| w.id)
+        .collect();
     let busy = s.scheduler.busy_workers().await;
     let out: Vec<_> = all
         .into_iter()

@@ -1,0 +1,10 @@
+#!/usr/bin/env bash
+# Run every test from nothing: set-up (apt packages, torch venv, build), then the whole workspace's
+# tests in release mode (the same compiled dependencies as the binaries), then clippy.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+scripts/setup.sh
+source scripts/env.sh
+cargo test --release --workspace
+cargo clippy --release --workspace --all-targets -- -D warnings
+echo "tanren: all tests passed"
