@@ -1,0 +1,447 @@
+//! `tanren`: drive a control plane from the shell. Every command is one or two REST calls; server
+//! errors are printed as the server's message and exit non-zero. `--json` prints raw JSON for scripts.
+
+use anyhow::{bail, Context, Result};
+use clap::{Parser, Subcommand};
+use serde_json::{json, Value};
+use std::path::PathBuf;
+use std::time::Duration;
+
+#[derive(Parser)]
+#[command(
+    name = "tanren",
+    about = "Find the best image classifier for your pictures",
+    version
+)]
+struct Cli {
+    /// Control plane URL.
+    #[arg(
+        long,
+        global = true,
+        env = "TANREN_URL",
+        default_value = "http://127.0.0.1:8080"
+    )]
+    url: String,
+    /// Print JSON instead of text.
+    #[arg(long, global = true)]
+    json: bool,
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Datasets: upload a zip of image folders, list them.
+    #[command(subcommand)]
+    Dataset(DatasetCmd),
+    /// Studies: create, list, show, watch, stop.
+    #[command(subcommand)]
+    Study(StudyCmd),
+    /// Trials.
+    #[command(subcommand)]
+    Trial(TrialCmd),
+    /// Download models.
+    #[command(subcommand)]
+    Model(ModelCmd),
+    /// List workers.
+    Workers,
+}
+
+#[derive(Subcommand)]
+enum DatasetCmd {
+    /// Upload a zip: train/<class>/*, test/<class>/* (or only <class>/* folders, split 80/20).
+    Upload {
+        file: PathBuf,
+        #[arg(long)]
+        name: Option<String>,
+    },
+    Ls,
+}
+
+#[derive(Subcommand)]
+enum StudyCmd {
+    /// Create a study. Bounds: --set learning_rate=1e-4..1e-2 --set optimizer=adam,sgd --set epochs=3
+    Create {
+        #[arg(long)]
+        dataset: i64,
+        #[arg(long)]
+        name: Option<String>,
+        #[arg(long)]
+        trials: Option<u32>,
+        #[arg(long)]
+        minutes: Option<f64>,
+        #[arg(long = "set", value_name = "PARAM=LOW..HIGH|A,B|VALUE")]
+        set: Vec<String>,
+        /// tpe (default) or random.
+        #[arg(long)]
+        sampler: Option<String>,
+        #[arg(long, default_value_t = 0)]
+        seed: u64,
+        /// Do not run the seed's baseline configuration first.
+        #[arg(long)]
+        no_baseline: bool,
+    },
+    Ls,
+    Show {
+        id: i64,
+    },
+    /// Follow a study until it ends.
+    Watch {
+        id: i64,
+    },
+    Stop {
+        id: i64,
+    },
+}
+
+#[derive(Subcommand)]
+enum TrialCmd {
+    Show { id: i64 },
+}
+
+#[derive(Subcommand)]
+enum ModelCmd {
+    /// Download the best model of a study (or one trial's) as a zip: weights + model.json.
+    Download {
+        study: i64,
+        #[arg(long)]
+        trial: Option<i64>,
+        #[arg(short, long, default_value = "model.zip")]
+        output: PathBuf,
+    },
+}
+
+struct Api {
+    base: String,
+    http: reqwest::Client,
+}
+
+impl Api {
+    async fn check(r: reqwest::Response) -> Result<reqwest::Response> {
+        if r.status().is_success() {
+            return Ok(r);
+        }
+        let status = r.status();
+        let body: Value = r.json().await.unwrap_or_default();
+        match body["error"]["message"].as_str() {
+            Some(m) => bail!("{m} ({status})"),
+            None => bail!("server answered {status}"),
+        }
+    }
+
+    async fn get(&self, path: &str) -> Result<Value> {
+        let r = self
+            .http
+            .get(format!("{}{path}", self.base))
+            .send()
+            .await
+            .with_context(|| self.unreachable())?;
+        Ok(Self::check(r).await?.json().await?)
+    }
+
+    async fn post(&self, path: &str, body: &Value) -> Result<Value> {
+        let r = self
+            .http
+            .post(format!("{}{path}", self.base))
+            .json(body)
+            .send()
+            .await
+            .with_context(|| self.unreachable())?;
+        Ok(Self::check(r).await?.json().await?)
+    }
+
+    fn unreachable(&self) -> String {
+        format!(
+            "cannot reach the control plane at {} (is it running? set --url or TANREN_URL)",
+            self.base
+        )
+    }
+}
+
+/// `lr=1e-4..1e-2` -> range; `optimizer=adam,sgd` -> choices; `epochs=3` -> fixed (low == high).
+fn parse_bound(s: &str) -> Result<(String, Value)> {
+    let (name, v) = s
+        .split_once('=')
+        .with_context(|| format!("--set {s}: expected PARAM=VALUE"))?;
+    let num = |x: &str| {
+        x.trim()
+            .parse::<f64>()
+            .with_context(|| format!("--set {s}: `{x}` is not a number"))
+    };
+    let bound = if let Some((lo, hi)) = v.split_once("..") {
+        json!({"low": num(lo)?, "high": num(hi)?})
+    } else if let Ok(x) = v.trim().parse::<f64>() {
+        json!({"low": x, "high": x})
+    } else {
+        json!({"choices": v.split(',').map(|c| c.trim()).collect::<Vec<_>>()})
+    };
+    Ok((name.trim().to_string(), bound))
+}
+
+fn print_study(s: &Value) {
+    let p = &s["progress"];
+    println!(
+        "study {} `{}`: {}",
+        s["id"],
+        s["name"].as_str().unwrap_or(""),
+        s["state"].as_str().unwrap_or("")
+    );
+    println!(
+        "  trials: {} done of {} ({} complete, {} failed, {} running)",
+        p["done"], p["total"], p["complete"], p["failed"], p["running"]
+    );
+    if let Some(eta) = p["eta_seconds"].as_f64() {
+        println!("  remaining: ~{:.0}s", eta);
+    }
+    if let Some(err) = s["error"].as_str() {
+        println!("  error: {err}");
+    }
+    let b = &s["best_trial"];
+    if !b.is_null() {
+        println!(
+            "  best: trial {} (#{}) val acc {:.4}, test acc {:.4}, params {}",
+            b["id"],
+            b["number"],
+            b["val_accuracy"].as_f64().unwrap_or(f64::NAN),
+            b["test_accuracy"].as_f64().unwrap_or(f64::NAN),
+            b["params"]
+        );
+    }
+}
+
+#[tokio::main]
+async fn main() {
+    if let Err(e) = run(Cli::parse()).await {
+        eprintln!("tanren: {e:#}");
+        std::process::exit(1);
+    }
+}
+
+async fn run(cli: Cli) -> Result<()> {
+    let api = Api {
+        base: cli.url.trim_end_matches('/').to_string(),
+        http: reqwest::Client::new(),
+    };
+    let out = |v: &Value, text: &dyn Fn(&Value)| {
+        if cli.json {
+            println!("{}", serde_json::to_string_pretty(v).unwrap_or_default());
+        } else {
+            text(v)
+        }
+    };
+    match cli.cmd {
+        Cmd::Dataset(DatasetCmd::Upload { file, name }) => {
+            let bytes = tokio::fs::read(&file)
+                .await
+                .with_context(|| format!("reading {}", file.display()))?;
+            let fname = file
+                .file_name()
+                .map(|f| f.to_string_lossy().into_owned())
+                .unwrap_or_else(|| "data.zip".into());
+            let form = reqwest::multipart::Form::new()
+                .part("file", reqwest::multipart::Part::bytes(bytes).file_name(fname));
+            let mut req = api
+                .http
+                .post(format!("{}/api/v1/datasets", api.base))
+                .multipart(form);
+            if let Some(n) = name {
+                req = req.query(&[("name", n)]);
+            }
+            let r = Api::check(req.send().await.with_context(|| api.unreachable())?).await?;
+            let v: Value = r.json().await?;
+            out(&v, &|d| {
+                println!(
+                    "dataset {} `{}` sha256 {}",
+                    d["id"],
+                    d["name"].as_str().unwrap_or(""),
+                    d["sha256"].as_str().unwrap_or("")
+                );
+                for c in d["classes"].as_array().into_iter().flatten() {
+                    println!(
+                        "  [{}] {}: {} train, {} test",
+                        c["index"],
+                        c["name"].as_str().unwrap_or(""),
+                        c["train"],
+                        c["test"]
+                    );
+                }
+                let skipped = d["skipped"].as_array().map_or(0, |s| s.len());
+                if skipped > 0 {
+                    println!("  {skipped} files skipped (see --json)");
+                }
+            });
+        }
+        Cmd::Dataset(DatasetCmd::Ls) => {
+            let v = api.get("/api/v1/datasets").await?;
+            out(&v, &|v| {
+                for d in v["datasets"].as_array().into_iter().flatten() {
+                    println!(
+                        "{}\t{}\t{} classes\t{} train\t{} test",
+                        d["id"],
+                        d["name"].as_str().unwrap_or(""),
+                        d["num_classes"],
+                        d["num_train"],
+                        d["num_test"]
+                    );
+                }
+            });
+        }
+        Cmd::Study(StudyCmd::Create {
+            dataset,
+            name,
+            trials,
+            minutes,
+            set,
+            sampler,
+            seed,
+            no_baseline,
+        }) => {
+            let mut bounds = serde_json::Map::new();
+            for s in &set {
+                let (k, v) = parse_bound(s)?;
+                bounds.insert(k, v);
+            }
+            let mut body = json!({"dataset_id": dataset, "bounds": bounds, "budget": {"trials": trials, "minutes": minutes},
+                                  "seed": seed, "baseline": !no_baseline});
+            if let Some(n) = name {
+                body["name"] = json!(n);
+            }
+            if let Some(s) = sampler {
+                body["sampler"] = json!(s);
+            }
+            let v = api.post("/api/v1/studies", &body).await?;
+            out(&v, &print_study);
+        }
+        Cmd::Study(StudyCmd::Ls) => {
+            let v = api.get("/api/v1/studies").await?;
+            out(&v, &|v| {
+                for s in v["studies"].as_array().into_iter().flatten() {
+                    let best = s["best_trial"]["val_accuracy"]
+                        .as_f64()
+                        .map(|a| format!("{a:.4}"))
+                        .unwrap_or("-".into());
+                    println!(
+                        "{}\t{}\t{}\t{}/{}\tbest {}",
+                        s["id"],
+                        s["name"].as_str().unwrap_or(""),
+                        s["state"].as_str().unwrap_or(""),
+                        s["progress"]["done"],
+                        s["progress"]["total"],
+                        best
+                    );
+                }
+            });
+        }
+        Cmd::Study(StudyCmd::Show { id }) => {
+            out(&api.get(&format!("/api/v1/studies/{id}")).await?, &print_study)
+        }
+        Cmd::Study(StudyCmd::Stop { id }) => out(
+            &api.post(&format!("/api/v1/studies/{id}/stop"), &json!({}))
+                .await?,
+            &print_study,
+        ),
+        Cmd::Study(StudyCmd::Watch { id }) => loop {
+            let v = api.get(&format!("/api/v1/studies/{id}")).await?;
+            if v["state"] != "running" {
+                out(&v, &print_study);
+                break;
+            }
+            if !cli.json {
+                let p = &v["progress"];
+                let eta = p["eta_seconds"]
+                    .as_f64()
+                    .map(|e| format!("~{e:.0}s left"))
+                    .unwrap_or("estimating".into());
+                let best = v["best_trial"]["val_accuracy"]
+                    .as_f64()
+                    .map(|a| format!("{a:.4}"))
+                    .unwrap_or("-".into());
+                println!(
+                    "{}/{} done, {} running, best val acc {best}, {eta}",
+                    p["done"], p["total"], p["running"]
+                );
+            }
+            tokio::time::sleep(Duration::from_secs(2)).await;
+        },
+        Cmd::Trial(TrialCmd::Show { id }) => {
+            let v = api.get(&format!("/api/v1/trials/{id}")).await?;
+            out(&v, &|t| {
+                println!(
+                    "trial {} (#{}) of study {}: {}",
+                    t["id"],
+                    t["number"],
+                    t["study_id"],
+                    t["state"].as_str().unwrap_or("")
+                );
+                println!("  params: {}", t["params"]);
+                println!(
+                    "  val acc {} test acc {} train {}s, {} ms/image, {} params, worker {} on {}",
+                    t["val_accuracy"],
+                    t["test_accuracy"],
+                    t["train_seconds"],
+                    t["inference_ms"],
+                    t["parameter_count"],
+                    t["worker_id"],
+                    t["device"]
+                );
+                for e in t["epochs"].as_array().into_iter().flatten() {
+                    println!(
+                        "  epoch {}: train loss {:.4} val loss {:.4} val acc {:.4}",
+                        e["epoch"],
+                        e["train_loss"].as_f64().unwrap_or(f64::NAN),
+                        e["val_loss"].as_f64().unwrap_or(f64::NAN),
+                        e["val_accuracy"].as_f64().unwrap_or(f64::NAN)
+                    );
+                }
+                if let Some(err) = t["error"].as_str() {
+                    println!("  error: {err}");
+                }
+            });
+        }
+        Cmd::Model(ModelCmd::Download { study, trial, output }) => {
+            let path = match trial {
+                Some(t) => format!("/api/v1/trials/{t}/model"),
+                None => format!("/api/v1/studies/{study}/model"),
+            };
+            let r = api
+                .http
+                .get(format!("{}{path}", api.base))
+                .send()
+                .await
+                .with_context(|| api.unreachable())?;
+            let bytes = Api::check(r).await?.bytes().await?;
+            tokio::fs::write(&output, &bytes)
+                .await
+                .with_context(|| format!("writing {}", output.display()))?;
+            let v = json!({"path": output, "bytes": bytes.len()});
+            out(&v, &|_| {
+                println!("wrote {} ({} bytes)", output.display(), bytes.len())
+            });
+        }
+        Cmd::Workers => {
+            let v = api.get("/api/v1/workers").await?;
+            out(&v, &|v| {
+                for w in v["workers"].as_array().into_iter().flatten() {
+                    let state = if w["alive"] == true {
+                        if w["busy"] == true {
+                            "busy"
+                        } else {
+                            "idle"
+                        }
+                    } else {
+                        "down"
+                    };
+                    println!(
+                        "{}\t{}\t{}\t{}\ttorch {}",
+                        w["id"].as_str().unwrap_or(""),
+                        state,
+                        w["device"].as_str().unwrap_or(""),
+                        w["grpc_url"].as_str().unwrap_or(""),
+                        w["torch_version"].as_str().unwrap_or("")
+                    );
+                }
+            });
+        }
+    }
+    Ok(())
+}
