@@ -5,3 +5,4 @@ mod common;
 mod refusals;
 mod spine;
 mod worker_loss;
+mod ws;

@@ -1,13 +1,18 @@
 //! The tanren control plane: REST API over datasets, studies, trials and workers; the scheduler that
 //! asks the search engine for trials and dispatches them over gRPC to workers; dataset and model files
-//! on disk; the database through tanren-store. It never links libtorch.
+//! on disk; the database through tanren-store; the live event stream (WebSocket) and the embedded
+//! dashboard. It never links libtorch.
 //!
-//! API boundary: `run(config, listener, shutdown)`; the binary only parses flags and binds.
+//! API boundary: `run(config, listener, shutdown)` (or `start` then `Server::serve`, for tests that need
+//! the state); the binary only parses flags and binds.
 
 pub mod api;
+pub mod assets;
 pub mod error;
+pub mod events;
 pub mod files;
 pub mod model_card;
+pub mod progress;
 pub mod scheduler;
 pub mod study_spec;
 
@@ -32,6 +37,12 @@ pub struct Config {
     pub worker_timeout: Duration,
     /// How often the scheduler looks for work when nothing wakes it.
     pub tick: Duration,
+    /// How many events a WebSocket client may fall behind before it is dropped.
+    pub event_buffer: usize,
+    /// How many recent events per study are kept for clients resuming with `?since=`.
+    pub event_ring: usize,
+    /// A client that does not take one message within this long is dropped.
+    pub event_send_timeout: Duration,
 }
 
 impl Config {
@@ -43,6 +54,9 @@ impl Config {
             max_upload_bytes: 2 << 30,
             worker_timeout: Duration::from_secs(20),
             tick: Duration::from_millis(500),
+            event_buffer: 1024,
+            event_ring: 4096,
+            event_send_timeout: Duration::from_secs(10),
         }
     }
 }
@@ -53,9 +67,46 @@ pub struct AppState {
     pub store: Store,
     pub files: files::Files,
     pub scheduler: scheduler::Scheduler,
+    pub events: events::Hub,
+    /// Cancelled when the server stops; long-lived connections (WebSockets) end with it.
+    pub shutdown: CancellationToken,
 }
 
 pub async fn run(config: Config, listener: TcpListener, shutdown: CancellationToken) -> anyhow::Result<()> {
+    start(config, listener, shutdown).await?.serve().await
+}
+
+/// A control plane that is set up (database migrated, state restored) but not yet serving; tests use
+/// `state` to reach the event hub directly.
+pub struct Server {
+    pub state: Arc<AppState>,
+    listener: TcpListener,
+    url: String,
+}
+
+impl Server {
+    pub fn url(&self) -> &str {
+        &self.url
+    }
+
+    pub async fn serve(self) -> anyhow::Result<()> {
+        let state = self.state;
+        let shutdown = state.shutdown.clone();
+        let sched = tokio::spawn(scheduler::run_loop(state.clone(), shutdown.clone()));
+        let events = tokio::spawn(events::run(state.clone(), shutdown.clone()));
+        let app = api::router(state.clone());
+        axum::serve(self.listener, app)
+            .with_graceful_shutdown(shutdown.clone().cancelled_owned())
+            .await?;
+        shutdown.cancel();
+        let _ = sched.await;
+        let _ = events.await;
+        state.store.close().await;
+        Ok(())
+    }
+}
+
+pub async fn start(config: Config, listener: TcpListener, shutdown: CancellationToken) -> anyhow::Result<Server> {
     let files = files::Files::new(&config.data_dir)?;
     let url = config
         .database_url
@@ -82,16 +133,14 @@ pub async fn run(config: Config, listener: TcpListener, shutdown: CancellationTo
         store,
         files,
         scheduler,
+        events: events::Hub::new(config.event_buffer, config.event_ring),
+        shutdown,
     });
     state.scheduler.restore(&state).await?;
-    let sched = tokio::spawn(scheduler::run_loop(state.clone(), shutdown.clone()));
-    let app = api::router(state.clone());
     tracing::info!(%addr, %public_url, database = %url, data_dir = %config.data_dir.display(), "control plane listening");
-    axum::serve(listener, app)
-        .with_graceful_shutdown(shutdown.clone().cancelled_owned())
-        .await?;
-    shutdown.cancel();
-    let _ = sched.await;
-    state.store.close().await;
-    Ok(())
+    Ok(Server {
+        state,
+        listener,
+        url: format!("http://{addr}"),
+    })
 }

@@ -244,6 +244,7 @@ async fn tick(state: &Arc<AppState>) -> anyhow::Result<()> {
             if live.running.is_empty() {
                 studies.remove(&id);
                 state.store.finish_study(id, StudyState::Complete, None).await?;
+                crate::events::study_finished(state, id).await;
                 tracing::info!(study_id = id, "study complete");
             }
             continue;
@@ -269,6 +270,7 @@ async fn tick(state: &Arc<AppState>) -> anyhow::Result<()> {
                         .store
                         .insert_trial(id, number as i64, &params_json, &serde_json::to_string(&cfg)?)
                         .await?;
+                    state.events.trial(&row);
                     let token = CancellationToken::new();
                     live.running.insert(row.id, token.clone());
                     let sha = live.spec.dataset_sha256.clone();
@@ -289,6 +291,8 @@ async fn tick(state: &Arc<AppState>) -> anyhow::Result<()> {
                         .store
                         .end_trial_without_result(row.id, TrialState::Failed, Some(&e.to_string()))
                         .await?;
+                    state.events.trial(&row);
+                    crate::events::trial_changed(state, row.id).await;
                     let _ = live.study.tell(number, TellOutcome::Failed);
                     live.counted += 1;
                     free.push(worker);
@@ -313,6 +317,7 @@ async fn dispatch(
 ) {
     let span = tracing::info_span!("trial", study_id, trial_id, worker_id = %worker.id);
     let _ = state.store.start_trial(trial_id, &worker.id).await;
+    crate::events::trial_changed(&state, trial_id).await;
     let outcome = run_on_worker(
         &state,
         study_id,
@@ -356,6 +361,7 @@ async fn dispatch(
             (TellOutcome::Failed, false, true)
         }
     };
+    crate::events::trial_changed(&state, trial_id).await;
     let mut inner = state.scheduler.inner.lock().await;
     inner.busy_workers.remove(&worker.id);
     if matches!(
@@ -385,6 +391,7 @@ async fn dispatch(
             }
         }
     }
+    let study_failed = fail_study.is_some();
     if let Some(msg) = fail_study {
         if let Some(live) = inner.studies.remove(&study_id) {
             for t in live.running.values() {
@@ -394,6 +401,9 @@ async fn dispatch(
         let _ = store.finish_study(study_id, StudyState::Failed, Some(&msg)).await;
     }
     drop(inner);
+    if study_failed {
+        crate::events::study_finished(&state, study_id).await;
+    }
     state.scheduler.wake();
 }
 
@@ -456,12 +466,14 @@ async fn run_on_worker(
         match event {
             Some(Event::Started(s)) => {
                 let _ = state.store.set_trial_device(trial_id, &s.device).await;
+                crate::events::trial_changed(state, trial_id).await;
             }
             Some(Event::Epoch(e)) => {
                 let m: tanren_core::EpochMetrics = e.into();
                 if let Err(err) = state.store.insert_epoch(trial_id, &m).await {
                     tracing::error!(trial_id, error = %err, "could not store epoch metrics");
                 }
+                state.events.epoch(study_id, trial_id, number as i64, &m);
                 let mut inner = state.scheduler.inner.lock().await;
                 if let Some(live) = inner.studies.get_mut(&study_id) {
                     if let Ok(PruneDecision::Prune) =

@@ -195,3 +195,65 @@ async fn send_zip(s: &S, sha: &str) -> ApiResult<Response> {
     )
         .into_response())
 }
+
+#[derive(Deserialize)]
+pub struct ThumbQuery {
+    #[serde(default = "default_thumb")]
+    size: u32,
+}
+
+fn default_thumb() -> u32 {
+    64
+}
+
+/// The `k`-th sample of a class (training split first, then test) decoded and resized exactly as
+/// training sees it, as a PNG: the dashboard's grid of examples per class. Immutable for a dataset,
+/// so browsers may cache it for good.
+pub async fn thumbnail(
+    State(s): State<S>,
+    Path((id, class, k)): Path<(i64, usize, usize)>,
+    Query(q): Query<ThumbQuery>,
+) -> ApiResult<Response> {
+    if !(8..=256).contains(&q.size) {
+        return Err(ApiError::InvalidField {
+            field: "size".into(),
+            message: format!("thumbnail size must be 8..=256, got {}", q.size),
+        });
+    }
+    let row = s.store.dataset(id).await?;
+    let dir = s.files.dataset_dir(&row.sha256);
+    let size = q.size;
+    let png = tokio::task::spawn_blocking(move || -> Result<Vec<u8>, ApiError> {
+        let m = tanren_dataset::load_manifest(&dir).map_err(|e| ApiError::Internal(e.to_string()))?;
+        let sample = m
+            .train
+            .iter()
+            .chain(m.test.iter())
+            .filter(|x| x.label == class)
+            .nth(k)
+            .ok_or_else(|| ApiError::NotFound(format!("dataset {id} has no sample {k} of class {class}")))?;
+        let bytes = std::fs::read(dir.join(&sample.path))?;
+        let chw = tanren_dataset::decode_resize(&bytes, size, 3)
+            .map_err(|e| ApiError::Internal(format!("{}: {e}", sample.path)))?;
+        let hw = (size * size) as usize;
+        let hwc: Vec<u8> = (0..hw)
+            .flat_map(|i| [chw[i], chw[hw + i], chw[2 * hw + i]])
+            .collect();
+        let img = image::RgbImage::from_raw(size, size, hwc)
+            .ok_or_else(|| ApiError::Internal("thumbnail buffer size".into()))?;
+        let mut out = std::io::Cursor::new(Vec::new());
+        img.write_to(&mut out, image::ImageFormat::Png)
+            .map_err(|e| ApiError::Internal(e.to_string()))?;
+        Ok(out.into_inner())
+    })
+    .await
+    .map_err(|e| ApiError::Internal(e.to_string()))??;
+    Ok((
+        [
+            (header::CONTENT_TYPE, "image/png"),
+            (header::CACHE_CONTROL, "public, max-age=31536000, immutable"),
+        ],
+        png,
+    )
+        .into_response())
+}

@@ -1,9 +1,11 @@
-//! REST routes under `/api/v1`. Handlers are thin: parse, call the store/scheduler/files, shape JSON.
+//! Routes: REST under `/api/v1`, the study event WebSocket, and the dashboard at `/`. Handlers are thin:
+//! parse, call the store/scheduler/files, shape JSON.
 
 mod datasets;
 mod studies;
 mod trials;
 mod workers;
+mod ws;
 
 use crate::error::ApiError;
 use crate::AppState;
@@ -19,6 +21,8 @@ pub fn router(state: S) -> Router {
     let upload_limit = (state.config.max_upload_bytes as usize).saturating_add(1 << 20);
     Router::new()
         .route("/healthz", get(|| async { "ok" }))
+        .route("/", get(crate::assets::index))
+        .route("/assets/{name}", get(crate::assets::asset))
         .route(
             "/api/v1/datasets",
             post(datasets::upload)
@@ -28,6 +32,10 @@ pub fn router(state: S) -> Router {
         .route("/api/v1/datasets/{id}", get(datasets::get_one))
         .route("/api/v1/datasets/{id}/archive", get(datasets::archive))
         .route(
+            "/api/v1/datasets/{id}/classes/{class}/thumbnails/{k}",
+            get(datasets::thumbnail),
+        )
+        .route(
             "/api/v1/datasets/by-sha/{sha}/archive",
             get(datasets::archive_by_sha),
         )
@@ -35,6 +43,7 @@ pub fn router(state: S) -> Router {
         .route("/api/v1/studies", post(studies::create).get(studies::list))
         .route("/api/v1/studies/{id}", get(studies::get_one))
         .route("/api/v1/studies/{id}/stop", post(studies::stop))
+        .route("/api/v1/studies/{id}/events", get(ws::events))
         .route("/api/v1/studies/{id}/trials", get(trials::list))
         .route("/api/v1/studies/{id}/model", get(trials::study_model))
         .route("/api/v1/trials/{id}", get(trials::get_one))

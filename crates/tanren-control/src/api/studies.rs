@@ -1,4 +1,5 @@
-//! Studies: create (validated bounds and budget), list, progress with best trial and ETA, stop.
+//! Studies: create (validated bounds and budget), list, progress with best trial and ETA (see
+//! crate::progress), stop.
 
 use super::{parse_json, trials::trial_json, S};
 use crate::error::{ApiError, ApiResult};
@@ -7,9 +8,9 @@ use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::Json;
 use bytes::Bytes;
-use tanren_core::{default_param_defs, ImageSpace, StudyState, TrialState};
+use tanren_core::{default_param_defs, ImageSpace, StudyState};
 use tanren_search::{SamplerConfig, Study};
-use tanren_store::{now_ms, StoreError, StudyRow, TrialRow};
+use tanren_store::{StoreError, StudyRow, TrialRow};
 
 fn field(field: &str, message: impl Into<String>) -> ApiError {
     ApiError::InvalidField {
@@ -122,105 +123,29 @@ pub async fn stop(State(s): State<S>, Path(id): Path<i64>) -> ApiResult<Json<ser
     }
     s.scheduler.stop(id).await;
     s.store.finish_study(id, StudyState::Stopped, None).await?;
+    crate::events::study_finished(&s, id).await;
     let row = s.store.study(id).await?;
     Ok(Json(study_json(&s, &row).await?))
 }
 
-/// Best complete trial by validation accuracy (earlier trial wins a tie).
-pub fn best_trial(trials: &[TrialRow]) -> Option<&TrialRow> {
-    trials
-        .iter()
-        .filter(|t| t.state == TrialState::Complete.as_str() && t.val_accuracy.is_some())
-        .fold(None, |best: Option<&TrialRow>, t| match best {
-            Some(b) if b.val_accuracy >= t.val_accuracy => Some(b),
-            _ => Some(t),
-        })
-}
+pub use crate::progress::best_trial;
 
 async fn study_json(s: &S, row: &StudyRow) -> ApiResult<serde_json::Value> {
     let trials = s.store.trials(row.id).await?;
-    let count = |st: TrialState| trials.iter().filter(|t| t.state == st.as_str()).count();
-    let interrupted = trials
-        .iter()
-        .filter(|t| {
-            t.error
-                .as_deref()
-                .is_some_and(|e| e.starts_with(crate::scheduler::INTERRUPTED_PREFIX))
-        })
-        .count();
-    let (complete, pruned, failed, running, queued) = (
-        count(TrialState::Complete),
-        count(TrialState::Pruned),
-        count(TrialState::Failed),
-        count(TrialState::Running),
-        count(TrialState::Queued),
-    );
-    let done = complete + pruned + failed - interrupted;
-    let finished = row.state != StudyState::Running.as_str();
-    let live_workers = s.scheduler.live_workers(s.store.workers().await?).len().max(1);
-    let eta = if finished {
-        Some(0.0)
-    } else {
-        eta_seconds(row, &trials, done, running, live_workers)
-    };
+    study_view(s, row, &trials).await
+}
+
+/// The study as REST and the WebSocket snapshot show it: the row, budget, space, progress, best trial.
+pub async fn study_view(s: &S, row: &StudyRow, trials: &[TrialRow]) -> ApiResult<serde_json::Value> {
+    let live_workers = s.scheduler.live_workers(s.store.workers().await?).len();
+    let progress = crate::progress::progress(row, trials, live_workers);
     let spec: serde_json::Value = serde_json::from_str(&row.spec).unwrap_or_default();
     let mut v = serde_json::to_value(row).unwrap_or_default();
     v["budget"] = serde_json::json!({ "trials": row.max_trials, "minutes": row.max_minutes });
     v["space"] = spec["image_space"].clone();
     v["sampler"] = spec["search"]["sampler"].clone();
     v["baseline"] = spec["baseline"].clone();
-    v["progress"] = serde_json::json!({
-        "done": done,
-        "total": row.max_trials,
-        "complete": complete,
-        "pruned": pruned,
-        "failed": failed,
-        "interrupted": interrupted,
-        "running": running,
-        "queued": queued,
-        "elapsed_seconds": (row.finished_at.unwrap_or_else(now_ms) - row.created_at) as f64 / 1000.0,
-        "eta_seconds": eta,
-    });
-    v["best_trial"] = best_trial(&trials)
-        .map(trial_json)
-        .unwrap_or(serde_json::Value::Null);
+    v["progress"] = serde_json::to_value(progress).unwrap_or_default();
+    v["best_trial"] = best_trial(trials).map(trial_json).unwrap_or(serde_json::Value::Null);
     Ok(v)
-}
-
-/// Remaining time from the measured durations of finished trials and the number of live workers;
-/// capped by the minutes budget. `None` until one trial has finished.
-fn eta_seconds(
-    row: &StudyRow,
-    trials: &[TrialRow],
-    done: usize,
-    running: usize,
-    parallel: usize,
-) -> Option<f64> {
-    let durations: Vec<f64> = trials
-        .iter()
-        .filter(|t| t.state == TrialState::Complete.as_str() || t.state == TrialState::Pruned.as_str())
-        .filter_map(|t| Some((t.finished_at? - t.started_at?) as f64 / 1000.0))
-        .collect();
-    let now = now_ms();
-    let by_deadline = row
-        .max_minutes
-        .map(|m| ((row.created_at + (m * 60_000.0) as i64 - now) as f64 / 1000.0).max(0.0));
-    if durations.is_empty() {
-        return by_deadline.filter(|_| row.max_trials.is_none());
-    }
-    let mean = durations.iter().sum::<f64>() / durations.len() as f64;
-    let by_trials = row.max_trials.map(|max| {
-        let not_started = (max as usize).saturating_sub(done + running);
-        let running_left: f64 = trials
-            .iter()
-            .filter(|t| t.state == TrialState::Running.as_str())
-            .filter_map(|t| t.started_at)
-            .map(|s| (mean - (now - s) as f64 / 1000.0).max(0.0))
-            .fold(0.0, f64::max);
-        running_left + (not_started as f64 / parallel as f64).ceil() * mean
-    });
-    match (by_trials, by_deadline) {
-        (Some(a), Some(b)) => Some(a.min(b)),
-        (a, b) => a.or(b),
-    }
 }

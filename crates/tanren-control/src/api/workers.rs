@@ -6,6 +6,7 @@ use axum::extract::State;
 use axum::Json;
 use bytes::Bytes;
 use serde::Deserialize;
+use crate::events::WorkerView;
 use tanren_store::{now_ms, WorkerRow};
 
 #[derive(Deserialize)]
@@ -70,6 +71,11 @@ pub async fn register(State(s): State<S>, body: Bytes) -> ApiResult<Json<serde_j
 }
 
 pub async fn list(State(s): State<S>) -> ApiResult<Json<serde_json::Value>> {
+    Ok(Json(serde_json::json!({ "workers": views(&s).await? })))
+}
+
+/// Every known worker with liveness (heartbeat within the timeout) and whether it runs a trial now.
+pub async fn views(s: &S) -> ApiResult<Vec<WorkerView>> {
     let all = s.store.workers().await?;
     let live: Vec<String> = s
         .scheduler
@@ -78,15 +84,8 @@ pub async fn list(State(s): State<S>) -> ApiResult<Json<serde_json::Value>> {
         .map(|w| w.id)
         .collect();
     let busy = s.scheduler.busy_workers().await;
-    let out: Vec<_> = all
-        .into_iter()
-        .map(|w| {
-            let mut v = serde_json::to_value(&w).unwrap_or_default();
-            v["cuda_available"] = serde_json::json!(w.cuda_available != 0);
-            v["alive"] = serde_json::json!(live.contains(&w.id));
-            v["busy"] = serde_json::json!(busy.contains(&w.id));
-            v
-        })
-        .collect();
-    Ok(Json(serde_json::json!({ "workers": out })))
+    Ok(all
+        .iter()
+        .map(|w| WorkerView::new(w, live.contains(&w.id), busy.contains(&w.id)))
+        .collect())
 }

@@ -1,0 +1,137 @@
+//! A study's progress and remaining time, computed in one place for REST (`GET /studies/{id}`), the
+//! WebSocket `progress` event and the CLI. The ETA comes from measured trial durations and the number of
+//! live workers; when few trials have finished it is a wide range, not a confident number.
+
+use crate::events::TrialView;
+use serde::{Deserialize, Serialize};
+use tanren_core::{StudyState, TrialState};
+use tanren_store::{now_ms, StudyRow, TrialRow};
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Progress {
+    /// Finished trials that count toward the budget (interrupted ones do not).
+    pub done: usize,
+    pub total: Option<i64>,
+    pub complete: usize,
+    pub pruned: usize,
+    pub failed: usize,
+    pub interrupted: usize,
+    pub running: usize,
+    pub queued: usize,
+    pub elapsed_seconds: f64,
+    /// Best estimate of the seconds left; 0 once the study ended; null until it can be estimated.
+    pub eta_seconds: Option<f64>,
+    /// An 80% range around `eta_seconds`: wide after one trial, narrowing as durations are measured.
+    pub eta_range_seconds: Option<[f64; 2]>,
+}
+
+pub fn is_interrupted(t: &TrialRow) -> bool {
+    t.error
+        .as_deref()
+        .is_some_and(|e| e.starts_with(crate::scheduler::INTERRUPTED_PREFIX))
+}
+
+/// Best complete trial by validation accuracy (earlier trial wins a tie).
+pub fn best_trial(trials: &[TrialRow]) -> Option<&TrialRow> {
+    trials
+        .iter()
+        .filter(|t| t.state == TrialState::Complete.as_str() && t.val_accuracy.is_some())
+        .fold(None, |best: Option<&TrialRow>, t| match best {
+            Some(b) if b.val_accuracy >= t.val_accuracy => Some(b),
+            _ => Some(t),
+        })
+}
+
+pub fn best_view(trials: &[TrialRow]) -> Option<TrialView> {
+    best_trial(trials).map(TrialView::from)
+}
+
+/// `parallel` is the number of live workers (at least 1).
+pub fn progress(row: &StudyRow, trials: &[TrialRow], parallel: usize) -> Progress {
+    let count = |st: TrialState| trials.iter().filter(|t| t.state == st.as_str()).count();
+    let interrupted = trials.iter().filter(|t| is_interrupted(t)).count();
+    let (complete, pruned, failed, running, queued) = (
+        count(TrialState::Complete),
+        count(TrialState::Pruned),
+        count(TrialState::Failed),
+        count(TrialState::Running),
+        count(TrialState::Queued),
+    );
+    let done = (complete + pruned + failed).saturating_sub(interrupted);
+    let finished = row.state != StudyState::Running.as_str();
+    let (eta, range) = if finished {
+        (Some(0.0), Some([0.0, 0.0]))
+    } else {
+        eta(row, trials, done, running, parallel.max(1))
+    };
+    Progress {
+        done,
+        total: row.max_trials,
+        complete,
+        pruned,
+        failed,
+        interrupted,
+        running,
+        queued,
+        elapsed_seconds: (row.finished_at.unwrap_or_else(now_ms) - row.created_at) as f64 / 1000.0,
+        eta_seconds: eta,
+        eta_range_seconds: range,
+    }
+}
+
+/// Remaining time = what is left of the running trials + rounds of `parallel` trials still to start,
+/// each round one mean trial duration. The range treats trial durations as independent draws with the
+/// measured spread (a prior of ±50% while fewer than two are measured) plus the error of the mean;
+/// both are capped by the minutes budget. `None` until one trial has finished (unless only minutes bound
+/// the study).
+fn eta(
+    row: &StudyRow,
+    trials: &[TrialRow],
+    done: usize,
+    running: usize,
+    parallel: usize,
+) -> (Option<f64>, Option<[f64; 2]>) {
+    let durations: Vec<f64> = trials
+        .iter()
+        .filter(|t| t.state == TrialState::Complete.as_str() || t.state == TrialState::Pruned.as_str())
+        .filter_map(|t| Some((t.finished_at? - t.started_at?) as f64 / 1000.0))
+        .collect();
+    let now = now_ms();
+    let by_deadline = row
+        .max_minutes
+        .map(|m| ((row.created_at + (m * 60_000.0) as i64 - now) as f64 / 1000.0).max(0.0));
+    let cap = |x: f64| by_deadline.map_or(x, |d| x.min(d));
+    if durations.is_empty() {
+        let only_deadline = by_deadline.filter(|_| row.max_trials.is_none());
+        return (only_deadline, only_deadline.map(|d| [d, d]));
+    }
+    let n = durations.len() as f64;
+    let mean = durations.iter().sum::<f64>() / n;
+    let sd = if durations.len() < 2 {
+        0.5 * mean
+    } else {
+        (durations.iter().map(|d| (d - mean).powi(2)).sum::<f64>() / (n - 1.0))
+            .sqrt()
+            .max(0.05 * mean)
+    };
+    let Some(max) = row.max_trials else {
+        return (by_deadline, by_deadline.map(|d| [d, d]));
+    };
+    let not_started = (max as usize).saturating_sub(done + running);
+    let running_left: f64 = trials
+        .iter()
+        .filter(|t| t.state == TrialState::Running.as_str())
+        .filter_map(|t| t.started_at)
+        .map(|s| (mean - (now - s) as f64 / 1000.0).max(0.0))
+        .fold(0.0, f64::max);
+    let rounds = (not_started as f64 / parallel as f64).ceil();
+    let central = running_left + rounds * mean;
+    // Spread of a sum of `rounds` durations, plus `rounds` times the uncertainty of the mean; the
+    // running trials contribute one more draw when there are any.
+    let draws = rounds + if running > 0 { 1.0 } else { 0.0 };
+    let spread = (draws * sd * sd + draws * draws * sd * sd / n).sqrt();
+    let z = 1.2816; // 80% two-sided
+    let lo = (central - z * spread).max(0.0);
+    let hi = central + z * spread;
+    (Some(cap(central)), Some([cap(lo), cap(hi)]))
+}

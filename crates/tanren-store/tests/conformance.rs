@@ -1,0 +1,136 @@
+//! One conformance suite for every backend: always on a fresh SQLite file; also on PostgreSQL when
+//! `TANREN_TEST_POSTGRES_URL` points at an empty database.
+
+use tanren_core::{EpochMetrics, StudyState, TrialResult, TrialState};
+use tanren_store::{NewDataset, NewStudy, Store, WorkerRow};
+
+fn result(acc: f64) -> TrialResult {
+    TrialResult {
+        val_accuracy: acc,
+        val_loss: 0.5,
+        test_accuracy: acc - 0.01,
+        test_loss: 0.6,
+        per_class_accuracy: vec![acc, acc],
+        confusion: vec![vec![3, 1], vec![0, 4]],
+        test_predictions: vec![0, 0, 1, 1],
+        train_seconds: 1.5,
+        prepare_seconds: 0.25,
+        inference_ms_per_image: 0.125,
+        inference_images_per_second: 8000.0,
+        parameter_count: 1234,
+        model_bytes: 5000,
+        epochs_completed: 2,
+        device: "cpu".into(),
+        stopped_early: false,
+    }
+}
+
+async fn exercise(store: Store) {
+    let d = store
+        .insert_dataset(NewDataset {
+            name: "shapes",
+            sha256: "ab",
+            num_classes: 2,
+            num_train: 10,
+            num_test: 4,
+            size_bytes: 999,
+            summary: "{}",
+        })
+        .await
+        .unwrap();
+    assert_eq!(store.dataset_by_sha("ab").await.unwrap().unwrap().id, d.id);
+    assert!(store.dataset_by_sha("cd").await.unwrap().is_none());
+    let dup = store
+        .insert_dataset(NewDataset {
+            name: "again",
+            sha256: "ab",
+            num_classes: 2,
+            num_train: 10,
+            num_test: 4,
+            size_bytes: 999,
+            summary: "{}",
+        })
+        .await;
+    assert!(dup.is_err(), "sha256 is unique");
+
+    let s = store
+        .insert_study(NewStudy { name: "s", dataset_id: d.id, spec: "{}", max_trials: Some(3), max_minutes: Some(1.5) })
+        .await
+        .unwrap();
+    assert_eq!(s.state, "running");
+    assert_eq!(s.max_minutes, Some(1.5));
+    let t = store.insert_trial(s.id, 0, "{\"lr\":0.001}", "{}").await.unwrap();
+    assert_eq!(t.state, "queued");
+    store.start_trial(t.id, "w1").await.unwrap();
+    store.set_trial_device(t.id, "cpu").await.unwrap();
+    for e in 1..=2 {
+        let m = EpochMetrics { epoch: e, train_loss: 1.0 / e as f64, val_loss: 0.9, val_accuracy: 0.1 * e as f64, elapsed_seconds: e as f64 };
+        store.insert_epoch(t.id, &m).await.unwrap();
+    }
+    store.finish_trial(t.id, TrialState::Complete, &result(0.875)).await.unwrap();
+    let got = store.trial(t.id).await.unwrap();
+    assert_eq!((got.state.as_str(), got.val_accuracy, got.parameter_count), ("complete", Some(0.875), Some(1234)));
+    assert_eq!(got.worker_id.as_deref(), Some("w1"));
+    let r: TrialResult = serde_json::from_str(got.result.as_deref().unwrap()).unwrap();
+    assert_eq!(r, result(0.875), "the result JSON round-trips exactly");
+    assert_eq!(store.epochs(t.id).await.unwrap().len(), 2);
+    assert_eq!(store.epochs_for_study(s.id).await.unwrap().len(), 2);
+
+    // A finished trial cannot be failed afterwards; an unfinished one is failed at restart.
+    store.end_trial_without_result(t.id, TrialState::Failed, Some("late")).await.unwrap();
+    assert_eq!(store.trial(t.id).await.unwrap().state, "complete");
+    let t2 = store.insert_trial(s.id, 1, "{}", "{}").await.unwrap();
+    store.start_trial(t2.id, "w1").await.unwrap();
+    assert_eq!(store.fail_unfinished_trials("interrupted: restart").await.unwrap(), 1);
+    let t2 = store.trial(t2.id).await.unwrap();
+    assert_eq!((t2.state.as_str(), t2.error.as_deref()), ("failed", Some("interrupted: restart")));
+    assert!(store.insert_trial(s.id, 1, "{}", "{}").await.is_err(), "trial numbers are unique per study");
+
+    assert!(store.finish_study(s.id, StudyState::Complete, None).await.unwrap());
+    assert!(!store.finish_study(s.id, StudyState::Failed, Some("x")).await.unwrap(), "a finished study keeps its state");
+    assert_eq!(store.study(s.id).await.unwrap().state, "complete");
+    assert!(store.studies_in_state(StudyState::Running).await.unwrap().is_empty());
+
+    let mut w = WorkerRow {
+        id: "w1".into(),
+        grpc_url: "http://127.0.0.1:1".into(),
+        device: "cpu".into(),
+        device_name: "cpu".into(),
+        torch_version: "2.11.0".into(),
+        cuda_available: 0,
+        slots: 1,
+        registered_at: 1,
+        last_seen_at: 1,
+    };
+    store.upsert_worker(&w).await.unwrap();
+    w.last_seen_at = 2;
+    w.grpc_url = "http://127.0.0.1:2".into();
+    store.upsert_worker(&w).await.unwrap();
+    let ws = store.workers().await.unwrap();
+    assert_eq!(ws.len(), 1);
+    assert_eq!((ws[0].last_seen_at, ws[0].registered_at, ws[0].grpc_url.as_str()), (2, 1, "http://127.0.0.1:2"));
+    assert!(matches!(store.study(999).await, Err(tanren_store::StoreError::NotFound(_))));
+}
+
+#[tokio::test]
+async fn sqlite_conformance() {
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!("sqlite://{}", dir.path().join("t.db").display());
+    exercise(Store::connect(&url).await.unwrap()).await;
+    // Reconnecting runs no migration twice.
+    Store::connect(&url).await.unwrap();
+}
+
+#[tokio::test]
+async fn postgres_conformance() {
+    let Ok(url) = std::env::var("TANREN_TEST_POSTGRES_URL") else {
+        eprintln!("TANREN_TEST_POSTGRES_URL not set; PostgreSQL conformance not run");
+        return;
+    };
+    exercise(Store::connect(&url).await.unwrap()).await;
+}
+
+#[tokio::test]
+async fn unknown_url_scheme_is_refused() {
+    assert!(matches!(Store::connect("mysql://x").await, Err(tanren_store::StoreError::UnsupportedUrl(_))));
+}
