@@ -55,10 +55,30 @@ pub struct CnnSpec {
     pub head: Head,
 }
 
+/// A CIFAR-style ResNet of depth 6n+2 (8, 14, 20, ...): a 3x3 stem, three stages of n basic blocks
+/// (two 3x3 conv + batch norm, identity or 1x1-projection shortcut) at widths w, 2w, 4w with stride 2
+/// between stages, then global average pooling and one linear layer.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ResnetSpec {
+    pub in_channels: u32,
+    pub num_classes: u32,
+    pub image_size: u32,
+    /// 6n+2: 8, 14, 20, 26, ... up to 56.
+    pub depth: u32,
+    /// Channels of the first stage (16 in the paper's CIFAR models).
+    #[serde(default = "default_resnet_width")]
+    pub width: u32,
+}
+
+fn default_resnet_width() -> u32 {
+    16
+}
+
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "family", rename_all = "snake_case")]
 pub enum ModelSpec {
     Cnn(CnnSpec),
+    Resnet(ResnetSpec),
 }
 
 impl ModelSpec {
@@ -81,18 +101,46 @@ impl ModelSpec {
     pub fn num_classes(&self) -> u32 {
         match self {
             ModelSpec::Cnn(c) => c.num_classes,
+            ModelSpec::Resnet(r) => r.num_classes,
+        }
+    }
+
+    pub fn in_channels(&self) -> u32 {
+        match self {
+            ModelSpec::Cnn(c) => c.in_channels,
+            ModelSpec::Resnet(r) => r.in_channels,
+        }
+    }
+
+    pub fn image_size(&self) -> u32 {
+        match self {
+            ModelSpec::Cnn(c) => c.image_size,
+            ModelSpec::Resnet(r) => r.image_size,
         }
     }
 
     pub fn validate(&self) -> Result<(), String> {
+        if !(1..=4).contains(&self.in_channels()) {
+            return Err(format!("in_channels must be 1..=4, got {}", self.in_channels()));
+        }
+        if self.num_classes() < 2 {
+            return Err(format!("num_classes must be at least 2, got {}", self.num_classes()));
+        }
         match self {
+            ModelSpec::Resnet(r) => {
+                if r.depth < 8 || r.depth > 56 || (r.depth - 2) % 6 != 0 {
+                    return Err(format!("resnet depth must be 6n+2 in 8..=56 (8, 14, 20, ...), got {}", r.depth));
+                }
+                if !(4..=256).contains(&r.width) {
+                    return Err(format!("resnet width must be 4..=256, got {}", r.width));
+                }
+                // Two stride-2 stages: anything below 4 px would vanish before the pooling head.
+                if r.image_size < 4 {
+                    return Err(format!("image size {} is too small for a resnet", r.image_size));
+                }
+                Ok(())
+            }
             ModelSpec::Cnn(c) => {
-                if !(1..=4).contains(&c.in_channels) {
-                    return Err(format!("in_channels must be 1..=4, got {}", c.in_channels));
-                }
-                if c.num_classes < 2 {
-                    return Err(format!("num_classes must be at least 2, got {}", c.num_classes));
-                }
                 if c.blocks.is_empty() || c.blocks.len() > 8 {
                     return Err(format!("a CNN needs 1 to 8 conv blocks, got {}", c.blocks.len()));
                 }
@@ -126,7 +174,24 @@ pub struct Normalize {
     pub std: f64,
 }
 
+/// How the learning rate moves over the run (updated every step).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum LrSchedule {
+    /// The seed's behaviour.
+    #[default]
+    Constant,
+    /// Cosine decay from `learning_rate` to 0 over all steps.
+    Cosine,
+    /// Warm up from lr/25 to `learning_rate` over the first 30% of steps, then cosine down to lr/1e4
+    /// (PyTorch's `OneCycleLR` defaults, without momentum cycling).
+    OneCycle,
+}
+
 /// Everything a worker needs to train one trial, besides the data.
+///
+/// Fields added after the first release are `#[serde(default)]` and default to the seed's behaviour, so
+/// older JSON (stored trials, other control planes) still reads and trains the same.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct TrainConfig {
     pub model: ModelSpec,
@@ -142,24 +207,40 @@ pub struct TrainConfig {
     pub normalize: Normalize,
     /// Fraction of the train split held out (stratified) for the objective.
     pub val_fraction: f64,
-    /// Fixes init, shuffling and the validation split.
+    /// Fixes init, shuffling, augmentation, dropout and the validation split.
     pub seed: u64,
+    /// SGD only: Nesterov momentum (needs `momentum > 0`).
+    #[serde(default)]
+    pub nesterov: bool,
+    #[serde(default)]
+    pub lr_schedule: LrSchedule,
+    /// Cross-entropy label smoothing in [0, 1); 0 is plain cross-entropy.
+    #[serde(default)]
+    pub label_smoothing: f64,
+    /// Random crop: pad each side by this many pixels (zeros) and crop back to the image size at a random
+    /// offset; 0 is off.
+    #[serde(default)]
+    pub crop_padding: u32,
+    /// Random horizontal flip with probability 1/2.
+    #[serde(default)]
+    pub horizontal_flip: bool,
+    /// Run forward and loss under bf16 autocast on CUDA; ignored (with a log line) on the CPU.
+    #[serde(default)]
+    pub bf16_autocast: bool,
 }
 
 impl TrainConfig {
     pub fn channels(&self) -> u32 {
-        match &self.model {
-            ModelSpec::Cnn(c) => c.in_channels,
-        }
+        self.model.in_channels()
     }
 
     pub fn validate(&self) -> Result<(), String> {
         self.model.validate()?;
-        let ModelSpec::Cnn(c) = &self.model;
-        if c.image_size != self.image_size {
+        if self.model.image_size() != self.image_size {
             return Err(format!(
                 "model image size {} != config image size {}",
-                c.image_size, self.image_size
+                self.model.image_size(),
+                self.image_size
             ));
         }
         if !(8..=1024).contains(&self.image_size) {
@@ -185,6 +266,22 @@ impl TrainConfig {
         }
         if !self.normalize.std.is_finite() || self.normalize.std <= 0.0 {
             return Err("normalize.std must be positive".into());
+        }
+        if self.nesterov && (self.optimizer != OptimizerKind::Sgd || self.momentum <= 0.0) {
+            return Err("nesterov needs the sgd optimizer and momentum > 0".into());
+        }
+        if !(0.0..1.0).contains(&self.label_smoothing) {
+            return Err(format!(
+                "label_smoothing must be in [0, 1), got {}",
+                self.label_smoothing
+            ));
+        }
+        if self.crop_padding > self.image_size / 2 {
+            return Err(format!(
+                "crop_padding must be at most half the image size ({}), got {}",
+                self.image_size / 2,
+                self.crop_padding
+            ));
         }
         Ok(())
     }

@@ -41,4 +41,8 @@ pub struct TrialResult {
     pub device: String,
     /// True when training stopped early because the control plane asked it to.
     pub stopped_early: bool,
+    /// Peak device memory in bytes while training, where the device reports it (CUDA); `None` on the
+    /// CPU. See the trainer's `memory` module for exactly what is measured.
+    #[serde(default)]
+    pub peak_memory_bytes: Option<u64>,
 }

@@ -2,7 +2,7 @@
 //! bounds override them, the seed's baseline configuration, and how sampled parameters become a
 //! `TrainConfig`. REST, the scheduler and the dashboard all use these definitions.
 
-use crate::config::{ConvBlock, Head, ModelSpec, Normalize, OptimizerKind, TrainConfig};
+use crate::config::{ConvBlock, Head, LrSchedule, ModelSpec, Normalize, OptimizerKind, TrainConfig};
 use crate::CnnSpec;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
@@ -335,6 +335,13 @@ pub fn train_config(params: &Params, num_classes: u32, seed: u64) -> Result<Trai
         normalize: Normalize { mean: 0.5, std: 0.5 },
         val_fraction: 0.15,
         seed,
+        // Not searched (yet): the seed's behaviour. The trainer supports them for configs sent directly.
+        nesterov: false,
+        lr_schedule: LrSchedule::Constant,
+        label_smoothing: 0.0,
+        crop_padding: 0,
+        horizontal_flip: false,
+        bf16_autocast: false,
     };
     cfg.validate().map_err(|m| err("config", m))?;
     Ok(cfg)
