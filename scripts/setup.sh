@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Idempotent set-up: system packages (protoc, mold), the torch 2.11.0 venv, and a release build of every
-# binary. Safe to run again; it skips what is already there.
+# binary (skipped with --no-build, for callers that build themselves). Safe to run again.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 source scripts/env.sh
@@ -23,5 +23,7 @@ if ! "$TANREN_VENV/bin/python" -c "import torch,sys; sys.exit(0 if torch.__versi
 fi
 source scripts/env.sh
 
-echo "tanren setup: building (release; first build takes a while on few cores)"
-cargo build --release --bins
+if [ "${1:-}" != "--no-build" ]; then
+  echo "tanren setup: building (release; the first build takes a while on few cores)"
+  cargo build --release --bins
+fi

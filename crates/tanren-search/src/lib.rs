@@ -11,6 +11,7 @@ mod grid;
 mod multi;
 mod nsga2;
 mod pruner;
+mod qmc;
 mod random;
 mod rng;
 mod sampler;

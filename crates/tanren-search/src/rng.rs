@@ -31,6 +31,7 @@ pub(crate) mod purpose {
     pub const SAMPLE: u64 = 1;
     pub const GRID: u64 = 2;
     pub const BRACKET: u64 = 3;
+    pub const QMC: u64 = 4;
 }
 
 /// xoshiro256++: fast, small state, good statistical quality.

@@ -13,7 +13,7 @@ pub(crate) fn suggest(config: &StudyConfig, trials: &[TrialRecord], rows: &Rows,
     let mut rng = Rng::for_trial(config.seed, number, purpose::SAMPLE);
     match &config.sampler {
         SamplerConfig::Random | SamplerConfig::Grid => random::sample_params(&config.space, &mut rng),
-        SamplerConfig::Tpe { .. } => tpe::suggest(config, trials, rows, &mut rng),
+        SamplerConfig::Tpe { .. } => tpe::suggest(config, trials, rows, number, &mut rng),
         SamplerConfig::Nsga2 { .. } => nsga2::suggest(config, trials, number, &mut rng),
     }
 }

@@ -303,8 +303,12 @@ fn validate_config(c: &StudyConfig) -> Result<(), StudyError> {
         SamplerConfig::Tpe {
             n_ei_candidates,
             prior_weight,
+            local_bandwidth,
             ..
         } => {
+            if !(local_bandwidth.is_finite() && *local_bandwidth > 0.0) {
+                return invalid("tpe: local_bandwidth must be a positive number");
+            }
             if *n_ei_candidates == 0 {
                 return invalid("tpe: n_ei_candidates must be at least 1");
             }

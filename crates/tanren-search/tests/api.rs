@@ -20,6 +20,10 @@ fn config_json_shape_and_defaults() {
     }"#;
     let config: StudyConfig = serde_json::from_str(json).unwrap();
     assert_eq!(config.sampler, SamplerConfig::tpe());
+    // Optuna's exact TPE stays reachable: tanren's local refinement off.
+    let optuna: SamplerConfig =
+        serde_json::from_str(r#"{"type": "tpe", "n_local_candidates": 0, "local_every": 0}"#).unwrap();
+    assert_eq!(optuna, SamplerConfig::tpe_optuna());
     assert_eq!(config.pruner, PrunerConfig::None);
     assert_eq!(config.seed, 0);
     let back: StudyConfig = serde_json::from_value(serde_json::to_value(&config).unwrap()).unwrap();

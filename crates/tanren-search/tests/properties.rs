@@ -18,7 +18,13 @@ fn samplers() -> Vec<SamplerConfig> {
             consider_endpoints: false,
             multivariate: Some(false),
             constant_liar: true,
+            quasi_random_startup: true,
+            n_local_candidates: 4,
+            local_every: 2,
+            local_top: 1,
+            local_bandwidth: 0.5,
         },
+        SamplerConfig::tpe_optuna(),
         SamplerConfig::tpe(),
         SamplerConfig::Nsga2 {
             population_size: 4,

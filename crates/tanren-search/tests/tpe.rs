@@ -159,3 +159,37 @@ fn multi_objective_samplers_find_a_pareto_front() {
         }
     }
 }
+
+/// Best quadratic value after `n` trials.
+fn best_after(sampler: SamplerConfig, seed: u64, n: usize) -> f64 {
+    let mut s = study(quad_space(), Direction::Minimize, sampler, seed);
+    let mut best = f64::INFINITY;
+    for _ in 0..n {
+        let (k, p) = s.ask().unwrap();
+        let v = quadratic(&p);
+        best = best.min(v);
+        s.tell(k, TellOutcome::Complete(vec![v])).unwrap();
+    }
+    best
+}
+
+#[test]
+fn local_refinement_beats_optuna_tpe_on_a_quadratic() {
+    // tanren's default TPE (local refinement on) against Optuna's exact TPE, 20 seeds x 80
+    // trials. Stated margin: the median best value at least 2x smaller and better on at least
+    // 14 of the 20 seeds. Measured on this code: medians 0.090 vs 0.250, better on 15/20.
+    let ours: Vec<f64> = (0..20).map(|s| best_after(SamplerConfig::tpe(), s, 80)).collect();
+    let optuna: Vec<f64> = (0..20)
+        .map(|s| best_after(SamplerConfig::tpe_optuna(), s, 80))
+        .collect();
+    let median = |v: &[f64]| {
+        let mut v = v.to_vec();
+        v.sort_by(f64::total_cmp);
+        v[v.len() / 2]
+    };
+    let (mo, mp) = (median(&ours), median(&optuna));
+    let better = ours.iter().zip(&optuna).filter(|(a, b)| a < b).count();
+    eprintln!("median best: tanren {mo:.4} vs optuna-mode {mp:.4}; better on {better}/20 seeds");
+    assert!(mo * 2.0 <= mp, "tanren {mo} vs optuna-mode {mp}");
+    assert!(better >= 14, "better on {better}/20");
+}

@@ -2,7 +2,11 @@
 //! and measures ask+tell latency; writes JSON for `bench/search/report.py`. Run through
 //! `bench/search/run.sh`, which also runs Optuna on the same problems.
 //!
-//! Usage: search_bench [--trials N] [--seeds N] [--out FILE] [--latency-only]
+//! Usage: search_bench [--trials N] [--seeds N] [--first-seed S] [--tpe SAMPLER_JSON] [--out FILE]
+//!        [--latency-only | --no-latency]
+//! `--first-seed` and `--tpe` are for checking changes to the TPE defaults on seeds other than
+//! the reported 0..10, e.g. `--first-seed 100 --seeds 120 --no-latency --tpe
+//! '{"type":"tpe","local_every":0,"n_local_candidates":0}'` (Optuna's TPE) against the defaults.
 
 mod problems;
 
@@ -29,7 +33,7 @@ fn run(problem: &problems::Problem, sampler: SamplerConfig, seed: u64, n_trials:
 
 /// Median milliseconds of one ask+tell with `n` completed trials already in the study
 /// (restored from random records, so building the study does not dominate the run).
-fn latency(problem: &problems::Problem, n: usize, reps: usize) -> f64 {
+fn latency(problem: &problems::Problem, tpe: &SamplerConfig, n: usize, reps: usize) -> f64 {
     let mut fill = Study::new(StudyConfig {
         space: problem.space.clone(),
         directions: vec![Direction::Minimize],
@@ -44,7 +48,7 @@ fn latency(problem: &problems::Problem, n: usize, reps: usize) -> f64 {
             .unwrap();
     }
     let config = StudyConfig {
-        sampler: SamplerConfig::tpe(),
+        sampler: tpe.clone(),
         ..fill.config().clone()
     };
     let mut study = Study::restore(config, fill.trials().to_vec()).unwrap();
@@ -72,18 +76,23 @@ fn main() {
     let n_trials: usize = arg("--trials", "80").parse().unwrap();
     let n_seeds: u64 = arg("--seeds", "10").parse().unwrap();
     let out = arg("--out", "tanren_results.json");
+    let first_seed: u64 = arg("--first-seed", "0").parse().unwrap();
+    let tpe: SamplerConfig = match args.iter().position(|a| a == "--tpe") {
+        Some(i) => serde_json::from_str(&args[i + 1]).expect("--tpe: a sampler config as JSON"),
+        None => SamplerConfig::tpe(),
+    };
 
     let mut results = serde_json::Map::new();
     let skip_quality = args.iter().any(|a| a == "--latency-only");
     for problem in problems::all().into_iter().filter(|_| !skip_quality) {
         let mut entry = serde_json::Map::new();
         for (label, sampler) in [
-            ("tanren_tpe", SamplerConfig::tpe()),
+            ("tanren_tpe", tpe.clone()),
             ("tanren_random", SamplerConfig::Random),
         ] {
             let t0 = Instant::now();
             let runs: Vec<(f64, Params)> = (0..n_seeds)
-                .map(|seed| run(&problem, sampler.clone(), seed, n_trials))
+                .map(|seed| run(&problem, sampler.clone(), first_seed + seed, n_trials))
                 .collect();
             eprintln!(
                 "{:<18} {:<14} {:.2}s",
@@ -103,13 +112,14 @@ fn main() {
         results.insert(problem.name.into(), serde_json::Value::Object(entry));
     }
     let mut lat = serde_json::Map::new();
+    let skip_latency = args.iter().any(|a| a == "--no-latency");
     for problem in problems::all()
         .into_iter()
-        .filter(|p| p.name == "hartmann6" || p.name == "cnn_a_mixed")
+        .filter(|p| !skip_latency && (p.name == "hartmann6" || p.name == "cnn_a_mixed"))
     {
         let mut row = serde_json::Map::new();
         for n in [100usize, 1_000, 10_000] {
-            let ms = latency(&problem, n, if n >= 10_000 { 10 } else { 30 });
+            let ms = latency(&problem, &tpe, n, if n >= 10_000 { 10 } else { 30 });
             eprintln!("latency {:<14} n={n:<6} {ms:.3} ms", problem.name);
             row.insert(n.to_string(), serde_json::json!(ms));
         }

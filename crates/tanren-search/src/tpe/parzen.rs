@@ -125,6 +125,37 @@ impl Parzen {
             .collect()
     }
 
+    /// `count` draws from the observed kernels only (never the prior), picked by their weight
+    /// times `centres[k]`, with every numeric kernel's bandwidth multiplied by `scale`: local
+    /// refinement around the chosen good trials. Categorical dimensions use their usual kernel.
+    pub(crate) fn sample_local(
+        &self,
+        rng: &mut Rng,
+        count: usize,
+        scale: f64,
+        centres: &[f64],
+    ) -> Vec<Vec<f64>> {
+        let n_obs = self.weights.len() - 1;
+        if n_obs == 0 {
+            return self.sample(rng, count);
+        }
+        let obs_weights: Vec<f64> = self.weights[..n_obs]
+            .iter()
+            .zip(centres)
+            .map(|(w, c)| w * c)
+            .collect();
+        let obs_weights = &obs_weights[..];
+        (0..count)
+            .map(|_| {
+                let k = rng.weighted_index(obs_weights);
+                self.dims
+                    .iter()
+                    .map(|d| sample_dim_scaled(d, k, scale, rng))
+                    .collect()
+            })
+            .collect()
+    }
+
     /// Log density (log mass for discrete dimensions) of each sample under the mixture.
     pub(crate) fn log_pdf(&self, samples: &[Vec<f64>]) -> Vec<f64> {
         let nk = self.weights.len();
@@ -303,6 +334,10 @@ fn order_key(x: f64) -> u64 {
 }
 
 fn sample_dim(dim: &Dim, k: usize, rng: &mut Rng) -> f64 {
+    sample_dim_scaled(dim, k, 1.0, rng)
+}
+
+fn sample_dim_scaled(dim: &Dim, k: usize, scale: f64, rng: &mut Rng) -> f64 {
     match dim {
         Dim::Cat {
             n,
@@ -336,7 +371,7 @@ fn sample_dim(dim: &Dim, k: usize, rng: &mut Rng) -> f64 {
             mu,
             sigma,
         } => {
-            let (m, sd) = (mu[k], sigma[k]);
+            let (m, sd) = (mu[k], sigma[k] * scale);
             let z = truncnorm_ppf(rng.f64(), (alow - m) / sd, (ahigh - m) / sd);
             let mut x = z * sd + m;
             if *log {
