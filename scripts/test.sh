@@ -3,8 +3,12 @@
 # tests in release mode (the same compiled dependencies as the binaries), then clippy.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-scripts/setup.sh
+scripts/setup.sh --no-build
 source scripts/env.sh
 cargo test --release --workspace
 cargo clippy --release --workspace --all-targets -- -D warnings
 echo "tanren: all tests passed"
+
+# The dashboard in a real browser (chromium + playwright-core), after the Rust suites.
+tests/browser/run.sh
+echo "tanren: browser test passed"

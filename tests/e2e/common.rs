@@ -10,11 +10,17 @@ pub struct TestApp {
     pub url: String,
     pub dir: tempfile::TempDir,
     pub http: reqwest::Client,
+    /// Stops in-process workers (and everything at drop).
     shutdown: CancellationToken,
+    /// Stops only the control plane (restart tests).
+    control_shutdown: CancellationToken,
+    control: Option<tokio::task::JoinHandle<anyhow::Result<()>>>,
+    config: tanren_control::Config,
 }
 
 impl Drop for TestApp {
     fn drop(&mut self) {
+        self.control_shutdown.cancel();
         self.shutdown.cancel();
     }
 }
@@ -22,26 +28,59 @@ impl Drop for TestApp {
 impl TestApp {
     /// A control plane on 127.0.0.1:0 with a temp data dir and SQLite database; no workers yet.
     pub async fn spawn() -> TestApp {
+        Self::spawn_with(|_| {}).await
+    }
+
+    /// Like `spawn`, with a chance to change the control plane's config first.
+    pub async fn spawn_with(tweak: impl FnOnce(&mut tanren_control::Config)) -> TestApp {
         let dir = tempfile::tempdir().unwrap();
         let mut config = tanren_control::Config::new(dir.path().join("control"));
         config.worker_timeout = Duration::from_secs(3);
         config.tick = Duration::from_millis(100);
+        tweak(&mut config);
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let url = format!("http://{}", listener.local_addr().unwrap());
-        let shutdown = CancellationToken::new();
-        tokio::spawn(tanren_control::run(config, listener, shutdown.clone()));
-        let http = reqwest::Client::new();
+        let control_shutdown = CancellationToken::new();
+        let control = tokio::spawn(tanren_control::run(
+            config.clone(),
+            listener,
+            control_shutdown.clone(),
+        ));
         let app = TestApp {
             url,
             dir,
-            http,
-            shutdown,
+            http: reqwest::Client::new(),
+            shutdown: CancellationToken::new(),
+            control_shutdown,
+            control: Some(control),
+            config,
         };
-        app.wait_until(Duration::from_secs(20), || async {
-            app.http.get(format!("{}/healthz", app.url)).send().await.is_ok()
+        app.wait_healthy().await;
+        app
+    }
+
+    async fn wait_healthy(&self) {
+        self.wait_until(Duration::from_secs(20), || async {
+            self.http
+                .get(format!("{}/healthz", self.url))
+                .send()
+                .await
+                .is_ok()
         })
         .await;
-        app
+    }
+
+    /// Stop the control plane (as a deploy or crash would) and start a new one on the same address
+    /// and data dir. Workers keep running and re-register through their heartbeat.
+    pub async fn restart_control(&mut self) {
+        self.control_shutdown.cancel();
+        self.control.take().unwrap().await.unwrap().unwrap();
+        let addr = self.url.trim_start_matches("http://").to_string();
+        let listener = tokio::net::TcpListener::bind(&addr).await.unwrap();
+        self.control_shutdown = CancellationToken::new();
+        let run = tanren_control::run(self.config.clone(), listener, self.control_shutdown.clone());
+        self.control = Some(tokio::spawn(run));
+        self.wait_healthy().await;
     }
 
     /// A worker inside this test process (shares its runtime), training on CPU.

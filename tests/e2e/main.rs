@@ -3,6 +3,7 @@
 
 mod common;
 mod refusals;
+mod restart;
 mod spine;
 mod worker_loss;
 mod ws;

@@ -126,3 +126,20 @@ async fn bad_study_requests_name_the_field() {
     );
     assert_eq!(app.get("/api/v1/studies").await["studies"], serde_json::json!([]));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn uploads_over_the_size_limit_are_refused_while_streaming() {
+    let app = TestApp::spawn_with(|c| c.max_upload_bytes = 60_000).await;
+    let (status, body) = app.upload(shapes_zip(30, 10, 3), "big").await;
+    assert_eq!(status, 413, "{body}");
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("TANREN_MAX_UPLOAD_BYTES"),
+        "{body}"
+    );
+    assert_eq!(leftovers(&app), Vec::<String>::new());
+    let (status, body) = app.upload(shapes_zip(2, 1, 3), "small").await;
+    assert_eq!(status, 201, "a zip under the limit still goes through: {body}");
+}

@@ -3,7 +3,7 @@
 //! and a slow client dropped with a reason while publishing never waits.
 
 use crate::common::{shapes_zip, TestApp};
-use futures::{SinkExt, StreamExt};
+use futures::StreamExt;
 use serde_json::Value;
 use std::time::{Duration, Instant};
 use tokio::net::TcpStream;
@@ -14,8 +14,14 @@ use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 type Client = WebSocketStream<MaybeTlsStream<TcpStream>>;
 
 async fn connect(base: &str, study: i64, query: &str) -> Client {
-    let url = format!("{}/api/v1/studies/{study}/events{query}", base.replacen("http", "ws", 1));
-    tokio_tungstenite::connect_async(url).await.expect("websocket connects").0
+    let url = format!(
+        "{}/api/v1/studies/{study}/events{query}",
+        base.replacen("http", "ws", 1)
+    );
+    tokio_tungstenite::connect_async(url)
+        .await
+        .expect("websocket connects")
+        .0
 }
 
 /// The next JSON message, or `None` on close (with the close frame's code and reason, if any).
@@ -76,14 +82,24 @@ async fn a_running_study_streams_snapshot_then_gapless_deltas_and_late_clients_r
         .as_array()
         .unwrap()
         .iter()
-        .map(|t| (t["id"].as_i64().unwrap(), t["state"].as_str().unwrap().to_string()))
+        .map(|t| {
+            (
+                t["id"].as_i64().unwrap(),
+                t["state"].as_str().unwrap().to_string(),
+            )
+        })
         .collect();
     loop {
-        let m = next(&mut c, Duration::from_secs(300)).await.expect("stream stays open");
+        let m = next(&mut c, Duration::from_secs(300))
+            .await
+            .expect("stream stays open");
         assert_eq!(m["seq"].as_u64().unwrap(), seq + 1, "no gap after seq {seq}: {m}");
         seq += 1;
         if let Some(t) = m.get("trial") {
-            trials.insert(t["id"].as_i64().unwrap(), t["state"].as_str().unwrap().to_string());
+            trials.insert(
+                t["id"].as_i64().unwrap(),
+                t["state"].as_str().unwrap().to_string(),
+            );
         }
         let done = ty(&m) == "study_finished";
         deltas.push(m);
@@ -105,7 +121,12 @@ async fn a_running_study_streams_snapshot_then_gapless_deltas_and_late_clients_r
         .as_array()
         .unwrap()
         .iter()
-        .map(|t| (t["id"].as_i64().unwrap(), t["state"].as_str().unwrap().to_string()))
+        .map(|t| {
+            (
+                t["id"].as_i64().unwrap(),
+                t["state"].as_str().unwrap().to_string(),
+            )
+        })
         .collect();
     assert_eq!(trials, rest);
     // A progress event follows the end (debounced), with the final counts.
@@ -146,7 +167,10 @@ async fn a_running_study_streams_snapshot_then_gapless_deltas_and_late_clients_r
     }
     // A `since` from another process's numbering cannot be trusted: a snapshot instead.
     let mut other = connect(&app.url, id, &format!("?since={from}&stream=1")).await;
-    assert_eq!(ty(&next(&mut other, Duration::from_secs(10)).await.unwrap()), "snapshot");
+    assert_eq!(
+        ty(&next(&mut other, Duration::from_secs(10)).await.unwrap()),
+        "snapshot"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -1,11 +1,18 @@
 //! `tanren`: drive a control plane from the shell. Every command is one or two REST calls; server
 //! errors are printed as the server's message and exit non-zero. `--json` prints raw JSON for scripts.
+//! `study watch` follows the study's WebSocket event stream (watch.rs); study requests can come from
+//! `--set` flags and a `--space` TOML file (space.rs).
+
+mod space;
+mod watch;
 
 use anyhow::{bail, Context, Result};
 use clap::{Parser, Subcommand};
 use serde_json::{json, Value};
+use std::io::{IsTerminal, Write};
 use std::path::PathBuf;
-use std::time::Duration;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 
 #[derive(Parser)]
 #[command(
@@ -60,10 +67,15 @@ enum DatasetCmd {
 
 #[derive(Subcommand)]
 enum StudyCmd {
-    /// Create a study. Bounds: --set learning_rate=1e-4..1e-2 --set optimizer=adam,sgd --set epochs=3
+    /// Create a study. Bounds: --set learning_rate=1e-4..1e-2 --set optimizer=adam,sgd --set epochs=3,
+    /// or a TOML file with --space (flags override the file).
     Create {
+        /// Dataset id (or `dataset = ID` in the space file).
         #[arg(long)]
-        dataset: i64,
+        dataset: Option<i64>,
+        /// TOML file: budget, sampler, seed and a [bounds] table.
+        #[arg(long)]
+        space: Option<PathBuf>,
         #[arg(long)]
         name: Option<String>,
         #[arg(long)]
@@ -85,7 +97,7 @@ enum StudyCmd {
     Show {
         id: i64,
     },
-    /// Follow a study until it ends.
+    /// Follow a study live (WebSocket) until it ends: progress, ETA, best so far.
     Watch {
         id: i64,
     },
@@ -158,26 +170,6 @@ impl Api {
     }
 }
 
-/// `lr=1e-4..1e-2` -> range; `optimizer=adam,sgd` -> choices; `epochs=3` -> fixed (low == high).
-fn parse_bound(s: &str) -> Result<(String, Value)> {
-    let (name, v) = s
-        .split_once('=')
-        .with_context(|| format!("--set {s}: expected PARAM=VALUE"))?;
-    let num = |x: &str| {
-        x.trim()
-            .parse::<f64>()
-            .with_context(|| format!("--set {s}: `{x}` is not a number"))
-    };
-    let bound = if let Some((lo, hi)) = v.split_once("..") {
-        json!({"low": num(lo)?, "high": num(hi)?})
-    } else if let Ok(x) = v.trim().parse::<f64>() {
-        json!({"low": x, "high": x})
-    } else {
-        json!({"choices": v.split(',').map(|c| c.trim()).collect::<Vec<_>>()})
-    };
-    Ok((name.trim().to_string(), bound))
-}
-
 fn print_study(s: &Value) {
     let p = &s["progress"];
     println!(
@@ -231,23 +223,7 @@ async fn run(cli: Cli) -> Result<()> {
     };
     match cli.cmd {
         Cmd::Dataset(DatasetCmd::Upload { file, name }) => {
-            let bytes = tokio::fs::read(&file)
-                .await
-                .with_context(|| format!("reading {}", file.display()))?;
-            let fname = file
-                .file_name()
-                .map(|f| f.to_string_lossy().into_owned())
-                .unwrap_or_else(|| "data.zip".into());
-            let form = reqwest::multipart::Form::new()
-                .part("file", reqwest::multipart::Part::bytes(bytes).file_name(fname));
-            let mut req = api
-                .http
-                .post(format!("{}/api/v1/datasets", api.base))
-                .multipart(form);
-            if let Some(n) = name {
-                req = req.query(&[("name", n)]);
-            }
-            let r = Api::check(req.send().await.with_context(|| api.unreachable())?).await?;
+            let r = upload(&api, &file, name, !cli.json && std::io::stderr().is_terminal()).await?;
             let v: Value = r.json().await?;
             out(&v, &|d| {
                 println!(
@@ -288,6 +264,7 @@ async fn run(cli: Cli) -> Result<()> {
         }
         Cmd::Study(StudyCmd::Create {
             dataset,
+            space,
             name,
             trials,
             minutes,
@@ -296,13 +273,46 @@ async fn run(cli: Cli) -> Result<()> {
             seed,
             no_baseline,
         }) => {
-            let mut bounds = serde_json::Map::new();
+            let file = match &space {
+                Some(p) => {
+                    let text = tokio::fs::read_to_string(p)
+                        .await
+                        .with_context(|| format!("reading {}", p.display()))?;
+                    Some(space::parse_space_file(&text, &p.display().to_string())?)
+                }
+                None => None,
+            };
+            let dataset = dataset
+                .or(file.as_ref().and_then(|f| f.dataset))
+                .context("which dataset? pass --dataset ID (or `dataset = ID` in the --space file)")?;
+            let (mut body, mut bounds) = match file {
+                Some(f) => (Value::Object(f.body), f.bounds),
+                None => (json!({}), serde_json::Map::new()),
+            };
             for s in &set {
-                let (k, v) = parse_bound(s)?;
+                let (k, v) = space::parse_bound(s)?;
                 bounds.insert(k, v);
             }
-            let mut body = json!({"dataset_id": dataset, "bounds": bounds, "budget": {"trials": trials, "minutes": minutes},
-                                  "seed": seed, "baseline": !no_baseline});
+            body["dataset_id"] = json!(dataset);
+            body["bounds"] = Value::Object(bounds);
+            if trials.is_some() || minutes.is_some() || body.get("budget").is_none() {
+                let b = &mut body["budget"];
+                if let Some(t) = trials {
+                    b["trials"] = json!(t);
+                }
+                if let Some(m) = minutes {
+                    b["minutes"] = json!(m);
+                }
+                if b.is_null() {
+                    *b = json!({});
+                }
+            }
+            if space.is_none() || seed != 0 {
+                body["seed"] = json!(seed);
+            }
+            if no_baseline {
+                body["baseline"] = json!(false);
+            }
             if let Some(n) = name {
                 body["name"] = json!(n);
             }
@@ -340,29 +350,14 @@ async fn run(cli: Cli) -> Result<()> {
                 .await?,
             &print_study,
         ),
-        Cmd::Study(StudyCmd::Watch { id }) => loop {
-            let v = api.get(&format!("/api/v1/studies/{id}")).await?;
-            if v["state"] != "running" {
-                out(&v, &print_study);
-                break;
-            }
+        Cmd::Study(StudyCmd::Watch { id }) => {
+            // A plain GET first: an unknown study gets the server's own message, not a handshake error.
+            api.get(&format!("/api/v1/studies/{id}")).await?;
+            watch::watch(&api.base, id, cli.json).await?;
             if !cli.json {
-                let p = &v["progress"];
-                let eta = p["eta_seconds"]
-                    .as_f64()
-                    .map(|e| format!("~{e:.0}s left"))
-                    .unwrap_or("estimating".into());
-                let best = v["best_trial"]["val_accuracy"]
-                    .as_f64()
-                    .map(|a| format!("{a:.4}"))
-                    .unwrap_or("-".into());
-                println!(
-                    "{}/{} done, {} running, best val acc {best}, {eta}",
-                    p["done"], p["total"], p["running"]
-                );
+                print_study(&api.get(&format!("/api/v1/studies/{id}")).await?);
             }
-            tokio::time::sleep(Duration::from_secs(2)).await;
-        },
+        }
         Cmd::Trial(TrialCmd::Show { id }) => {
             let v = api.get(&format!("/api/v1/trials/{id}")).await?;
             out(&v, &|t| {
@@ -444,4 +439,73 @@ async fn run(cli: Cli) -> Result<()> {
         }
     }
     Ok(())
+}
+
+/// Stream the zip from disk (not read whole into memory) and draw a progress bar on stderr.
+async fn upload(
+    api: &Api,
+    file: &std::path::Path,
+    name: Option<String>,
+    bar: bool,
+) -> Result<reqwest::Response> {
+    let f = tokio::fs::File::open(file)
+        .await
+        .with_context(|| format!("reading {}", file.display()))?;
+    let len = f.metadata().await?.len();
+    let fname = file
+        .file_name()
+        .map(|f| f.to_string_lossy().into_owned())
+        .unwrap_or_else(|| "data.zip".into());
+    let sent = Arc::new(AtomicU64::new(0));
+    let counter = sent.clone();
+    let stream = futures::StreamExt::inspect(tokio_util::io::ReaderStream::new(f), move |c| {
+        if let Ok(c) = c {
+            counter.fetch_add(c.len() as u64, Ordering::Relaxed);
+        }
+    });
+    let part = reqwest::multipart::Part::stream_with_length(reqwest::Body::wrap_stream(stream), len)
+        .file_name(fname);
+    let mut req = api
+        .http
+        .post(format!("{}/api/v1/datasets", api.base))
+        .multipart(reqwest::multipart::Form::new().part("file", part));
+    if let Some(n) = name {
+        req = req.query(&[("name", n)]);
+    }
+    let draw = bar.then(|| {
+        let sent = sent.clone();
+        tokio::spawn(async move {
+            loop {
+                let n = sent.load(Ordering::Relaxed);
+                eprint!("\r\x1b[2K{}", upload_line(n, len));
+                let _ = std::io::stderr().flush();
+                if n >= len {
+                    eprint!(" (server is checking the zip)");
+                    break;
+                }
+                tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+            }
+        })
+    });
+    let r = req.send().await;
+    if let Some(d) = draw {
+        d.abort();
+        eprintln!("\r\x1b[2K{}", upload_line(sent.load(Ordering::Relaxed), len));
+    }
+    Api::check(r.with_context(|| api.unreachable())?).await
+}
+
+fn upload_line(sent: u64, len: u64) -> String {
+    let width = 30usize;
+    let f = if len == 0 { 1.0 } else { sent as f64 / len as f64 };
+    let filled = ((f * width as f64).round() as usize).min(width);
+    let mb = |b: u64| b as f64 / 1_048_576.0;
+    format!(
+        "uploading [{}{}] {:>3.0}% {:.1}/{:.1} MB",
+        "#".repeat(filled),
+        ".".repeat(width - filled),
+        f * 100.0,
+        mb(sent),
+        mb(len)
+    )
 }

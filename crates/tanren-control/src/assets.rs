@@ -45,10 +45,7 @@ fn prepared(i: usize) -> &'static Prepared {
         let body = ASSETS[i].body;
         let etag = format!("\"{}\"", &hex::encode(Sha256::digest(body))[..16]);
         let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::best());
-        let gzip = gz
-            .write_all(body)
-            .and_then(|_| gz.finish())
-            .unwrap_or_default();
+        let gzip = gz.write_all(body).and_then(|_| gz.finish()).unwrap_or_default();
         Prepared { etag, gzip }
     })
 }
@@ -74,12 +71,7 @@ fn serve(i: usize, headers: &HeaderMap) -> Response {
         (header::VARY, "accept-encoding".to_string()),
     ];
     if gzip_ok {
-        (
-            common,
-            [(header::CONTENT_ENCODING, "gzip")],
-            p.gzip.clone(),
-        )
-            .into_response()
+        (common, [(header::CONTENT_ENCODING, "gzip")], p.gzip.clone()).into_response()
     } else {
         (common, asset.body).into_response()
     }
@@ -90,7 +82,10 @@ pub async fn index(headers: HeaderMap) -> Response {
 }
 
 pub async fn asset(Path(name): Path<String>, headers: HeaderMap) -> Response {
-    match ASSETS.iter().position(|a| a.name == name && a.name != "index.html") {
+    match ASSETS
+        .iter()
+        .position(|a| a.name == name && a.name != "index.html")
+    {
         Some(i) => serve(i, &headers),
         None => (StatusCode::NOT_FOUND, "no such asset").into_response(),
     }

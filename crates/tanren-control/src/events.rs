@@ -444,9 +444,9 @@ async fn workers_changed(
             });
         }
         for id in before.iter().filter(|id| !now.contains(*id)) {
-            state
-                .events
-                .publish_all(Event::WorkerDown { worker_id: id.clone() });
+            state.events.publish_all(Event::WorkerDown {
+                worker_id: id.clone(),
+            });
         }
     }
     *prev = Some(now);
@@ -469,7 +469,11 @@ mod tests {
         for i in 0..6 {
             hub.publish(1, ev(i));
         }
-        let seqs = |s: &Subscription| s.replay.as_ref().map(|r| r.iter().map(|f| f.seq).collect::<Vec<_>>());
+        let seqs = |s: &Subscription| {
+            s.replay
+                .as_ref()
+                .map(|r| r.iter().map(|f| f.seq).collect::<Vec<_>>())
+        };
         assert_eq!(seqs(&hub.subscribe(1, Some(3))), Some(vec![4, 5, 6]));
         assert_eq!(seqs(&hub.subscribe(1, Some(6))), Some(vec![]));
         // The ring holds 3..=6: since=1 would miss seq 2, so the client gets a snapshot instead.
@@ -504,7 +508,10 @@ mod tests {
         let sub = hub.subscribe(2, Some(0));
         let json = &sub.replay.unwrap()[0].json;
         let v: serde_json::Value = serde_json::from_str(json).unwrap();
-        assert_eq!((v["type"].as_str(), v["seq"].as_u64()), (Some("study_finished"), Some(1)));
+        assert_eq!(
+            (v["type"].as_str(), v["seq"].as_u64()),
+            (Some("study_finished"), Some(1))
+        );
         let m: Message = serde_json::from_str(json).unwrap();
         assert!(matches!(m.event, Event::StudyFinished { .. }));
     }

@@ -106,7 +106,11 @@ impl Server {
     }
 }
 
-pub async fn start(config: Config, listener: TcpListener, shutdown: CancellationToken) -> anyhow::Result<Server> {
+pub async fn start(
+    config: Config,
+    listener: TcpListener,
+    shutdown: CancellationToken,
+) -> anyhow::Result<Server> {
     let files = files::Files::new(&config.data_dir)?;
     let url = config
         .database_url

@@ -27,6 +27,7 @@ pub const INTERRUPTED_PREFIX: &str = "interrupted:";
 pub const INTERRUPTED_RESTART: &str =
     "interrupted: the control plane restarted while this trial was queued or running";
 const MAX_CONSECUTIVE_FAILURES: u32 = 5;
+const INTERRUPTED_SHUTDOWN: &str = "interrupted: the control plane shut down while this trial was running";
 const WORKER_COOLDOWN: Duration = Duration::from_secs(3);
 
 pub struct Scheduler {
@@ -34,6 +35,8 @@ pub struct Scheduler {
     worker_timeout: Duration,
     inner: Mutex<Inner>,
     wake: Notify,
+    /// Set when the control plane shuts down: trials it cancels then are interrupted, not stopped.
+    shutting_down: std::sync::atomic::AtomicBool,
 }
 
 #[derive(Default)]
@@ -116,6 +119,7 @@ impl Scheduler {
             worker_timeout,
             inner: Mutex::new(Inner::default()),
             wake: Notify::new(),
+            shutting_down: Default::default(),
         }
     }
 
@@ -214,6 +218,10 @@ pub async fn run_loop(state: Arc<AppState>, shutdown: CancellationToken) {
         }
     }
     let inner = state.scheduler.inner.lock().await;
+    state
+        .scheduler
+        .shutting_down
+        .store(true, std::sync::atomic::Ordering::SeqCst);
     for live in inner.studies.values() {
         for token in live.running.values() {
             token.cancel();
@@ -351,12 +359,17 @@ async fn dispatch(
             (TellOutcome::Failed, !interrupted, true)
         }
         Outcome::Stopped => {
+            let why = if state
+                .scheduler
+                .shutting_down
+                .load(std::sync::atomic::Ordering::SeqCst)
+            {
+                INTERRUPTED_SHUTDOWN
+            } else {
+                "stopped: the study was stopped"
+            };
             let _ = store
-                .end_trial_without_result(
-                    trial_id,
-                    TrialState::Failed,
-                    Some("stopped: the study was stopped"),
-                )
+                .end_trial_without_result(trial_id, TrialState::Failed, Some(why))
                 .await;
             (TellOutcome::Failed, false, true)
         }

@@ -124,12 +124,18 @@ impl ModelSpec {
             return Err(format!("in_channels must be 1..=4, got {}", self.in_channels()));
         }
         if self.num_classes() < 2 {
-            return Err(format!("num_classes must be at least 2, got {}", self.num_classes()));
+            return Err(format!(
+                "num_classes must be at least 2, got {}",
+                self.num_classes()
+            ));
         }
         match self {
             ModelSpec::Resnet(r) => {
                 if r.depth < 8 || r.depth > 56 || (r.depth - 2) % 6 != 0 {
-                    return Err(format!("resnet depth must be 6n+2 in 8..=56 (8, 14, 20, ...), got {}", r.depth));
+                    return Err(format!(
+                        "resnet depth must be 6n+2 in 8..=56 (8, 14, 20, ...), got {}",
+                        r.depth
+                    ));
                 }
                 if !(4..=256).contains(&r.width) {
                     return Err(format!("resnet width must be 4..=256, got {}", r.width));
@@ -284,5 +290,53 @@ impl TrainConfig {
             ));
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// JSON written before the augmentation/schedule/precision fields existed still reads, as the
+    /// seed's behaviour.
+    #[test]
+    fn configs_without_the_newer_fields_still_read() {
+        let cfg = crate::train_config(&crate::seed_params(), 2, 3).unwrap();
+        let mut v = serde_json::to_value(&cfg).unwrap();
+        let obj = v.as_object_mut().unwrap();
+        for k in [
+            "nesterov",
+            "lr_schedule",
+            "label_smoothing",
+            "crop_padding",
+            "horizontal_flip",
+            "bf16_autocast",
+        ] {
+            assert!(obj.remove(k).is_some(), "{k} is serialized");
+        }
+        let back: TrainConfig = serde_json::from_value(v).unwrap();
+        assert_eq!(back, cfg);
+    }
+
+    #[test]
+    fn resnet_specs_validate() {
+        let r = |depth, image_size| {
+            ModelSpec::Resnet(ResnetSpec {
+                in_channels: 3,
+                num_classes: 10,
+                image_size,
+                depth,
+                width: 16,
+            })
+        };
+        for d in [8, 14, 20] {
+            r(d, 32).validate().unwrap();
+        }
+        assert!(r(10, 32).validate().is_err());
+        assert!(r(62, 32).validate().is_err());
+        let json = r#"{"family":"resnet","in_channels":1,"num_classes":2,"image_size":28,"depth":8}"#;
+        let spec: ModelSpec = serde_json::from_str(json).unwrap();
+        assert_eq!(spec.in_channels(), 1);
+        spec.validate().unwrap();
     }
 }

@@ -22,6 +22,7 @@ fn result(acc: f64) -> TrialResult {
         epochs_completed: 2,
         device: "cpu".into(),
         stopped_early: false,
+        peak_memory_bytes: Some(1 << 20),
     }
 }
 
@@ -54,7 +55,13 @@ async fn exercise(store: Store) {
     assert!(dup.is_err(), "sha256 is unique");
 
     let s = store
-        .insert_study(NewStudy { name: "s", dataset_id: d.id, spec: "{}", max_trials: Some(3), max_minutes: Some(1.5) })
+        .insert_study(NewStudy {
+            name: "s",
+            dataset_id: d.id,
+            spec: "{}",
+            max_trials: Some(3),
+            max_minutes: Some(1.5),
+        })
         .await
         .unwrap();
     assert_eq!(s.state, "running");
@@ -64,12 +71,24 @@ async fn exercise(store: Store) {
     store.start_trial(t.id, "w1").await.unwrap();
     store.set_trial_device(t.id, "cpu").await.unwrap();
     for e in 1..=2 {
-        let m = EpochMetrics { epoch: e, train_loss: 1.0 / e as f64, val_loss: 0.9, val_accuracy: 0.1 * e as f64, elapsed_seconds: e as f64 };
+        let m = EpochMetrics {
+            epoch: e,
+            train_loss: 1.0 / e as f64,
+            val_loss: 0.9,
+            val_accuracy: 0.1 * e as f64,
+            elapsed_seconds: e as f64,
+        };
         store.insert_epoch(t.id, &m).await.unwrap();
     }
-    store.finish_trial(t.id, TrialState::Complete, &result(0.875)).await.unwrap();
+    store
+        .finish_trial(t.id, TrialState::Complete, &result(0.875))
+        .await
+        .unwrap();
     let got = store.trial(t.id).await.unwrap();
-    assert_eq!((got.state.as_str(), got.val_accuracy, got.parameter_count), ("complete", Some(0.875), Some(1234)));
+    assert_eq!(
+        (got.state.as_str(), got.val_accuracy, got.parameter_count),
+        ("complete", Some(0.875), Some(1234))
+    );
     assert_eq!(got.worker_id.as_deref(), Some("w1"));
     let r: TrialResult = serde_json::from_str(got.result.as_deref().unwrap()).unwrap();
     assert_eq!(r, result(0.875), "the result JSON round-trips exactly");
@@ -77,19 +96,47 @@ async fn exercise(store: Store) {
     assert_eq!(store.epochs_for_study(s.id).await.unwrap().len(), 2);
 
     // A finished trial cannot be failed afterwards; an unfinished one is failed at restart.
-    store.end_trial_without_result(t.id, TrialState::Failed, Some("late")).await.unwrap();
+    store
+        .end_trial_without_result(t.id, TrialState::Failed, Some("late"))
+        .await
+        .unwrap();
     assert_eq!(store.trial(t.id).await.unwrap().state, "complete");
     let t2 = store.insert_trial(s.id, 1, "{}", "{}").await.unwrap();
     store.start_trial(t2.id, "w1").await.unwrap();
-    assert_eq!(store.fail_unfinished_trials("interrupted: restart").await.unwrap(), 1);
+    assert_eq!(
+        store
+            .fail_unfinished_trials("interrupted: restart")
+            .await
+            .unwrap(),
+        1
+    );
     let t2 = store.trial(t2.id).await.unwrap();
-    assert_eq!((t2.state.as_str(), t2.error.as_deref()), ("failed", Some("interrupted: restart")));
-    assert!(store.insert_trial(s.id, 1, "{}", "{}").await.is_err(), "trial numbers are unique per study");
+    assert_eq!(
+        (t2.state.as_str(), t2.error.as_deref()),
+        ("failed", Some("interrupted: restart"))
+    );
+    assert!(
+        store.insert_trial(s.id, 1, "{}", "{}").await.is_err(),
+        "trial numbers are unique per study"
+    );
 
-    assert!(store.finish_study(s.id, StudyState::Complete, None).await.unwrap());
-    assert!(!store.finish_study(s.id, StudyState::Failed, Some("x")).await.unwrap(), "a finished study keeps its state");
+    assert!(store
+        .finish_study(s.id, StudyState::Complete, None)
+        .await
+        .unwrap());
+    assert!(
+        !store
+            .finish_study(s.id, StudyState::Failed, Some("x"))
+            .await
+            .unwrap(),
+        "a finished study keeps its state"
+    );
     assert_eq!(store.study(s.id).await.unwrap().state, "complete");
-    assert!(store.studies_in_state(StudyState::Running).await.unwrap().is_empty());
+    assert!(store
+        .studies_in_state(StudyState::Running)
+        .await
+        .unwrap()
+        .is_empty());
 
     let mut w = WorkerRow {
         id: "w1".into(),
@@ -108,8 +155,14 @@ async fn exercise(store: Store) {
     store.upsert_worker(&w).await.unwrap();
     let ws = store.workers().await.unwrap();
     assert_eq!(ws.len(), 1);
-    assert_eq!((ws[0].last_seen_at, ws[0].registered_at, ws[0].grpc_url.as_str()), (2, 1, "http://127.0.0.1:2"));
-    assert!(matches!(store.study(999).await, Err(tanren_store::StoreError::NotFound(_))));
+    assert_eq!(
+        (ws[0].last_seen_at, ws[0].registered_at, ws[0].grpc_url.as_str()),
+        (2, 1, "http://127.0.0.1:2")
+    );
+    assert!(matches!(
+        store.study(999).await,
+        Err(tanren_store::StoreError::NotFound(_))
+    ));
 }
 
 #[tokio::test]
@@ -132,5 +185,8 @@ async fn postgres_conformance() {
 
 #[tokio::test]
 async fn unknown_url_scheme_is_refused() {
-    assert!(matches!(Store::connect("mysql://x").await, Err(tanren_store::StoreError::UnsupportedUrl(_))));
+    assert!(matches!(
+        Store::connect("mysql://x").await,
+        Err(tanren_store::StoreError::UnsupportedUrl(_))
+    ));
 }

@@ -1,18 +1,25 @@
 //! The only library that links libtorch. It turns a `ModelSpec` into a network, trains it on packed
-//! uint8 image tensors that live on the device, evaluates, times inference, and saves/loads weights as
+//! uint8 image tensors that live on the device (or stream from host memory when they do not fit),
+//! augments and normalises batches there, evaluates, times inference, and saves/loads weights as
 //! safetensors. It knows nothing of gRPC or HTTP: the worker drives it.
 //!
 //! Architecture invariant: no per-step host synchronisation. Losses and accuracies are accumulated as
 //! device tensors and read once per epoch.
 
+pub mod augment;
+mod cuda_ffi;
 pub mod data;
 pub mod device;
+pub mod memory;
 pub mod model;
+pub mod resnet;
+pub mod schedule;
 pub mod train;
 
-pub use data::{prepare, DeviceData};
+pub use augment::Augment;
+pub use data::{from_packed, prepare, DeviceData};
 pub use device::{device_report, pick_device, DeviceReport};
-pub use model::{build, parameter_count, Net};
+pub use model::{build, forward_flops, parameter_count, Net};
 pub use train::{evaluate, load_model, measure_inference, save_weights, train, EpochControl, Trained};
 
 /// Errors the trainer reports; the worker maps them to gRPC statuses.

@@ -193,6 +193,7 @@ async fn run(inner: Arc<Inner>, req: v1::TrialRequest, cfg: TrainConfig, tx: Tx)
             epochs_completed: trained.epochs.len() as u32,
             device: tanren_trainer::device::device_label(device),
             stopped_early: trained.stopped_early,
+            peak_memory_bytes: trained.peak_memory_bytes,
         }))
     })
     .await

@@ -146,6 +146,8 @@ pub async fn study_view(s: &S, row: &StudyRow, trials: &[TrialRow]) -> ApiResult
     v["sampler"] = spec["search"]["sampler"].clone();
     v["baseline"] = spec["baseline"].clone();
     v["progress"] = serde_json::to_value(progress).unwrap_or_default();
-    v["best_trial"] = best_trial(trials).map(trial_json).unwrap_or(serde_json::Value::Null);
+    v["best_trial"] = best_trial(trials)
+        .map(trial_json)
+        .unwrap_or(serde_json::Value::Null);
     Ok(v)
 }

@@ -2,11 +2,11 @@
 
 use super::{parse_json, S};
 use crate::error::{ApiError, ApiResult};
+use crate::events::WorkerView;
 use axum::extract::State;
 use axum::Json;
 use bytes::Bytes;
 use serde::Deserialize;
-use crate::events::WorkerView;
 use tanren_store::{now_ms, WorkerRow};
 
 #[derive(Deserialize)]

@@ -166,7 +166,11 @@ fn curves(trials: &[TrialRow], epochs: &[EpochRow]) -> (Vec<Curve>, usize) {
         .map(|t| t.id)
         .collect();
     let mut best: Vec<&&TrialRow> = with_epochs.iter().filter(|t| t.val_accuracy.is_some()).collect();
-    best.sort_by(|a, b| b.val_accuracy.partial_cmp(&a.val_accuracy).unwrap_or(std::cmp::Ordering::Equal));
+    best.sort_by(|a, b| {
+        b.val_accuracy
+            .partial_cmp(&a.val_accuracy)
+            .unwrap_or(std::cmp::Ordering::Equal)
+    });
     chosen.extend(best.iter().take(BEST_CURVES).map(|t| t.id));
     chosen.extend(with_epochs.iter().rev().map(|t| t.id));
     let mut seen = std::collections::HashSet::new();

@@ -1,0 +1,194 @@
+//! The `tanren` binary against a real control plane (no worker: nothing here trains) booted in this
+//! test process on port 0: the server's message on stderr and a non-zero exit for every refusal,
+//! uploads, `study create --space`, and `study watch` over the WebSocket.
+
+use std::io::Write;
+use std::process::{Command, Output};
+use std::time::Duration;
+use tokio_util::sync::CancellationToken;
+
+struct Control {
+    url: String,
+    dir: tempfile::TempDir,
+    shutdown: CancellationToken,
+}
+
+impl Drop for Control {
+    fn drop(&mut self) {
+        self.shutdown.cancel();
+    }
+}
+
+async fn control() -> Control {
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = tanren_control::Config::new(dir.path().join("control"));
+    config.tick = Duration::from_millis(100);
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    let shutdown = CancellationToken::new();
+    tokio::spawn(tanren_control::run(config, listener, shutdown.clone()));
+    for _ in 0..200 {
+        if tokio::net::TcpStream::connect(url.trim_start_matches("http://"))
+            .await
+            .is_ok()
+        {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    Control { url, dir, shutdown }
+}
+
+async fn tanren(url: &str, args: &[&str]) -> Output {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_tanren"));
+    cmd.arg("--url").arg(url).args(args);
+    tokio::task::spawn_blocking(move || cmd.output().unwrap())
+        .await
+        .unwrap()
+}
+
+fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+fn json(o: &Output) -> serde_json::Value {
+    assert!(o.status.success(), "{}", stderr(o));
+    serde_json::from_slice(&o.stdout)
+        .unwrap_or_else(|e| panic!("{e}: {}", String::from_utf8_lossy(&o.stdout)))
+}
+
+fn shapes_zip() -> Vec<u8> {
+    let mut out = std::io::Cursor::new(Vec::new());
+    let mut z = zip::ZipWriter::new(&mut out);
+    let opts = zip::write::SimpleFileOptions::default();
+    for split in ["train", "test"] {
+        for (c, class) in ["dark", "light"].iter().enumerate() {
+            for i in 0..4u8 {
+                let v = if c == 0 { 20 + i } else { 220 - i };
+                let img = image::RgbImage::from_pixel(8, 8, image::Rgb([v, v, v]));
+                let mut png = std::io::Cursor::new(Vec::new());
+                img.write_to(&mut png, image::ImageFormat::Png).unwrap();
+                z.start_file(format!("{split}/{class}/{i}.png"), opts).unwrap();
+                z.write_all(png.get_ref()).unwrap();
+            }
+        }
+    }
+    z.finish().unwrap();
+    out.into_inner()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn refusals_print_the_servers_message_and_exit_non_zero() {
+    let c = control().await;
+    let o = tanren(&c.url, &["study", "show", "999"]).await;
+    assert_eq!(o.status.code(), Some(1));
+    assert_eq!(
+        stderr(&o).trim(),
+        "tanren: study 999 does not exist (404 Not Found)"
+    );
+    assert!(o.stdout.is_empty());
+
+    let o = tanren(&c.url, &["study", "create", "--dataset", "999", "--trials", "2"]).await;
+    assert_eq!(o.status.code(), Some(1));
+    assert!(
+        stderr(&o).contains("dataset 999 does not exist; upload one first"),
+        "{}",
+        stderr(&o)
+    );
+
+    let o = tanren(&c.url, &["study", "watch", "999"]).await;
+    assert_eq!(o.status.code(), Some(1));
+    assert!(stderr(&o).contains("study 999 does not exist"), "{}", stderr(&o));
+
+    let bad = c.dir.path().join("not-a.zip");
+    std::fs::write(&bad, b"certainly not a zip").unwrap();
+    let o = tanren(&c.url, &["dataset", "upload", bad.to_str().unwrap()]).await;
+    assert_eq!(o.status.code(), Some(1));
+    assert!(
+        stderr(&o).contains("(422 Unprocessable Entity)"),
+        "{}",
+        stderr(&o)
+    );
+
+    let o = tanren("http://127.0.0.1:1", &["workers"]).await;
+    assert_eq!(o.status.code(), Some(1));
+    assert!(
+        stderr(&o).contains("cannot reach the control plane at http://127.0.0.1:1"),
+        "{}",
+        stderr(&o)
+    );
+
+    let o = tanren(&c.url, &["trial", "show", "not-a-number"]).await;
+    assert_eq!(o.status.code(), Some(2), "usage errors are clap's exit code 2");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn upload_create_from_a_space_file_stop_and_watch() {
+    let c = control().await;
+    let zip = c.dir.path().join("shapes.zip");
+    std::fs::write(&zip, shapes_zip()).unwrap();
+    let ds = json(&tanren(&c.url, &["--json", "dataset", "upload", zip.to_str().unwrap()]).await);
+    assert_eq!(ds["num_classes"], 2);
+    let id = ds["id"].as_i64().unwrap();
+    let ls = json(&tanren(&c.url, &["--json", "dataset", "ls"]).await);
+    assert_eq!(ls["datasets"][0]["id"], id);
+
+    // A bad bound in the file: the server's message names the parameter.
+    let space = c.dir.path().join("space.toml");
+    std::fs::write(
+        &space,
+        format!("dataset = {id}\n[bounds]\nlearning_rate = {{ low = 0.1, high = 0.01 }}\n"),
+    )
+    .unwrap();
+    let o = tanren(&c.url, &["study", "create", "--space", space.to_str().unwrap()]).await;
+    assert_eq!(o.status.code(), Some(1));
+    assert!(stderr(&o).contains("learning_rate"), "{}", stderr(&o));
+    assert!(stderr(&o).contains("(400 Bad Request)"), "{}", stderr(&o));
+
+    std::fs::write(
+        &space,
+        format!("dataset = {id}\ntrials = 7\nsampler = \"random\"\n[bounds]\noptimizer = [\"adam\", \"sgd\"]\nepochs = 2\nimage_size = \"16..24\"\n"),
+    )
+    .unwrap();
+    let study = json(
+        &tanren(
+            &c.url,
+            &[
+                "--json",
+                "study",
+                "create",
+                "--space",
+                space.to_str().unwrap(),
+                "--trials",
+                "3",
+            ],
+        )
+        .await,
+    );
+    assert_eq!(study["state"], "running");
+    assert_eq!(study["budget"]["trials"], 3, "flags override the file");
+    assert_eq!(study["sampler"]["type"], "random", "{}", study["sampler"]);
+    let sid = study["id"].as_i64().unwrap().to_string();
+
+    let stopped = json(&tanren(&c.url, &["--json", "study", "stop", &sid]).await);
+    assert_eq!(stopped["state"], "stopped");
+    let o = tanren(&c.url, &["study", "stop", &sid]).await;
+    assert_eq!(o.status.code(), Some(1));
+    assert!(
+        stderr(&o).contains("already stopped (409 Conflict)"),
+        "{}",
+        stderr(&o)
+    );
+
+    // Watching a finished study: the snapshot says it is over, so watch prints the summary and ends.
+    let o = tanren(&c.url, &["study", "watch", &sid]).await;
+    assert!(o.status.success(), "{}", stderr(&o));
+    let text = String::from_utf8_lossy(&o.stdout);
+    assert!(text.contains("stopped"), "{text}");
+    let o = tanren(&c.url, &["--json", "study", "watch", &sid]).await;
+    assert!(o.status.success(), "{}", stderr(&o));
+    let first: serde_json::Value =
+        serde_json::from_str(String::from_utf8_lossy(&o.stdout).lines().next().unwrap()).unwrap();
+    assert_eq!(first["type"], "snapshot");
+    assert_eq!(first["study"]["state"], "stopped");
+}

@@ -1,0 +1,133 @@
+// New study: every tunable parameter from GET /api/v1/search-space with its default bounds, the budget
+// and the sampler. The server validates; its message is shown on the field it names (`error.field`).
+import { get, post } from '../api.js';
+import { h } from '../dom.js';
+
+export function mount(root, { dataset }) {
+  const form = h('form', { class: 'study-form', novalidate: true });
+  root.append(h('h1', {}, 'New study'), form);
+  load(form, dataset).catch((e) => form.replaceChildren(h('p', { class: 'error' }, e.message)));
+}
+
+function field(name, label, input, hint) {
+  return h('div', { class: 'field', 'data-field': name }, h('label', {}, label, input), hint ? h('div', { class: 'hint muted' }, hint) : null, h('div', { class: 'field-error' }));
+}
+
+async function load(form, datasetId) {
+  const [{ params }, { datasets }] = await Promise.all([get('/api/v1/search-space'), get('/api/v1/datasets')]);
+  if (!datasets.length) {
+    form.replaceChildren(h('p', {}, 'Upload a dataset first: ', h('a', { href: '#/datasets' }, 'Datasets')));
+    return;
+  }
+  const ds = h('select', { name: 'dataset_id' }, datasets.map((d) => h('option', { value: d.id }, `${d.name} (#${d.id}, ${d.num_classes} classes)`)));
+  ds.value = String(datasetId ?? datasets[datasets.length - 1].id);
+  const name = h('input', { name: 'name', placeholder: 'optional' });
+  const trials = h('input', { name: 'trials', type: 'number', min: 1, value: 20 });
+  const minutes = h('input', { name: 'minutes', type: 'number', min: 0, step: 'any', placeholder: 'no limit' });
+  const sampler = h('select', { name: 'sampler' }, h('option', { value: 'tpe' }, 'TPE (Bayesian)'), h('option', { value: 'random' }, 'Random'));
+  const seed = h('input', { name: 'seed', type: 'number', value: 0 });
+  const baseline = h('input', { name: 'baseline', type: 'checkbox', checked: true });
+
+  const rows = params.map((p) => paramRow(p));
+  const size = h('div', { class: 'space-size', id: 'space-size' });
+  const formError = h('div', { class: 'form-error error' });
+  const submit = h('button', { type: 'submit', class: 'primary' }, 'Start study');
+
+  const updateSize = () => size.replaceChildren(spaceSize(params, rows));
+  form.addEventListener('input', updateSize);
+
+  form.replaceChildren(
+    h('div', { class: 'card' },
+      h('h2', {}, 'Data and budget'),
+      h('div', { class: 'grid3' },
+        field('dataset_id', 'Dataset', ds),
+        field('name', 'Name', name),
+        field('sampler', 'Sampler', sampler),
+        field('budget.trials', 'Trials', trials),
+        field('budget.minutes', 'Minutes', minutes, 'stops starting trials after this long'),
+        field('seed', 'Seed', seed)),
+      h('label', { class: 'check' }, baseline, ' Run the baseline configuration (the seed’s CNN, moved inside the bounds) first')),
+    h('div', { class: 'card' },
+      h('h2', {}, 'Search space'),
+      h('table', { class: 'space' },
+        h('thead', {}, h('tr', {}, h('th', {}, 'parameter'), h('th', {}, 'scale'), h('th', {}, 'bounds'))),
+        h('tbody', {}, rows.map((r) => r.el))),
+      size),
+    formError,
+    submit,
+  );
+  updateSize();
+
+  form.addEventListener('submit', async (e) => {
+    e.preventDefault();
+    for (const el of form.querySelectorAll('.field-error')) el.textContent = '';
+    for (const el of form.querySelectorAll('.invalid')) el.classList.remove('invalid');
+    formError.textContent = '';
+    const bounds = {};
+    for (const r of rows) bounds[r.name] = r.value();
+    const body = {
+      dataset_id: Number(ds.value),
+      bounds,
+      budget: { trials: trials.value === '' ? null : Number(trials.value), minutes: minutes.value === '' ? null : Number(minutes.value) },
+      sampler: sampler.value,
+      seed: Number(seed.value || 0),
+      baseline: baseline.checked,
+    };
+    if (name.value.trim()) body.name = name.value.trim();
+    submit.disabled = true;
+    try {
+      const study = await post('/api/v1/studies', body);
+      location.hash = `#/studies/${study.id}`;
+    } catch (err) {
+      submit.disabled = false;
+      const target = err.field && (form.querySelector(`[data-field="${err.field}"]`) || form.querySelector(`[data-field="${err.field.split('.')[0]}"]`));
+      if (target) {
+        target.classList.add('invalid');
+        target.querySelector('.field-error').textContent = err.message;
+        target.scrollIntoView({ block: 'center' });
+      } else {
+        formError.textContent = err.message;
+      }
+    }
+  });
+}
+
+function paramRow(p) {
+  const name = p.name;
+  const err = h('div', { class: 'field-error' });
+  if (p.type === 'categorical') {
+    const boxes = p.choices.map((c) => h('input', { type: 'checkbox', value: c, checked: true, name: `${name}.${c}` }));
+    const el = h('tr', { class: 'field', 'data-field': `bounds.${name}` },
+      h('td', {}, h('code', {}, name)), h('td', {}, h('span', { class: 'scale' }, 'choice')),
+      h('td', {}, h('div', { class: 'choices' }, p.choices.map((c, i) => h('label', { class: 'check' }, boxes[i], ` ${c}`))), err));
+    return { name, el, kind: 'cat', value: () => ({ choices: boxes.filter((b) => b.checked).map((b) => b.value) }), count: () => boxes.filter((b) => b.checked).length };
+  }
+  const step = p.type === 'int' ? 1 : 'any';
+  const low = h('input', { type: 'number', step, value: p.low, name: `${name}.low`, 'aria-label': `${name} low` });
+  const high = h('input', { type: 'number', step, value: p.high, name: `${name}.high`, 'aria-label': `${name} high` });
+  const el = h('tr', { class: 'field', 'data-field': `bounds.${name}` },
+    h('td', {}, h('code', {}, name)),
+    h('td', {}, h('span', { class: `scale ${p.log ? 'log' : ''}` }, `${p.type === 'int' ? 'integer' : 'float'}, ${p.log ? 'log' : 'linear'}`)),
+    h('td', {}, h('div', { class: 'range' }, low, h('span', {}, '…'), high), err));
+  return {
+    name, el, kind: p.type,
+    value: () => ({ low: Number(low.value), high: Number(high.value) }),
+    count: () => {
+      const a = Number(low.value), b = Number(high.value);
+      if (!(b >= a)) return NaN;
+      if (a === b) return 1;
+      return p.type === 'int' ? Math.floor(b) - Math.ceil(a) + 1 : Infinity;
+    },
+  };
+}
+
+function spaceSize(params, rows) {
+  const counts = rows.map((r) => [r.name, r.count()]);
+  const continuous = counts.filter(([, c]) => c === Infinity).map(([n]) => n);
+  const grid = counts.filter(([, c]) => isFinite(c)).reduce((a, [, c]) => a * c, 1);
+  if (counts.some(([, c]) => Number.isNaN(c))) return 'Space size: some bounds are inverted.';
+  const g = grid.toLocaleString('en');
+  return continuous.length
+    ? `Space: ${g} combinations of the discrete parameters × ${continuous.length} continuous (${continuous.join(', ')}), so effectively unbounded.`
+    : `Space: ${g} distinct configurations (a finite grid).`;
+}
