@@ -40,6 +40,19 @@ async fn killed_worker_fails_the_trial_and_the_study_resumes() {
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     };
+    let workers = app.get("/api/v1/workers").await;
+    let doomed = workers["workers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|w| w["id"] == "doomed")
+        .unwrap()
+        .clone();
+    assert_eq!(
+        (doomed["busy"].as_bool(), doomed["trial_id"].as_i64()),
+        (Some(true), Some(trial_id)),
+        "{doomed}"
+    );
     first.kill().unwrap();
     first.wait().unwrap();
 

@@ -173,10 +173,13 @@ pub struct WorkerView {
     pub last_seen_at: i64,
     pub alive: bool,
     pub busy: bool,
+    /// The trial it runs now, if any.
+    pub study_id: Option<i64>,
+    pub trial_id: Option<i64>,
 }
 
 impl WorkerView {
-    pub fn new(w: &WorkerRow, alive: bool, busy: bool) -> Self {
+    pub fn new(w: &WorkerRow, alive: bool, running: Option<(i64, i64)>) -> Self {
         WorkerView {
             id: w.id.clone(),
             grpc_url: w.grpc_url.clone(),
@@ -188,7 +191,9 @@ impl WorkerView {
             registered_at: w.registered_at,
             last_seen_at: w.last_seen_at,
             alive,
-            busy,
+            busy: running.is_some(),
+            study_id: running.map(|r| r.0),
+            trial_id: running.map(|r| r.1),
         }
     }
 }
@@ -373,10 +378,14 @@ pub async fn trial_changed(state: &AppState, trial_id: i64) {
     }
 }
 
-/// A study left `running`: publish its final state (and a last progress event).
+/// A study left `running`: publish its final progress right away (not debounced), then its final
+/// state, so `study_finished` is the last event and a client never ends on stale counts.
 pub async fn study_finished(state: &AppState, study_id: i64) {
     match state.store.study(study_id).await {
         Ok(row) if row.state != StudyState::Running.as_str() => {
+            if let Err(e) = publish_progress(state, study_id).await {
+                tracing::warn!(study_id, error = %e, "final progress event not published");
+            }
             state.events.publish(
                 study_id,
                 Event::StudyFinished {
@@ -384,7 +393,6 @@ pub async fn study_finished(state: &AppState, study_id: i64) {
                     error: row.error,
                 },
             );
-            state.events.progress_changed(study_id);
         }
         Ok(_) => {}
         Err(e) => tracing::warn!(study_id, error = %e, "study event not published"),
@@ -440,7 +448,7 @@ async fn workers_changed(
         let busy = state.scheduler.busy_workers().await;
         for w in live.iter().filter(|w| !before.contains(&w.id)) {
             state.events.publish_all(Event::WorkerUp {
-                worker: WorkerView::new(w, true, busy.contains(&w.id)),
+                worker: WorkerView::new(w, true, busy.get(&w.id).copied()),
             });
         }
         for id in before.iter().filter(|id| !now.contains(*id)) {

@@ -11,7 +11,7 @@
 
 use crate::study_spec::StudySpec;
 use crate::AppState;
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tanren_core::{StudyState, TrainConfig, TrialResult, TrialState};
@@ -42,7 +42,8 @@ pub struct Scheduler {
 #[derive(Default)]
 struct Inner {
     studies: HashMap<i64, Live>,
-    busy_workers: HashSet<String>,
+    /// worker id -> (study id, trial id) it is running.
+    busy_workers: HashMap<String, (i64, i64)>,
     cooldown: HashMap<String, Instant>,
 }
 
@@ -196,7 +197,8 @@ impl Scheduler {
             .map_or(0, |l| l.running.len())
     }
 
-    pub async fn busy_workers(&self) -> HashSet<String> {
+    /// What each busy worker runs now: worker id -> (study id, trial id).
+    pub async fn busy_workers(&self) -> HashMap<String, (i64, i64)> {
         self.inner.lock().await.busy_workers.clone()
     }
 
@@ -242,7 +244,7 @@ async fn tick(state: &Arc<AppState>) -> anyhow::Result<()> {
     cooldown.retain(|_, until| *until > now);
     let mut free: Vec<WorkerRow> = workers
         .into_iter()
-        .filter(|w| !busy_workers.contains(&w.id) && !cooldown.contains_key(&w.id))
+        .filter(|w| !busy_workers.contains_key(&w.id) && !cooldown.contains_key(&w.id))
         .collect();
     let mut ids: Vec<i64> = studies.keys().copied().collect();
     ids.sort_unstable();
@@ -284,7 +286,7 @@ async fn tick(state: &Arc<AppState>) -> anyhow::Result<()> {
                     let sha = live.spec.dataset_sha256.clone();
                     let split_seed = live.spec.split_seed;
                     tracing::info!(study_id = id, trial_id = row.id, number, worker_id = %worker.id, "dispatching trial");
-                    busy_workers.insert(worker.id.clone());
+                    busy_workers.insert(worker.id.clone(), (id, row.id));
                     let st = state.clone();
                     tokio::spawn(async move {
                         dispatch(st, id, row.id, number, worker, cfg, sha, split_seed, token).await;

@@ -36,7 +36,7 @@ pub struct Trained {
     pub peak_memory_bytes: Option<u64>,
 }
 
-const EVAL_BATCH: i64 = 256;
+const EVAL_BATCH: i64 = 64;
 
 fn optimizer(cfg: &TrainConfig, vs: &nn::VarStore) -> Result<nn::Optimizer, TrainError> {
     let lr = cfg.learning_rate;

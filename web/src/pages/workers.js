@@ -1,18 +1,19 @@
-// Workers: each worker's device, torch/CUDA, whether it is running a trial, and its last heartbeat.
+// Workers: each worker's device, torch/CUDA, the trial it is running, and its last heartbeat.
 import { get } from '../api.js';
 import { h, ago, badge } from '../dom.js';
 
 export function mount(root) {
   const body = h('tbody');
   root.append(h('h1', {}, 'Workers'), h('div', { class: 'card' }, h('table', { class: 'workers', id: 'workers-table' },
-    h('thead', {}, h('tr', {}, ['worker', 'state', 'device', 'torch', 'CUDA', 'address', 'last heartbeat'].map((x) => h('th', {}, x)))), body)));
+    h('thead', {}, h('tr', {}, ['worker', 'state', 'running', 'device', 'torch', 'CUDA', 'address', 'last heartbeat'].map((x) => h('th', {}, x)))), body)));
   const load = () => get('/api/v1/workers').then(({ workers }) => {
     body.replaceChildren(...(workers.length ? workers.map((w) =>
       h('tr', {}, h('td', {}, w.id), h('td', {}, badge(!w.alive ? 'down' : w.busy ? 'running' : 'idle')),
+        h('td', {}, w.trial_id ? h('a', { href: `#/studies/${w.study_id}` }, `trial ${w.trial_id} of study ${w.study_id}`) : '–'),
         h('td', {}, `${w.device}${w.device_name ? ` (${w.device_name})` : ''}`), h('td', {}, w.torch_version || '–'),
         h('td', {}, w.cuda_available ? 'yes' : 'no'), h('td', { class: 'muted' }, w.grpc_url), h('td', {}, ago(w.last_seen_at))))
-      : [h('tr', {}, h('td', { colspan: 7, class: 'muted' }, 'No worker has registered. Start one with tanren-worker.'))]));
-  }).catch((e) => body.replaceChildren(h('tr', {}, h('td', { class: 'error', colspan: 7 }, e.message))));
+      : [h('tr', {}, h('td', { colspan: 8, class: 'muted' }, 'No worker has registered. Start one with tanren-worker.'))]));
+  }).catch((e) => body.replaceChildren(h('tr', {}, h('td', { class: 'error', colspan: 8 }, e.message))));
   load();
   // Heartbeat ages change by themselves; a light refresh keeps them honest on this small page.
   const t = setInterval(load, 3000);

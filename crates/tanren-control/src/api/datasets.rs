@@ -85,6 +85,7 @@ pub async fn upload(
     {
         size += chunk.len() as u64;
         if size > limit {
+            drain(&mut field).await;
             return Err(ApiError::PayloadTooLarge { limit });
         }
         hasher.update(&chunk);
@@ -151,6 +152,20 @@ pub async fn upload(
             let _ = tokio::fs::remove_dir_all(&out).await;
             let _ = tokio::fs::remove_file(&zip_dest).await;
             Err(e)
+        }
+    }
+}
+
+/// Read and discard what the client is still sending (bounded), so it gets to read our 413 instead of
+/// a connection reset: closing a socket with unread data makes the kernel reset it, and the client then
+/// loses the response. Past the cap we stop reading and let the connection drop.
+async fn drain(field: &mut axum::extract::multipart::Field<'_>) {
+    const DRAIN_CAP: u64 = 64 << 20;
+    let mut drained = 0u64;
+    while let Ok(Some(chunk)) = field.chunk().await {
+        drained += chunk.len() as u64;
+        if drained > DRAIN_CAP {
+            break;
         }
     }
 }

@@ -86,6 +86,6 @@ pub async fn views(s: &S) -> ApiResult<Vec<WorkerView>> {
     let busy = s.scheduler.busy_workers().await;
     Ok(all
         .iter()
-        .map(|w| WorkerView::new(w, live.contains(&w.id), busy.contains(&w.id)))
+        .map(|w| WorkerView::new(w, live.contains(&w.id), busy.get(&w.id).copied()))
         .collect())
 }
