@@ -16,7 +16,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tanren_core::{StudyState, TrainConfig, TrialResult, TrialState};
 use tanren_proto::v1::{trial_event::Event, worker_client::WorkerClient, TrialRequest};
-use tanren_search::{ParamValue, Params, PruneDecision, Study, TellOutcome, TrialRecord, TrialStatus};
+use tanren_search::{Params, PruneDecision, Study, TellOutcome, TrialRecord, TrialStatus};
 use tanren_store::{now_ms, StudyRow, TrialRow, WorkerRow};
 use tokio::sync::{Mutex, Notify};
 use tokio_util::sync::CancellationToken;
@@ -555,20 +555,4 @@ fn classify(s: tonic::Status, worker: &WorkerRow) -> Outcome {
             interrupted: false,
         }
     }
-}
-
-/// Values used for display: a param map as JSON values.
-pub fn params_json(p: &Params) -> serde_json::Value {
-    serde_json::Value::Object(
-        p.iter()
-            .map(|(k, v)| {
-                let j = match v {
-                    ParamValue::Int(i) => serde_json::json!(i),
-                    ParamValue::Float(f) => serde_json::json!(f),
-                    ParamValue::Cat(s) => serde_json::json!(s),
-                };
-                (k.clone(), j)
-            })
-            .collect(),
-    )
 }
