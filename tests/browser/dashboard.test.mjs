@@ -88,6 +88,8 @@ test('upload, create a study, watch it live, download the model', { timeout: 600
   // A small real study: 4 trials of 3-5 epochs on 24-40 px images.
   await page.fill('input[name="learning_rate.low"]', '0.001');
   await page.fill('input[name="learning_rate.high"]', '0.005');
+  assert.equal(await page.locator('[data-field="bounds.learning_rate"] .field-error').textContent(), '',
+    'editing the field clears its error');
   for (const [k, lo, hi] of [['epochs', 3, 5], ['image_size', 24, 40], ['batch_size', 8, 32], ['conv_blocks', 1, 2], ['channels', 8, 16]]) {
     await page.fill(`input[name="${k}.low"]`, String(lo));
     await page.fill(`input[name="${k}.high"]`, String(hi));

@@ -2,6 +2,7 @@
 //! ephemeral ports, each with a fresh temp data dir and SQLite database.
 
 mod common;
+mod pruning;
 mod refusals;
 mod restart;
 mod spine;

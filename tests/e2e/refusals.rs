@@ -94,6 +94,10 @@ async fn bad_study_requests_name_the_field() {
             serde_json::json!({"dataset_id": id, "sampler": "magic"}),
             "sampler",
         ),
+        (
+            serde_json::json!({"dataset_id": id, "pruner": "sometimes"}),
+            "pruner",
+        ),
     ];
     for (body, field) in cases {
         let (status, resp) = app.post("/api/v1/studies", &body).await;

@@ -87,6 +87,9 @@ enum StudyCmd {
         /// tpe (default) or random.
         #[arg(long)]
         sampler: Option<String>,
+        /// none (default), median, asha or hyperband: stop weak trials early.
+        #[arg(long)]
+        pruner: Option<String>,
         #[arg(long, default_value_t = 0)]
         seed: u64,
         /// Do not run the seed's baseline configuration first.
@@ -270,6 +273,7 @@ async fn run(cli: Cli) -> Result<()> {
             minutes,
             set,
             sampler,
+            pruner,
             seed,
             no_baseline,
         }) => {
@@ -315,6 +319,9 @@ async fn run(cli: Cli) -> Result<()> {
             }
             if let Some(n) = name {
                 body["name"] = json!(n);
+            }
+            if let Some(p) = pruner {
+                body["pruner"] = json!(p);
             }
             if let Some(s) = sampler {
                 body["sampler"] = json!(s);

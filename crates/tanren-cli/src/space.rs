@@ -6,6 +6,7 @@
 //! dataset = 1            # optional here, or --dataset
 //! trials = 30            # budget; `minutes = 10` too
 //! sampler = "tpe"        # or "random"
+//! pruner = "asha"        # or "none", "median", "hyperband"
 //! [bounds]
 //! learning_rate = { low = 1e-4, high = 1e-2 }
 //! optimizer = ["adam", "sgd"]
@@ -80,7 +81,7 @@ pub fn parse_space_file(text: &str, path: &str) -> Result<SpaceFile> {
             "trials" | "minutes" => {
                 budget.insert(k, v);
             }
-            "name" | "sampler" | "seed" | "baseline" => {
+            "name" | "sampler" | "pruner" | "seed" | "baseline" => {
                 out.body.insert(k, v);
             }
             "bounds" => {
@@ -90,7 +91,7 @@ pub fn parse_space_file(text: &str, path: &str) -> Result<SpaceFile> {
                     out.bounds.insert(name, parsed);
                 }
             }
-            other => bail!("{path}: unknown key `{other}` (known: dataset, name, trials, minutes, sampler, seed, baseline, [bounds])"),
+            other => bail!("{path}: unknown key `{other}` (known: dataset, name, trials, minutes, sampler, pruner, seed, baseline, [bounds])"),
         }
     }
     if !budget.is_empty() {

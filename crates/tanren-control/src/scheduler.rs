@@ -491,9 +491,10 @@ async fn run_on_worker(
                 state.events.epoch(study_id, trial_id, number as i64, &m);
                 let mut inner = state.scheduler.inner.lock().await;
                 if let Some(live) = inner.studies.get_mut(&study_id) {
-                    if let Ok(PruneDecision::Prune) =
-                        live.study.report(number, m.epoch as u64, m.val_accuracy)
-                    {
+                    let decision = live.study.report(number, m.epoch as u64, m.val_accuracy);
+                    // After the last epoch the training is done: pruning would only throw away the
+                    // evaluation and the weights, so the trial completes whatever the pruner says.
+                    if decision.is_ok_and(|d| d == PruneDecision::Prune) && m.epoch < cfg.epochs {
                         tracing::info!(trial_id, epoch = m.epoch, "pruned");
                         return Outcome::Pruned; // dropping the stream stops the worker
                     }

@@ -19,6 +19,10 @@ pub struct CreateStudy {
     /// `random` or `tpe` (default).
     #[serde(default)]
     pub sampler: Option<String>,
+    /// Early stopping on the per-epoch validation accuracy: `none` (default), `median`, `asha`,
+    /// `hyperband`, or a full tanren-search `PrunerConfig` object (`{"type": "asha", ...}`).
+    #[serde(default)]
+    pub pruner: Option<serde_json::Value>,
     #[serde(default)]
     pub seed: u64,
     /// Run the seed's configuration (moved inside the bounds) as trial 0. Default true.
@@ -49,13 +53,28 @@ pub struct StudySpec {
 }
 
 impl StudySpec {
-    pub fn search_config(image_space: &ImageSpace, sampler: SamplerConfig, seed: u64) -> StudyConfig {
+    pub fn search_config(
+        image_space: &ImageSpace,
+        sampler: SamplerConfig,
+        pruner: PrunerConfig,
+        seed: u64,
+    ) -> StudyConfig {
         StudyConfig {
             space: image_space.space.clone(),
             directions: vec![Direction::Maximize],
             sampler,
-            pruner: PrunerConfig::None,
+            pruner,
             seed,
         }
+    }
+
+    /// The `pruner` field of a request: a name (each pruner with its defaults) or a full config.
+    pub fn parse_pruner(v: Option<&serde_json::Value>) -> Result<PrunerConfig, String> {
+        let v = match v {
+            None | Some(serde_json::Value::Null) => return Ok(PrunerConfig::None),
+            Some(serde_json::Value::String(name)) => serde_json::json!({ "type": name }),
+            Some(other) => other.clone(),
+        };
+        serde_json::from_value(v).map_err(|e| format!("{e}; use none, median, asha or hyperband"))
     }
 }

@@ -26,6 +26,9 @@ struct Inner {
     http: reqwest::Client,
 }
 
+/// How long a new trial waits for the previous (cancelled) one to reach its epoch boundary.
+const BUSY_WAIT: std::time::Duration = std::time::Duration::from_secs(300);
+
 type Tx = mpsc::Sender<Result<v1::TrialEvent, Status>>;
 
 impl WorkerService {
@@ -89,12 +92,13 @@ impl Worker for WorkerService {
                 "dataset_sha256 must be 64 lowercase hex digits",
             ));
         }
-        let permit = self
-            .inner
-            .slots
-            .clone()
-            .try_acquire_owned()
-            .map_err(|_| Status::resource_exhausted("worker is busy with another trial"))?;
+        // The control plane sends one trial at a time, but a trial it just pruned or stopped is still
+        // finishing its current epoch here (training stops only between epochs): wait for it rather
+        // than refuse, so the next trial is not wasted on "busy".
+        let permit = tokio::time::timeout(BUSY_WAIT, self.inner.slots.clone().acquire_owned())
+            .await
+            .map_err(|_| Status::resource_exhausted("worker is busy with another trial"))?
+            .map_err(|_| Status::unavailable("worker is shutting down"))?;
         let (tx, rx) = mpsc::channel(32);
         let inner = self.inner.clone();
         tokio::spawn(async move {

@@ -25,6 +25,11 @@ async function load(form, datasetId) {
   const trials = h('input', { name: 'trials', type: 'number', min: 1, value: 20 });
   const minutes = h('input', { name: 'minutes', type: 'number', min: 0, step: 'any', placeholder: 'no limit' });
   const sampler = h('select', { name: 'sampler' }, h('option', { value: 'tpe' }, 'TPE (Bayesian)'), h('option', { value: 'random' }, 'Random'));
+  const pruner = h('select', { name: 'pruner' },
+    h('option', { value: 'none' }, 'None (every trial runs all its epochs)'),
+    h('option', { value: 'median' }, 'Median (stop below the median curve)'),
+    h('option', { value: 'asha' }, 'ASHA (asynchronous successive halving)'),
+    h('option', { value: 'hyperband' }, 'Hyperband'));
   const seed = h('input', { name: 'seed', type: 'number', value: 0 });
   const baseline = h('input', { name: 'baseline', type: 'checkbox', checked: true });
 
@@ -35,6 +40,14 @@ async function load(form, datasetId) {
 
   const updateSize = () => size.replaceChildren(spaceSize(params, rows));
   form.addEventListener('input', updateSize);
+  // An error belongs to the values it was about: editing the field clears it.
+  form.addEventListener('input', (e) => {
+    const f = e.target.closest('.field.invalid');
+    if (f) {
+      f.classList.remove('invalid');
+      f.querySelector('.field-error').textContent = '';
+    }
+  });
 
   form.replaceChildren(
     h('div', { class: 'card' },
@@ -45,7 +58,8 @@ async function load(form, datasetId) {
         field('sampler', 'Sampler', sampler),
         field('budget.trials', 'Trials', trials),
         field('budget.minutes', 'Minutes', minutes, 'stops starting trials after this long'),
-        field('seed', 'Seed', seed)),
+        field('seed', 'Seed', seed),
+        field('pruner', 'Pruner', pruner, 'stops weak trials early, from their per-epoch validation accuracy')),
       h('label', { class: 'check' }, baseline, ' Run the baseline configuration (the seed’s CNN, moved inside the bounds) first')),
     h('div', { class: 'card' },
       h('h2', {}, 'Search space'),
@@ -70,6 +84,7 @@ async function load(form, datasetId) {
       bounds,
       budget: { trials: trials.value === '' ? null : Number(trials.value), minutes: minutes.value === '' ? null : Number(minutes.value) },
       sampler: sampler.value,
+      pruner: pruner.value,
       seed: Number(seed.value || 0),
       baseline: baseline.checked,
     };

@@ -66,9 +66,10 @@ pub async fn create(State(s): State<S>, body: Bytes) -> ApiResult<(StatusCode, J
             ))
         }
     };
+    let pruner = StudySpec::parse_pruner(req.pruner.as_ref()).map_err(|m| field("pruner", m))?;
     let summary: serde_json::Value = serde_json::from_str(&ds.summary).unwrap_or_default();
     let split_seed = summary["split_seed"].as_u64().unwrap_or(0);
-    let search = StudySpec::search_config(&image_space, sampler, req.seed);
+    let search = StudySpec::search_config(&image_space, sampler, pruner, req.seed);
     Study::new(search.clone()).map_err(|e| field("bounds", e.to_string()))?;
     let spec = StudySpec {
         image_space,
@@ -144,6 +145,7 @@ pub async fn study_view(s: &S, row: &StudyRow, trials: &[TrialRow]) -> ApiResult
     v["budget"] = serde_json::json!({ "trials": row.max_trials, "minutes": row.max_minutes });
     v["space"] = spec["image_space"].clone();
     v["sampler"] = spec["search"]["sampler"].clone();
+    v["pruner"] = spec["search"]["pruner"].clone();
     v["baseline"] = spec["baseline"].clone();
     v["progress"] = serde_json::to_value(progress).unwrap_or_default();
     v["best_trial"] = best_trial(trials)
