@@ -51,31 +51,23 @@ fn coordinate(seed: u64, dim: usize, index: u64) -> f64 {
     u.min(1.0 - f64::EPSILON / 2.0)
 }
 
-/// `u` in [0, 1) mapped onto a distribution the way the random sampler maps its uniform draws.
+/// `u` in [0, 1) mapped onto a distribution the way the random sampler maps its uniform draws
+/// (floats and log ints through `random::from_unit`; linear ints and choices by index).
 fn value(dist: &Distribution, u: f64) -> ParamValue {
+    if let Some(v) = crate::random::from_unit(dist, u) {
+        return v;
+    }
     match dist {
-        Distribution::Float { low, high, log } => {
-            let v = if *log {
-                (low.ln() + u * (high.ln() - low.ln())).exp()
-            } else {
-                low + u * (high - low)
-            };
-            ParamValue::Float(v.clamp(*low, *high))
-        }
-        Distribution::Int { low, high, log, step } => {
-            if *log {
-                let (a, b) = ((*low as f64 - 0.5).ln(), (*high as f64 + 0.5).ln());
-                ParamValue::Int(((a + u * (b - a)).exp().round() as i64).clamp(*low, *high))
-            } else {
-                let step = step.unwrap_or(1);
-                let n = (high - low) / step + 1;
-                let k = ((u * n as f64) as i64).min(n - 1);
-                ParamValue::Int(low + k * step)
-            }
+        Distribution::Int { low, high, step, .. } => {
+            let step = step.unwrap_or(1);
+            let n = (high - low) / step + 1;
+            let k = ((u * n as f64) as i64).min(n - 1);
+            ParamValue::Int(low + k * step)
         }
         Distribution::Categorical { choices } => {
             ParamValue::Cat(choices[((u * choices.len() as f64) as usize).min(choices.len() - 1)].clone())
         }
+        Distribution::Float { .. } => unreachable!("floats map through from_unit"),
     }
 }
 
