@@ -163,20 +163,16 @@ impl SamplerConfig {
 
     /// TPE exactly as Optuna 5.0's default `TPESampler` (tanren's refinements off).
     pub fn tpe_optuna() -> SamplerConfig {
-        SamplerConfig::Tpe {
-            n_startup_trials: d_startup(),
-            n_ei_candidates: d_ei(),
-            prior_weight: d_prior_weight(),
-            consider_magic_clip: true,
-            consider_endpoints: false,
-            multivariate: None,
-            constant_liar: true,
-            quasi_random_startup: false,
-            n_local_candidates: 0,
-            local_every: 0,
-            local_top: d_local_top(),
-            local_bandwidth: d_local_bw(),
+        let mut c = Self::tpe();
+        if let SamplerConfig::Tpe {
+            n_local_candidates,
+            local_every,
+            ..
+        } = &mut c
+        {
+            (*n_local_candidates, *local_every) = (0, 0);
         }
+        c
     }
 }
 
