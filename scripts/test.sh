@@ -5,6 +5,8 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/setup.sh --no-build
 source scripts/env.sh
+# Binaries first: tests/e2e/cuda_link.rs checks every libtorch binary (worker, serve) as built.
+cargo build --release --workspace --bins
 cargo test --release --workspace
 cargo clippy --release --workspace --all-targets -- -D warnings
 echo "tanren: all tests passed"

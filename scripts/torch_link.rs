@@ -1,9 +1,14 @@
 // Shared by the build.rs of every crate whose binaries or tests link libtorch (trainer, worker, e2e tests).
 //
-// Why: torch-sys links libtorch_cuda, but the default `--as-needed` drops it because no symbol of it is
-// referenced directly, and then `Cuda::is_available()` is false on a GPU host. Link-args from a
-// dependency's build script do not reach the final binary, so each linking crate repeats them here.
-// The rpath lets the binaries find libtorch without LD_LIBRARY_PATH.
+// The rpath lets the binaries find libtorch without LD_LIBRARY_PATH (and lets `dlopen` find
+// libtorch_cuda's siblings).
+//
+// libtorch_cuda is NOT guaranteed by these flags: torch-sys already put `-ltorch_cuda` on the command
+// line under `--as-needed`, and while GNU ld honours the later `--no-as-needed` copy below, mold keeps
+// the first flag it sees for a library and drops it. The guarantee is at run time instead:
+// `tanren_trainer::ensure_torch_cuda()` dlopens it at start-up, whatever the linker did (see
+// crates/tanren-trainer/src/torch_cuda.rs), and tests/e2e/cuda_link.rs checks every libtorch binary.
+// The flags stay so GNU-ld builds also record it as NEEDED (`readelf -d`).
 fn torch_link() {
     println!("cargo:rerun-if-env-changed=TANREN_TORCH_LIB");
     let lib = std::env::var("TANREN_TORCH_LIB").ok().or_else(|| {

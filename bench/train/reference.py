@@ -44,6 +44,7 @@ def main():
     ap.add_argument("--blocks", default="16", help="channels per conv block, comma separated")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--device", default="cpu", help="cpu or cuda (bench/gpu/run.sh)")
     args = ap.parse_args()
 
     torch.set_num_threads(args.threads)
@@ -61,7 +62,8 @@ def main():
     test_loader = DataLoader(test, batch_size=args.batch, shuffle=False)
 
     blocks = [int(c) for c in args.blocks.split(",")]
-    model = PlainCNN(blocks, len(train.classes), args.size)
+    dev = torch.device(args.device)
+    model = PlainCNN(blocks, len(train.classes), args.size).to(dev)
     opt = torch.optim.Adam(model.parameters(), lr=args.lr)
     loss_fn = nn.CrossEntropyLoss()
 
@@ -70,10 +72,13 @@ def main():
         start = time.perf_counter()
         model.train()
         for x, y in train_loader:
+            x, y = x.to(dev, non_blocking=True), y.to(dev, non_blocking=True)
             opt.zero_grad()
             loss = loss_fn(model(x), y)
             loss.backward()
             opt.step()
+        if dev.type == "cuda":
+            torch.cuda.synchronize()
         epoch_seconds.append(time.perf_counter() - start)
 
     start = time.perf_counter()
@@ -81,6 +86,7 @@ def main():
     correct = 0
     with torch.no_grad():
         for x, y in test_loader:
+            x, y = x.to(dev), y.to(dev)
             correct += (model(x).argmax(1) == y).sum().item()
     test_seconds = time.perf_counter() - start
     print(
@@ -94,6 +100,8 @@ def main():
                 "test_accuracy": correct / len(test),
                 "threads": torch.get_num_threads(),
                 "torch": torch.__version__,
+                "device": args.device,
+                "peak_memory_bytes": torch.cuda.max_memory_allocated() if dev.type == "cuda" else None,
             }
         )
     )

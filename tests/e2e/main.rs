@@ -2,9 +2,11 @@
 //! ephemeral ports, each with a fresh temp data dir and SQLite database.
 
 mod common;
+mod cuda_link;
 mod pruning;
 mod refusals;
 mod restart;
+mod serve;
 mod spine;
 mod worker_loss;
 mod ws;

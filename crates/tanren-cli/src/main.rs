@@ -3,6 +3,7 @@
 //! `study watch` follows the study's WebSocket event stream (watch.rs); study requests can come from
 //! `--set` flags and a `--space` TOML file (space.rs).
 
+mod predict;
 mod space;
 mod watch;
 
@@ -52,6 +53,23 @@ enum Cmd {
     Model(ModelCmd),
     /// List workers.
     Workers,
+    /// Classify image files with a running tanren-serve: one line per image (file, class, probability).
+    Predict {
+        /// Image files.
+        files: Vec<PathBuf>,
+        /// tanren-serve URL.
+        #[arg(long, env = "TANREN_SERVE_URL", default_value = "http://127.0.0.1:8500")]
+        server: String,
+        /// Model name (default: the server's only model).
+        #[arg(long)]
+        model: Option<String>,
+        /// Classes per image in --json output.
+        #[arg(long, default_value_t = 5)]
+        top_k: usize,
+        /// Images per request.
+        #[arg(long, default_value_t = 32)]
+        chunk: usize,
+    },
 }
 
 #[derive(Subcommand)]
@@ -225,6 +243,26 @@ async fn run(cli: Cli) -> Result<()> {
         }
     };
     match cli.cmd {
+        Cmd::Predict {
+            files,
+            server,
+            model,
+            top_k,
+            chunk,
+        } => {
+            let p = predict::Predict {
+                server,
+                model,
+                files,
+                top_k,
+                chunk,
+                json: cli.json,
+            };
+            let failed = predict::run(p).await?;
+            if failed > 0 {
+                bail!("{failed} image(s) could not be classified");
+            }
+        }
         Cmd::Dataset(DatasetCmd::Upload { file, name }) => {
             let r = upload(&api, &file, name, !cli.json && std::io::stderr().is_terminal()).await?;
             let v: Value = r.json().await?;

@@ -28,6 +28,9 @@ struct Args {
     lr: f64,
     threads: i32,
     seed: u64,
+    /// `cpu` (default), `cuda`, `cuda:N` or `auto`: bench/gpu/run.sh runs it on the GPU.
+    device: String,
+    bf16: bool,
 }
 
 fn args() -> Args {
@@ -42,6 +45,8 @@ fn args() -> Args {
         lr: 1e-3,
         threads: 2,
         seed: 0,
+        device: "cpu".into(),
+        bf16: false,
     };
     let argv: Vec<String> = std::env::args().skip(1).collect();
     for pair in argv.chunks(2) {
@@ -61,6 +66,8 @@ fn args() -> Args {
             "--threads" => a.threads = num() as i32,
             "--seed" => a.seed = num() as u64,
             "--lr" => a.lr = v.parse().expect("--lr wants a number"),
+            "--device" => a.device = v.into(),
+            "--bf16" => a.bf16 = matches!(v, "1" | "true" | "on"),
             other => panic!("unknown flag {other}"),
         }
     }
@@ -86,8 +93,9 @@ fn matmul_gflops() -> f64 {
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let a = args();
+    tanren_trainer::ensure_torch_cuda();
     tch::set_num_threads(a.threads);
-    let device = Device::Cpu;
+    let device = tanren_trainer::pick_device(&a.device)?;
     let gflops = matmul_gflops();
 
     // Ingest happens once per upload in tanren, so it is reported apart from training.
@@ -104,7 +112,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     params.insert("channels".into(), ParamValue::Int(a.channels));
     params.insert("conv_blocks".into(), ParamValue::Int(a.blocks));
     params.insert("learning_rate".into(), ParamValue::Float(a.lr));
-    let cfg = train_config(&params, manifest.classes.len() as u32, a.seed)?;
+    let mut cfg = train_config(&params, manifest.classes.len() as u32, a.seed)?;
+    cfg.bf16_autocast = a.bf16;
 
     // First use of this (dataset, size, channels) on the machine: an empty cache, so this decodes.
     let t = Instant::now();
@@ -148,6 +157,9 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         "forward_flops": forward_flops(&cfg.model),
         "matmul_gflops": gflops,
         "model": cfg.model,
+        "device": tanren_trainer::device_report(device).device_name,
+        "bf16": a.bf16,
+        "peak_memory_bytes": trained.peak_memory_bytes,
     });
     println!("{out}");
     Ok(())

@@ -7,14 +7,21 @@
 //!   on, but its dtype defaults to fp16; bf16 needs this setter. Its two arguments are `int8_t` enum
 //!   classes, which the x86-64 and AArch64 C ABIs pass like plain `i8`.
 //!
+//! - `dlopen(libtorch_cuda.so, RTLD_NOW | RTLD_GLOBAL)`: loads libtorch's CUDA half at start-up
+//!   (see `torch_cuda.rs` for why the linker cannot be trusted to do it).
+//!
 //! This is the only unsafe code in tanren; each call checks that the symbol exists first.
 #![allow(unsafe_code)]
 
-use std::ffi::{c_int, c_void, CStr};
+use std::ffi::{c_int, c_void, CStr, CString};
 
 const SET_AUTOCAST_DTYPE: &CStr = c"_ZN2at8autocast17set_autocast_dtypeEN3c1010DeviceTypeENS1_10ScalarTypeE";
 const CUDA_MEM_GET_INFO: &CStr = c"cudaMemGetInfo";
 const CUDA_SET_DEVICE: &CStr = c"cudaSetDevice";
+/// CUDA 12+ name of `cudaGetDeviceProperties` (the unsuffixed one is a macro there).
+const CUDA_GET_DEVICE_PROPERTIES: &CStr = c"cudaGetDeviceProperties_v2";
+/// `cudaDeviceProp` is about 1 KiB in CUDA 12/13 and only ever grows; its first field is `char name[256]`.
+const DEVICE_PROP_BUFFER: usize = 16 << 10;
 /// `c10::DeviceType::CUDA` and `c10::ScalarType::BFloat16`.
 const DEVICE_TYPE_CUDA: i8 = 1;
 const SCALAR_TYPE_BFLOAT16: i8 = 15;
@@ -52,4 +59,42 @@ pub fn cuda_mem_info(index: usize) -> Option<(u64, u64)> {
         set(index as c_int) == 0 && get(&mut free, &mut total) == 0
     };
     ok.then_some((free as u64, total as u64))
+}
+
+/// The marketing name of CUDA device `index` ("NVIDIA H200"), or `None` without a CUDA runtime.
+pub fn cuda_device_name(index: usize) -> Option<String> {
+    let get = symbol(CUDA_GET_DEVICE_PROPERTIES)?;
+    let mut prop = vec![0u8; DEVICE_PROP_BUFFER];
+    // SAFETY: `cudaError_t cudaGetDeviceProperties_v2(cudaDeviceProp*, int)`; the buffer is far larger
+    // than the struct, and only its first field (a NUL-terminated char[256]) is read back.
+    let ok = unsafe {
+        let f: extern "C" fn(*mut c_void, c_int) -> c_int = std::mem::transmute(get);
+        f(prop.as_mut_ptr().cast(), index as c_int) == 0
+    };
+    if !ok {
+        return None;
+    }
+    let name = CStr::from_bytes_until_nul(&prop[..256]).ok()?;
+    Some(name.to_string_lossy().into_owned())
+}
+
+/// `dlopen(path, RTLD_NOW | RTLD_GLOBAL)`: the library's static initialisers run (libtorch_cuda
+/// registers its CUDA hooks and kernels there) and its symbols become visible to `dlsym` above. The
+/// handle is never closed: the library stays for the life of the process. `Err` carries `dlerror()`.
+pub fn dlopen_global(path: &std::path::Path) -> Result<(), String> {
+    use std::os::unix::ffi::OsStrExt;
+    let c_path = CString::new(path.as_os_str().as_bytes()).map_err(|e| e.to_string())?;
+    // SAFETY: a NUL-terminated path; dlopen runs the library's initialisers, which is the point.
+    let handle = unsafe { libc::dlopen(c_path.as_ptr(), libc::RTLD_NOW | libc::RTLD_GLOBAL) };
+    if !handle.is_null() {
+        return Ok(());
+    }
+    // SAFETY: dlerror returns a thread-local C string (or null) describing the last dl* failure.
+    let err = unsafe { libc::dlerror() };
+    Err(if err.is_null() {
+        "dlopen failed without a reason".into()
+    } else {
+        // SAFETY: non-null dlerror() results are valid NUL-terminated strings until the next dl* call.
+        unsafe { CStr::from_ptr(err) }.to_string_lossy().into_owned()
+    })
 }

@@ -14,12 +14,14 @@ pub mod memory;
 pub mod model;
 pub mod resnet;
 pub mod schedule;
+pub mod torch_cuda;
 pub mod train;
 
 pub use augment::Augment;
 pub use data::{from_packed, prepare, DeviceData};
 pub use device::{device_report, pick_device, DeviceReport};
 pub use model::{build, forward_flops, parameter_count, Net};
+pub use torch_cuda::{ensure_loaded as ensure_torch_cuda, TorchCuda};
 pub use train::{evaluate, load_model, measure_inference, save_weights, train, EpochControl, Trained};
 
 /// Errors the trainer reports; the worker maps them to gRPC statuses.

@@ -32,16 +32,25 @@ struct Args {
     /// Milliseconds between registrations (heartbeats) with the control plane.
     #[arg(long, env = "TANREN_HEARTBEAT_MS", default_value_t = 5000)]
     heartbeat_ms: u64,
+    /// Print what this binary sees of libtorch and CUDA as one JSON line and exit: 0 when libtorch_cuda
+    /// is loaded (or the torch in use has none), 1 when the torch has CUDA but it could not be loaded.
+    #[arg(long)]
+    self_check: bool,
 }
 
 /// Parse flags from the environment and command line, bind, serve until Ctrl-C.
 pub async fn main() -> anyhow::Result<()> {
+    // Before anything asks libtorch about CUDA (it caches the first answer); see torch_cuda.rs.
+    tanren_trainer::ensure_torch_cuda();
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
         )
         .init();
     let args = Args::parse();
+    if args.self_check {
+        std::process::exit(tanren_trainer::torch_cuda::self_check_main(&args.device));
+    }
     let listener = tokio::net::TcpListener::bind(&args.listen).await?;
     let port = listener.local_addr()?.port();
     let config = crate::Config {

@@ -42,6 +42,7 @@ pub async fn run(config: Config, listener: TcpListener, shutdown: CancellationTo
         worker_id = %config.worker_id,
         device = %report.device,
         device_name = %report.device_name,
+        torch_cuda = %report.torch_cuda.describe(),
         torch = %report.torch_version,
         cuda = report.cuda_available,
         cudnn = report.cudnn_available,
