@@ -6,7 +6,7 @@
 use anyhow::{bail, Context, Result};
 use futures::StreamExt;
 use serde_json::Value;
-use std::io::{IsTerminal, Write};
+use std::io::IsTerminal;
 use std::time::Duration;
 use tokio_tungstenite::tungstenite::Message;
 
