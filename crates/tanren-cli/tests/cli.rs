@@ -139,6 +139,46 @@ async fn refusals_print_the_servers_message_and_exit_non_zero() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_upload_says_which_folders_it_merged() {
+    let c = control().await;
+    // `café` composed (as Linux writes it) in train/, decomposed (as macOS can) in test/.
+    let mut out = std::io::Cursor::new(Vec::new());
+    let mut z = zip::ZipWriter::new(&mut out);
+    let opts = zip::write::SimpleFileOptions::default();
+    for (split, cafe) in [("train", "caf\u{e9}"), ("test", "cafe\u{301}")] {
+        for (c, class) in [cafe, "tea"].iter().enumerate() {
+            for i in 0..2u8 {
+                let img = image::RgbImage::from_pixel(8, 8, image::Rgb([40 * c as u8 + i, 0, 0]));
+                let mut png = std::io::Cursor::new(Vec::new());
+                img.write_to(&mut png, image::ImageFormat::Png).unwrap();
+                z.start_file(format!("{split}/{class}/{i}.png"), opts).unwrap();
+                z.write_all(png.get_ref()).unwrap();
+            }
+        }
+    }
+    z.finish().unwrap();
+    let zip = c.dir.path().join("drinks.zip");
+    std::fs::write(&zip, out.into_inner()).unwrap();
+    let o = tanren(&c.url, &["dataset", "upload", zip.to_str().unwrap()]).await;
+    assert!(o.status.success(), "{}", stderr(&o));
+    let text = String::from_utf8_lossy(&o.stdout);
+    assert!(
+        text.contains(
+            "[0] caf\u{e9}: 2 train, 2 test\n      merged from folders whose names differ only by \
+             Unicode normalisation: cafe\\u{301}, caf\\u{e9}\n  [1] tea"
+        ),
+        "{text}"
+    );
+    let ls = json(&tanren(&c.url, &["--json", "dataset", "ls"]).await);
+    let classes = &ls["datasets"][0]["classes"];
+    assert_eq!(
+        classes[0]["merged_spellings"],
+        serde_json::json!(["cafe\u{301}", "caf\u{e9}"])
+    );
+    assert!(classes[1].get("merged_spellings").is_none(), "{classes}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_closed_stdout_ends_the_command_quietly() {
     let c = control().await;
     let zip = c.dir.path().join("shapes.zip");
