@@ -75,9 +75,9 @@ pub fn ingest_zip(
         Some(p) if !p.as_os_str().is_empty() => p.to_owned(),
         _ => PathBuf::from("."),
     };
-    let sha256 = sha256_file(zip_path)?;
     let mut file = File::open(zip_path)?;
-    // Before the zip crate reads the central directory into memory (one record per declared entry).
+    // Before the zip crate reads the central directory into memory (one record per declared entry),
+    // and before hashing: the cheapest refusal comes first.
     match eocd::declared_entries(&mut file)? {
         Declared::Entries(n) if n > limits.max_entries as u64 => {
             return Err(IngestError::TooManyEntries {
@@ -88,6 +88,7 @@ pub fn ingest_zip(
         Declared::BadZip64(why) => return Err(IngestError::NotAZip(why)),
         Declared::Entries(_) | Declared::NoEndRecord => {}
     }
+    let sha256 = sha256_file(zip_path)?;
     // The file opened, so a failure to parse it is the upload's fault (truncated, not a zip), except
     // for genuine read errors of the disk.
     let mut archive = ZipArchive::new(BufReader::new(file)).map_err(|e| match e {
