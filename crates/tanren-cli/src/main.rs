@@ -3,6 +3,8 @@
 //! `study watch` follows the study's WebSocket event stream (watch.rs); study requests can come from
 //! `--set` flags and a `--space` TOML file (space.rs).
 
+#[macro_use]
+mod out;
 mod predict;
 mod space;
 mod watch;
@@ -10,7 +12,7 @@ mod watch;
 use anyhow::{bail, Context, Result};
 use clap::{Parser, Subcommand};
 use serde_json::{json, Value};
-use std::io::{IsTerminal, Write};
+use std::io::IsTerminal;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -191,27 +193,44 @@ impl Api {
     }
 }
 
+/// `café` as `caf\u{e9}` or `cafe\u{301}`: spellings that look the same, told apart.
+fn code_points(name: &str) -> String {
+    name.chars()
+        .map(|c| {
+            if c.is_ascii() {
+                c.to_string()
+            } else {
+                format!("\\u{{{:x}}}", u32::from(c))
+            }
+        })
+        .collect()
+}
+
 fn print_study(s: &Value) {
     let p = &s["progress"];
-    println!(
+    outln!(
         "study {} `{}`: {}",
         s["id"],
         s["name"].as_str().unwrap_or(""),
         s["state"].as_str().unwrap_or("")
     );
-    println!(
+    outln!(
         "  trials: {} done of {} ({} complete, {} failed, {} running)",
-        p["done"], p["total"], p["complete"], p["failed"], p["running"]
+        p["done"],
+        p["total"],
+        p["complete"],
+        p["failed"],
+        p["running"]
     );
     if let Some(eta) = p["eta_seconds"].as_f64() {
-        println!("  remaining: ~{:.0}s", eta);
+        outln!("  remaining: ~{:.0}s", eta);
     }
     if let Some(err) = s["error"].as_str() {
-        println!("  error: {err}");
+        outln!("  error: {err}");
     }
     let b = &s["best_trial"];
     if !b.is_null() {
-        println!(
+        outln!(
             "  best: trial {} (#{}) val acc {:.4}, test acc {:.4}, params {}",
             b["id"],
             b["number"],
@@ -225,7 +244,7 @@ fn print_study(s: &Value) {
 #[tokio::main]
 async fn main() {
     if let Err(e) = run(Cli::parse()).await {
-        eprintln!("tanren: {e:#}");
+        errln!("tanren: {e:#}");
         std::process::exit(1);
     }
 }
@@ -237,7 +256,7 @@ async fn run(cli: Cli) -> Result<()> {
     };
     let out = |v: &Value, text: &dyn Fn(&Value)| {
         if cli.json {
-            println!("{}", serde_json::to_string_pretty(v).unwrap_or_default());
+            outln!("{}", serde_json::to_string_pretty(v).unwrap_or_default());
         } else {
             text(v)
         }
@@ -267,24 +286,36 @@ async fn run(cli: Cli) -> Result<()> {
             let r = upload(&api, &file, name, !cli.json && std::io::stderr().is_terminal()).await?;
             let v: Value = r.json().await?;
             out(&v, &|d| {
-                println!(
+                outln!(
                     "dataset {} `{}` sha256 {}",
                     d["id"],
                     d["name"].as_str().unwrap_or(""),
                     d["sha256"].as_str().unwrap_or("")
                 );
                 for c in d["classes"].as_array().into_iter().flatten() {
-                    println!(
+                    outln!(
                         "  [{}] {}: {} train, {} test",
                         c["index"],
                         c["name"].as_str().unwrap_or(""),
                         c["train"],
                         c["test"]
                     );
+                    let merged: Vec<String> = c["merged_spellings"]
+                        .as_array()
+                        .into_iter()
+                        .flatten()
+                        .filter_map(|n| n.as_str().map(code_points))
+                        .collect();
+                    if !merged.is_empty() {
+                        outln!(
+                            "      merged from folders whose names differ only by Unicode normalisation: {}",
+                            merged.join(", ")
+                        );
+                    }
                 }
                 let skipped = d["skipped"].as_array().map_or(0, |s| s.len());
                 if skipped > 0 {
-                    println!("  {skipped} files skipped (see --json)");
+                    outln!("  {skipped} files skipped (see --json)");
                 }
             });
         }
@@ -292,7 +323,7 @@ async fn run(cli: Cli) -> Result<()> {
             let v = api.get("/api/v1/datasets").await?;
             out(&v, &|v| {
                 for d in v["datasets"].as_array().into_iter().flatten() {
-                    println!(
+                    outln!(
                         "{}\t{}\t{} classes\t{} train\t{} test",
                         d["id"],
                         d["name"].as_str().unwrap_or(""),
@@ -375,7 +406,7 @@ async fn run(cli: Cli) -> Result<()> {
                         .as_f64()
                         .map(|a| format!("{a:.4}"))
                         .unwrap_or("-".into());
-                    println!(
+                    outln!(
                         "{}\t{}\t{}\t{}/{}\tbest {}",
                         s["id"],
                         s["name"].as_str().unwrap_or(""),
@@ -406,15 +437,15 @@ async fn run(cli: Cli) -> Result<()> {
         Cmd::Trial(TrialCmd::Show { id }) => {
             let v = api.get(&format!("/api/v1/trials/{id}")).await?;
             out(&v, &|t| {
-                println!(
+                outln!(
                     "trial {} (#{}) of study {}: {}",
                     t["id"],
                     t["number"],
                     t["study_id"],
                     t["state"].as_str().unwrap_or("")
                 );
-                println!("  params: {}", t["params"]);
-                println!(
+                outln!("  params: {}", t["params"]);
+                outln!(
                     "  val acc {} test acc {} train {}s, {} ms/image, {} params, worker {} on {}",
                     t["val_accuracy"],
                     t["test_accuracy"],
@@ -425,7 +456,7 @@ async fn run(cli: Cli) -> Result<()> {
                     t["device"]
                 );
                 for e in t["epochs"].as_array().into_iter().flatten() {
-                    println!(
+                    outln!(
                         "  epoch {}: train loss {:.4} val loss {:.4} val acc {:.4}",
                         e["epoch"],
                         e["train_loss"].as_f64().unwrap_or(f64::NAN),
@@ -434,7 +465,7 @@ async fn run(cli: Cli) -> Result<()> {
                     );
                 }
                 if let Some(err) = t["error"].as_str() {
-                    println!("  error: {err}");
+                    outln!("  error: {err}");
                 }
             });
         }
@@ -455,7 +486,7 @@ async fn run(cli: Cli) -> Result<()> {
                 .with_context(|| format!("writing {}", output.display()))?;
             let v = json!({"path": output, "bytes": bytes.len()});
             out(&v, &|_| {
-                println!("wrote {} ({} bytes)", output.display(), bytes.len())
+                outln!("wrote {} ({} bytes)", output.display(), bytes.len())
             });
         }
         Cmd::Workers => {
@@ -471,7 +502,7 @@ async fn run(cli: Cli) -> Result<()> {
                     } else {
                         "down"
                     };
-                    println!(
+                    outln!(
                         "{}\t{}\t{}\t{}\ttorch {}",
                         w["id"].as_str().unwrap_or(""),
                         state,
@@ -522,10 +553,9 @@ async fn upload(
         tokio::spawn(async move {
             loop {
                 let n = sent.load(Ordering::Relaxed);
-                eprint!("\r\x1b[2K{}", upload_line(n, len));
-                let _ = std::io::stderr().flush();
+                err!("\r\x1b[2K{}", upload_line(n, len));
                 if n >= len {
-                    eprint!(" (server is checking the zip)");
+                    err!(" (server is checking the zip)");
                     break;
                 }
                 tokio::time::sleep(std::time::Duration::from_millis(100)).await;
@@ -535,7 +565,7 @@ async fn upload(
     let r = req.send().await;
     if let Some(d) = draw {
         d.abort();
-        eprintln!("\r\x1b[2K{}", upload_line(sent.load(Ordering::Relaxed), len));
+        errln!("\r\x1b[2K{}", upload_line(sent.load(Ordering::Relaxed), len));
     }
     Api::check(r.with_context(|| api.unreachable())?).await
 }
@@ -553,4 +583,13 @@ fn upload_line(sent: u64, len: u64) -> String {
         mb(sent),
         mb(len)
     )
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn spellings_that_look_alike_print_apart() {
+        assert_eq!(super::code_points("caf\u{e9}"), "caf\\u{e9}");
+        assert_eq!(super::code_points("cafe\u{301}"), "cafe\\u{301}");
+    }
 }

@@ -6,7 +6,7 @@
 use anyhow::{bail, Context, Result};
 use futures::StreamExt;
 use serde_json::Value;
-use std::io::{IsTerminal, Write};
+use std::io::IsTerminal;
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -40,7 +40,6 @@ pub async fn run(p: Predict) -> Result<usize> {
     }))
     .buffered(4);
     let (mut done, mut failed) = (0usize, 0usize);
-    let mut stdout = std::io::stdout().lock();
     while let Some(lines) = answers.next().await {
         for (file, answer) in lines? {
             done += 1;
@@ -48,35 +47,30 @@ pub async fn run(p: Predict) -> Result<usize> {
                 Ok(pred) if p.json => {
                     let mut v = pred;
                     v["file"] = Value::String(file.display().to_string());
-                    writeln!(stdout, "{v}")?;
+                    outln!("{v}");
                 }
-                Ok(pred) => writeln!(
-                    stdout,
+                Ok(pred) => outln!(
                     "{}\t{}\t{:.4}",
                     file.display(),
                     pred["class"].as_str().unwrap_or("?"),
                     pred["probability"].as_f64().unwrap_or(f64::NAN)
-                )?,
+                ),
                 Err(msg) => {
                     failed += 1;
                     if p.json {
-                        writeln!(
-                            stdout,
-                            "{}",
-                            serde_json::json!({"file": file.display().to_string(), "error": msg})
-                        )?;
+                        outln!("{}", serde_json::json!({"file": file.display().to_string(), "error": msg}));
                     } else {
-                        eprintln!("{}: {msg}", file.display());
+                        errln!("{}: {msg}", file.display());
                     }
                 }
             }
         }
         if progress {
-            eprint!("\r  {done}/{total} images");
+            err!("\r  {done}/{total} images");
         }
     }
     if progress {
-        eprintln!();
+        errln!();
     }
     Ok(failed)
 }

@@ -6,7 +6,7 @@
 use anyhow::{bail, Context, Result};
 use futures::StreamExt;
 use serde_json::Value;
-use std::io::{IsTerminal, Write};
+use std::io::IsTerminal;
 use std::time::Duration;
 use tokio_tungstenite::tungstenite::Message;
 
@@ -133,7 +133,7 @@ pub async fn watch(base: &str, id: i64, json: bool) -> Result<String> {
                 Ok(Message::Close(frame)) => {
                     if let Some(f) = frame.filter(|f| !f.reason.is_empty()) {
                         if !json {
-                            eprintln!("\nstream closed by the server: {} (resuming)", f.reason);
+                            errln!("\nstream closed by the server: {} (resuming)", f.reason);
                         }
                     }
                     break;
@@ -144,22 +144,22 @@ pub async fn watch(base: &str, id: i64, json: bool) -> Result<String> {
             let m: Value = serde_json::from_str(&text).context("the server sent an unreadable event")?;
             apply(&mut v, &m);
             if json {
-                println!("{text}");
+                outln!("{text}");
             } else if !v.progress.is_null() {
                 let l = line(&v.progress, &v.best, &v.state);
                 if l != last_line {
                     if tty {
-                        print!("\r\x1b[2K{l}");
-                        let _ = std::io::stdout().flush();
+                        out!("\r\x1b[2K{l}");
+                        crate::out::flush();
                     } else {
-                        println!("{l}");
+                        outln!("{l}");
                     }
                     last_line = l;
                 }
             }
             if !v.state.is_empty() && v.state != "running" {
                 if tty {
-                    println!();
+                    outln!();
                 }
                 if let Some(e) = &v.error {
                     if v.state == "failed" {

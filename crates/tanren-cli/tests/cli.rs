@@ -3,7 +3,7 @@
 //! uploads, `study create --space`, and `study watch` over the WebSocket.
 
 use std::io::Write;
-use std::process::{Command, Output};
+use std::process::{Command, Output, Stdio};
 use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 
@@ -45,6 +45,22 @@ async fn tanren(url: &str, args: &[&str]) -> Output {
     tokio::task::spawn_blocking(move || cmd.output().unwrap())
         .await
         .unwrap()
+}
+
+/// `tanren … | head -0`: stdout is a pipe whose reader has already gone, so the first write fails
+/// with EPIPE (Rust ignores SIGPIPE). Closing before the command writes makes that deterministic;
+/// `head -1` would race with the pipe's buffer.
+async fn tanren_into_closed_pipe(url: &str, args: &[&str]) -> Output {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_tanren"));
+    cmd.arg("--url").arg(url).args(args);
+    cmd.stdout(Stdio::piped()).stderr(Stdio::piped());
+    tokio::task::spawn_blocking(move || {
+        let mut child = cmd.spawn().unwrap();
+        drop(child.stdout.take());
+        child.wait_with_output().unwrap()
+    })
+    .await
+    .unwrap()
 }
 
 fn stderr(o: &Output) -> String {
@@ -120,6 +136,89 @@ async fn refusals_print_the_servers_message_and_exit_non_zero() {
 
     let o = tanren(&c.url, &["trial", "show", "not-a-number"]).await;
     assert_eq!(o.status.code(), Some(2), "usage errors are clap's exit code 2");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_upload_says_which_folders_it_merged() {
+    let c = control().await;
+    // `café` composed (as Linux writes it) in train/, decomposed (as macOS can) in test/.
+    let mut out = std::io::Cursor::new(Vec::new());
+    let mut z = zip::ZipWriter::new(&mut out);
+    let opts = zip::write::SimpleFileOptions::default();
+    for (split, cafe) in [("train", "caf\u{e9}"), ("test", "cafe\u{301}")] {
+        for (c, class) in [cafe, "tea"].iter().enumerate() {
+            for i in 0..2u8 {
+                let img = image::RgbImage::from_pixel(8, 8, image::Rgb([40 * c as u8 + i, 0, 0]));
+                let mut png = std::io::Cursor::new(Vec::new());
+                img.write_to(&mut png, image::ImageFormat::Png).unwrap();
+                z.start_file(format!("{split}/{class}/{i}.png"), opts).unwrap();
+                z.write_all(png.get_ref()).unwrap();
+            }
+        }
+    }
+    z.finish().unwrap();
+    let zip = c.dir.path().join("drinks.zip");
+    std::fs::write(&zip, out.into_inner()).unwrap();
+    let o = tanren(&c.url, &["dataset", "upload", zip.to_str().unwrap()]).await;
+    assert!(o.status.success(), "{}", stderr(&o));
+    let text = String::from_utf8_lossy(&o.stdout);
+    assert!(
+        text.contains(
+            "[0] caf\u{e9}: 2 train, 2 test\n      merged from folders whose names differ only by \
+             Unicode normalisation: cafe\\u{301}, caf\\u{e9}\n  [1] tea"
+        ),
+        "{text}"
+    );
+    let ls = json(&tanren(&c.url, &["--json", "dataset", "ls"]).await);
+    let classes = &ls["datasets"][0]["classes"];
+    assert_eq!(
+        classes[0]["merged_spellings"],
+        serde_json::json!(["cafe\u{301}", "caf\u{e9}"])
+    );
+    assert!(classes[1].get("merged_spellings").is_none(), "{classes}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_closed_stdout_ends_the_command_quietly() {
+    let c = control().await;
+    let zip = c.dir.path().join("shapes.zip");
+    std::fs::write(&zip, shapes_zip()).unwrap();
+    let ds = json(&tanren(&c.url, &["--json", "dataset", "upload", zip.to_str().unwrap()]).await);
+    let dataset = ds["id"].to_string();
+    let study = json(
+        &tanren(
+            &c.url,
+            &[
+                "--json",
+                "study",
+                "create",
+                "--dataset",
+                &dataset,
+                "--trials",
+                "2",
+            ],
+        )
+        .await,
+    );
+    let sid = study["id"].to_string();
+    // No worker: the study stays running, so `watch` would follow it forever if it kept going.
+    for args in [
+        &["study", "show", &sid][..],
+        &["--json", "study", "show", &sid],
+        &["dataset", "ls"],
+        &["study", "ls"],
+        &["study", "watch", &sid],
+        &["--json", "study", "watch", &sid],
+    ] {
+        let o = tanren_into_closed_pipe(&c.url, args).await;
+        assert!(!stderr(&o).contains("panicked"), "{args:?}: {}", stderr(&o));
+        assert_eq!(o.status.code(), Some(0), "{args:?}: {}", stderr(&o));
+        assert!(stderr(&o).is_empty(), "{args:?}: {}", stderr(&o));
+    }
+    // Errors still go to stderr with status 1 when stdout is closed.
+    let o = tanren_into_closed_pipe(&c.url, &["study", "show", "999"]).await;
+    assert_eq!(o.status.code(), Some(1));
+    assert!(stderr(&o).contains("study 999 does not exist"), "{}", stderr(&o));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

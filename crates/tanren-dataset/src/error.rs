@@ -36,8 +36,13 @@ pub enum IngestError {
     },
     #[error("unrecognised layout: {0}")]
     UnknownLayout(String),
-    #[error("found {found} class folder(s) with images, need at least 2; put each class's images in its own folder")]
-    TooFewClasses { found: usize },
+    #[error("found {} class folder(s) with images {at}{}, need at least 2; put each class's images in its own folder", found.len(), named(found))]
+    TooFewClasses {
+        /// The class folders found (canonical names).
+        found: Vec<String>,
+        /// Where they were looked for: "at the zip's top level" or "in `outer/inner/`".
+        at: String,
+    },
     #[error("train and test have different classes (only in train: {only_train:?}; only in test: {only_test:?}); give both splits the same class folders")]
     ClassMismatch {
         only_train: Vec<String>,
@@ -55,6 +60,15 @@ pub enum IngestError {
     Decode { path: String, reason: String },
     #[error("I/O error: {0}")]
     Io(#[from] std::io::Error),
+}
+
+/// ` (`a`, `b`)` for a non-empty list of names, "" otherwise.
+fn named(names: &[String]) -> String {
+    if names.is_empty() {
+        return String::new();
+    }
+    let quoted: Vec<String> = names.iter().map(|n| format!("`{n}`")).collect();
+    format!(" ({})", quoted.join(", "))
 }
 
 impl IngestError {

@@ -1,11 +1,13 @@
 //! Safe zip ingest: check everything about an upload, then publish it as a dataset directory.
 //!
-//! Order matters for safety and for cheap refusals: (1) central-directory metadata of every entry
-//! (paths, symlinks, encryption, declared sizes and ratios) before decompressing a byte; (2) layout
-//! and classes from names alone; (3) each candidate image decompressed with its bytes counted (a lying
-//! header cannot beat the limits) and its header's dimensions checked before any decode; (4) full
-//! decodes in parallel. All output goes to a temp dir beside `out_dir`, renamed into place at the
-//! very end, so a refusal (or a crash) never leaves a half-written dataset where readers look.
+//! Order matters for safety and for cheap refusals: (0) the entry count the end-of-central-directory
+//! record declares, read from the file's tail before the central directory is parsed into memory;
+//! (1) central-directory metadata of every entry (paths, symlinks, encryption, declared sizes and
+//! ratios) before decompressing a byte; (2) layout and classes from names alone; (3) each candidate
+//! image decompressed with its bytes counted (a lying header cannot beat the limits) and its
+//! header's dimensions checked before any decode; (4) full decodes in parallel. All output goes to a
+//! temp dir beside `out_dir`, renamed into place at the very end, so a refusal (or a crash) never
+//! leaves a half-written dataset where readers look.
 
 use std::fs::{self, File};
 use std::io::{BufReader, Cursor, ErrorKind, Read};
@@ -16,6 +18,7 @@ use rayon::prelude::*;
 use sha2::{Digest, Sha256};
 use zip::{CompressionMethod, ZipArchive};
 
+use crate::eocd::{self, Declared};
 use crate::layout::{self, Candidate, Entry, Side};
 use crate::manifest::{self, ClassInfo, Layout, Manifest, Sample, Skipped};
 use crate::split::stratified_split;
@@ -72,10 +75,23 @@ pub fn ingest_zip(
         Some(p) if !p.as_os_str().is_empty() => p.to_owned(),
         _ => PathBuf::from("."),
     };
+    let mut file = File::open(zip_path)?;
+    // Before the zip crate reads the central directory into memory (one record per declared entry),
+    // and before hashing: the cheapest refusal comes first.
+    match eocd::declared_entries(&mut file)? {
+        Declared::Entries(n) if n > limits.max_entries as u64 => {
+            return Err(IngestError::TooManyEntries {
+                count: usize::try_from(n).unwrap_or(usize::MAX),
+                limit: limits.max_entries,
+            })
+        }
+        Declared::BadZip64(why) => return Err(IngestError::NotAZip(why)),
+        Declared::Entries(_) | Declared::NoEndRecord => {}
+    }
     let sha256 = sha256_file(zip_path)?;
     // The file opened, so a failure to parse it is the upload's fault (truncated, not a zip), except
     // for genuine read errors of the disk.
-    let mut archive = ZipArchive::new(BufReader::new(File::open(zip_path)?)).map_err(|e| match e {
+    let mut archive = ZipArchive::new(BufReader::new(file)).map_err(|e| match e {
         zip::result::ZipError::Io(io)
             if !matches!(io.kind(), ErrorKind::UnexpectedEof | ErrorKind::InvalidData) =>
         {
@@ -83,6 +99,8 @@ pub fn ingest_zip(
         }
         other => IngestError::NotAZip(other.to_string()),
     })?;
+    // Still checked: the zip crate can settle on an earlier end record than the one checked above
+    // (it searches backwards past one it cannot use); each entry it parsed took 46 bytes of the file.
     if archive.len() > limits.max_entries {
         return Err(IngestError::TooManyEntries {
             count: archive.len(),
@@ -152,13 +170,15 @@ pub fn ingest_zip(
 
     let mut classes: Vec<ClassInfo> = plan
         .classes
-        .iter()
+        .into_iter()
+        .zip(plan.merged)
         .enumerate()
-        .map(|(index, name)| ClassInfo {
+        .map(|(index, (name, merged_spellings))| ClassInfo {
             index,
-            name: name.clone(),
+            name,
             train: 0,
             test: 0,
+            merged_spellings,
         })
         .collect();
     let (mut train, mut test) = (Vec::new(), Vec::new());

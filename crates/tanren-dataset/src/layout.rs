@@ -4,6 +4,8 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
+use unicode_normalization::UnicodeNormalization;
+
 use crate::manifest::{Layout, Skipped};
 use crate::IngestError;
 
@@ -38,8 +40,10 @@ pub(crate) struct Candidate {
 #[derive(Debug)]
 pub(crate) struct Plan {
     pub layout: Layout,
-    /// Sorted by byte order; position = class index.
+    /// Canonical (NFC) names sorted by byte order; position = class index.
     pub classes: Vec<String>,
+    /// Per class: the zip's spellings of its folder when there were several (see `canonical`).
+    pub merged: Vec<Vec<String>>,
     pub candidates: Vec<Candidate>,
     pub skipped: Vec<Skipped>,
 }
@@ -93,11 +97,40 @@ fn skip(skipped: &mut Vec<Skipped>, e: &Entry, reason: &str) {
     });
 }
 
+/// Most wrapper folders (a single folder holding everything) looked through for the dataset:
+/// `outer/inner/train/…` has two. Zips made by archiving a parent folder, or a download's folder,
+/// nest one or two deep; past this bound the refusal names how deep the nesting went instead.
+pub(crate) const MAX_WRAPPERS: usize = 4;
+
+/// Canonical form of a folder name for comparing classes: NFC (composed).
+///
+/// `café` can be spelled with U+00E9 (NFC: Linux, Windows, most zip tools) or with `e` + U+0301
+/// (NFD: names written on macOS's HFS+ and by some of its tools). A dataset assembled on two
+/// machines can hold both spellings of one folder. They are the same name to every person who reads
+/// them, so they are merged into one class under the NFC spelling rather than refused: a refusal
+/// would ask the person to fix a difference they cannot see. The merge is not silent:
+/// `ClassInfo::merged_spellings` lists the spellings found (manifest and upload response). NFKC is
+/// not used: it would also merge names that look different (`ﬁ` and `fi`, `²` and `2`).
+fn canonical(name: &str) -> String {
+    name.nfc().collect()
+}
+
+/// Where the dataset root is, for messages: "in `outer/inner/`", or "at the zip's top level".
+fn describe(prefix: &[String]) -> String {
+    if prefix.is_empty() {
+        "at the zip's top level".to_owned()
+    } else {
+        format!("in `{}/`", prefix.join("/"))
+    }
+}
+
 /// Decide the layout and the class of every file. Refuses only on structure (`UnknownLayout`,
 /// `ClassMismatch`, `TooFewClasses`); empty classes are found after decoding, by the caller.
 pub(crate) fn plan(entries: &[Entry]) -> Result<Plan, IngestError> {
     let mut skipped = Vec::new();
-    let mut visible: Vec<&Entry> = Vec::new();
+    // Visible entries with their components in canonical form, which decide structure; `Entry.name`
+    // (the zip's own spelling) is what messages and `skipped` show.
+    let mut visible: Vec<(&Entry, Vec<String>)> = Vec::new();
     for e in entries {
         if e.comps.is_empty() {
             continue;
@@ -108,7 +141,7 @@ pub(crate) fn plan(entries: &[Entry]) -> Result<Plan, IngestError> {
             }
             continue;
         }
-        visible.push(e);
+        visible.push((e, e.comps.iter().map(|c| canonical(c)).collect()));
     }
     // Directory components of an entry: all of a directory entry, all but the last of a file.
     let dirs_of = |e: &Entry| {
@@ -119,37 +152,50 @@ pub(crate) fn plan(entries: &[Entry]) -> Result<Plan, IngestError> {
         }
     };
 
-    // One optional wrapper folder (e.g. `pets/`): strip it when it is the only top-level folder and
-    // has folders inside it. Top-level files beside it do not count against it.
-    let tops: BTreeSet<&str> = visible
-        .iter()
-        .filter(|e| dirs_of(e) >= 1)
-        .map(|e| e.comps[0].as_str())
-        .collect();
-    let strip = tops.len() == 1 && {
-        let root = *tops.first().expect("one element");
-        !is_named(root, "train") && !is_named(root, "test") && visible.iter().any(|e| dirs_of(e) >= 2)
-    };
-    let root = if strip {
-        tops.first().map(|s| s.to_string())
-    } else {
-        None
-    };
+    // Wrapper folders (e.g. `pets/`, or `outer/inner/`): descend while everything with a folder is
+    // inside one single folder that is not train/test and has folders inside it. Files beside a
+    // wrapper do not count against it (they are skipped below).
+    let mut root: Vec<String> = Vec::new();
+    loop {
+        let depth = root.len();
+        let inside = |(e, c): &&(&Entry, Vec<String>)| c.starts_with(&root) && dirs_of(e) > depth;
+        let tops: BTreeSet<&str> = visible
+            .iter()
+            .filter(inside)
+            .map(|(_, c)| c[depth].as_str())
+            .collect();
+        let wrapper = match tops.first() {
+            Some(top) if tops.len() == 1 && !is_named(top, "train") && !is_named(top, "test") => {
+                let deeper = visible.iter().filter(inside).any(|(e, _)| dirs_of(e) > depth + 1);
+                deeper.then(|| (*top).to_owned())
+            }
+            _ => None,
+        };
+        let Some(wrapper) = wrapper else { break };
+        if depth == MAX_WRAPPERS {
+            root.push(wrapper);
+            return Err(IngestError::UnknownLayout(format!(
+                "found only single folders nested one inside the other, down to `{}/`; tanren looks \
+                 through at most {MAX_WRAPPERS} such wrapper folders for `train/` and `test/` or class \
+                 folders; zip the folder that holds them",
+                root.join("/")
+            )));
+        }
+        root.push(wrapper);
+    }
 
     // Entries relative to the dataset root, with the ones outside it skipped.
     let mut rel: Vec<(&Entry, &[String])> = Vec::new();
-    for e in visible {
-        match &root {
-            Some(r) if e.comps[0] != *r => {
-                if !e.is_dir {
-                    skip(&mut skipped, e, "file outside the dataset's top-level folder");
-                }
+    for (e, c) in &visible {
+        if !c.starts_with(&root) {
+            if !e.is_dir {
+                skip(&mut skipped, e, "file outside the dataset's top-level folder");
             }
-            Some(_) if e.comps.len() > 1 => rel.push((e, &e.comps[1..])),
-            Some(_) => {}
-            None => rel.push((e, &e.comps[..])),
+        } else if c.len() > root.len() {
+            rel.push((e, &c[root.len()..]));
         }
     }
+    let at = describe(&root);
 
     let has_train = rel
         .iter()
@@ -167,14 +213,17 @@ pub(crate) fn plan(entries: &[Entry]) -> Result<Plan, IngestError> {
                 ("test", "train")
             };
             return Err(IngestError::UnknownLayout(format!(
-                "found a `{found}/` folder but no `{missing}/` folder; upload `train/<class>/` and `test/<class>/` \
-                 folders, or only `<class>/` folders to have tanren split them 80/20"
+                "found a `{found}/` folder but no `{missing}/` folder beside it ({at}); upload \
+                 `train/<class>/` and `test/<class>/` folders, or only `<class>/` folders to have \
+                 tanren split them 80/20"
             )));
         }
     };
 
-    // (side, class name) -> zip entries of files in that class (recursively).
+    // (side, canonical class name) -> zip entries of files in that class (recursively), and the
+    // spellings of each class's folder as the zip has them.
     let mut members: BTreeMap<(Option<Side>, String), Vec<&Entry>> = BTreeMap::new();
+    let mut spellings: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
     for (e, c) in rel {
         let (side, rest) = match layout {
             Layout::ClassFolders => (None, c),
@@ -198,6 +247,9 @@ pub(crate) fn plan(entries: &[Entry]) -> Result<Plan, IngestError> {
             }
             continue;
         }
+        // The same component of the zip's own name: canonical form keeps the component count.
+        let raw = &e.comps[e.comps.len() - rest.len()];
+        spellings.entry(rest[0].clone()).or_default().insert(raw.clone());
         let list = members.entry((side, rest[0].clone())).or_default();
         if e.is_dir {
             continue;
@@ -235,9 +287,19 @@ pub(crate) fn plan(entries: &[Entry]) -> Result<Plan, IngestError> {
         }
     };
     if classes.len() < 2 {
-        return Err(IngestError::TooFewClasses { found: classes.len() });
+        return Err(IngestError::TooFewClasses {
+            found: classes.into_iter().collect(),
+            at,
+        });
     }
     let classes: Vec<String> = classes.into_iter().collect();
+    let merged = classes
+        .iter()
+        .map(|c| match spellings.remove(c) {
+            Some(s) if s.len() > 1 => s.into_iter().collect(),
+            _ => Vec::new(),
+        })
+        .collect();
     let mut candidates = Vec::new();
     for ((side, class), list) in members {
         let class = classes.binary_search(&class).expect("class collected above");
@@ -255,6 +317,7 @@ pub(crate) fn plan(entries: &[Entry]) -> Result<Plan, IngestError> {
     Ok(Plan {
         layout,
         classes,
+        merged,
         candidates,
         skipped,
     })

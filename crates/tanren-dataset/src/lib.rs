@@ -6,6 +6,7 @@
 //! written or how much is read; the dataset directory appears only once everything has been checked.
 
 pub mod cache;
+mod eocd;
 mod error;
 pub mod ingest;
 mod layout;

@@ -32,19 +32,25 @@ pub struct Manifest {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Layout {
-    /// `train/<class>/*` and `test/<class>/*`, optionally inside one top-level folder.
+    /// `train/<class>/*` and `test/<class>/*`, optionally inside up to 4 wrapper folders.
     TrainTest,
-    /// Only `<class>/*` folders (optionally inside one top-level folder); split 80/20 stratified.
+    /// Only `<class>/*` folders (optionally inside up to 4 wrapper folders); split 80/20 stratified.
     ClassFolders,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ClassInfo {
     pub index: usize,
-    /// The folder name as it appeared in the zip.
+    /// The folder name as it appeared in the zip, in Unicode NFC (composed) form, which is the
+    /// zip's own spelling unless the zip used decomposed (NFD) names, as macOS tools can.
     pub name: String,
     pub train: usize,
     pub test: usize,
+    /// The zip's spellings of this class's folder when it had more than one that differ only by
+    /// Unicode normalisation (`café` as U+00E9 and as `e` + U+0301): their images were merged into
+    /// this one class. Empty (and absent from JSON) otherwise.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub merged_spellings: Vec<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

@@ -316,3 +316,151 @@ fn existing_output_is_not_touched() {
     assert!(!err.is_client_error());
     assert_eq!(listing(parent.path()), vec![out]);
 }
+
+/// `café` composed (NFC: Linux, Windows) and decomposed (NFD: macOS's HFS+).
+const CAFE_NFC: &str = "caf\u{e9}";
+const CAFE_NFD: &str = "cafe\u{301}";
+
+#[test]
+fn folder_names_differing_only_by_normalisation_are_one_class() {
+    let zip = with_classes(Zip::new(), "", &[(CAFE_NFC, 3), (CAFE_NFD, 2), ("tea", 5)], 0).bytes();
+    let (parent, m) = ok(&zip, 0);
+    assert_eq!(m.classes.len(), 2, "{:?}", m.classes);
+    let cafe = &m.classes[0];
+    assert_eq!(cafe.name, CAFE_NFC);
+    assert_eq!(cafe.train + cafe.test, 5);
+    // Sorted by bytes: `e` (0x65) before the first byte of `é` (0xC3).
+    assert_eq!(cafe.merged_spellings, [CAFE_NFD, CAFE_NFC]);
+    assert!(m.classes[1].merged_spellings.is_empty());
+    check_files(&parent.path().join("ds"), &m);
+    let json = std::fs::read_to_string(parent.path().join("ds/manifest.json")).expect("manifest");
+    assert_eq!(json.matches("merged_spellings").count(), 1, "absent when empty");
+
+    // A zip made entirely on macOS: one spelling, NFD. The class is named in NFC, nothing merged.
+    let zip = with_classes(Zip::new(), "", &[(CAFE_NFD, 2), ("tea", 2)], 0).bytes();
+    let (_p, m) = ok(&zip, 0);
+    assert_eq!(
+        (m.classes[0].name.as_str(), m.classes[0].merged_spellings.len()),
+        (CAFE_NFC, 0)
+    );
+
+    // train/ written on one machine, test/ on another: the same classes, not a mismatch.
+    let zip = with_classes(Zip::new(), "train/", &[(CAFE_NFC, 2), ("tea", 2)], 0);
+    let zip = with_classes(zip, "test/", &[(CAFE_NFD, 1), ("tea", 1)], 50).bytes();
+    let (_p, m) = ok(&zip, 0);
+    assert_eq!(m.layout, Layout::TrainTest);
+    assert_eq!(counts(&m), [(CAFE_NFC, 2, 1), ("tea", 2, 1)]);
+    assert_eq!(m.classes[0].merged_spellings, [CAFE_NFD, CAFE_NFC]);
+}
+
+#[test]
+fn dataset_inside_nested_wrapper_folders_is_found() {
+    let zip = with_classes(Zip::new(), "outer/inner/train/", &[("cat", 2), ("dog", 3)], 0);
+    let zip = with_classes(zip, "outer/inner/test/", &[("cat", 1), ("dog", 1)], 50)
+        .dir("outer/")
+        .dir("outer/inner/")
+        .file("outer/README.txt", b"about")
+        .file("outer/inner/LICENSE", b"cc-by")
+        .bytes();
+    let (parent, m) = ok(&zip, 0);
+    assert_eq!(m.layout, Layout::TrainTest);
+    assert_eq!(counts(&m), [("cat", 2, 1), ("dog", 3, 1)]);
+    let skipped: Vec<&str> = m.skipped.iter().map(|s| s.path.as_str()).collect();
+    assert_eq!(skipped, ["outer/README.txt", "outer/inner/LICENSE"]);
+    check_files(&parent.path().join("ds"), &m);
+
+    // Class folders four wrappers deep.
+    let zip = with_classes(Zip::new(), "a/b/c/d/", &[("cat", 2), ("dog", 2)], 0).bytes();
+    let (_p, m) = ok(&zip, 0);
+    assert_eq!((m.layout, m.classes.len()), (Layout::ClassFolders, 2));
+
+    // Five is past the bound: the refusal says how deep it went.
+    let zip = with_classes(Zip::new(), "a/b/c/d/e/", &[("cat", 2), ("dog", 2)], 0).bytes();
+    let err = refused(&zip, &Limits::default(), "unknown_layout");
+    assert!(err.to_string().contains("`a/b/c/d/e/`"), "{err}");
+
+    // What a refusal names is where it looked.
+    let zip = with_classes(Zip::new(), "outer/inner/train/", &[("cat", 2), ("dog", 2)], 0).bytes();
+    let err = refused(&zip, &Limits::default(), "unknown_layout");
+    assert!(
+        err.to_string()
+            .contains("no `test/` folder beside it (in `outer/inner/`)"),
+        "{err}"
+    );
+    let zip = with_classes(Zip::new(), "outer/", &[("cat", 3)], 0).bytes();
+    let err = refused(&zip, &Limits::default(), "too_few_classes");
+    assert!(
+        err.to_string()
+            .starts_with("found 1 class folder(s) with images in `outer/` (`cat`), need at least 2"),
+        "{err}"
+    );
+}
+
+/// `zip` with its end-of-central-directory record claiming `entries` (both count fields).
+fn claiming(mut zip: Vec<u8>, entries: u16) -> Vec<u8> {
+    let eocd = zip.len() - 22;
+    set_u16(&mut zip[eocd..], 8, entries);
+    set_u16(&mut zip[eocd..], 10, entries);
+    zip
+}
+
+/// `zip` turned zip64: a zip64 end record claiming `entries` and its locator, inserted before the
+/// end record, whose own count then says "see zip64" (0xFFFF).
+fn claiming_zip64(zip: Vec<u8>, entries: u64) -> Vec<u8> {
+    let eocd = zip.len() - 22;
+    let (cd_size, cd_offset) = {
+        let e = &zip[eocd..];
+        (
+            u32::from_le_bytes(e[12..16].try_into().unwrap()),
+            u32::from_le_bytes(e[16..20].try_into().unwrap()),
+        )
+    };
+    let mut out = zip[..eocd].to_vec();
+    let eocd64_at = out.len() as u64;
+    out.extend_from_slice(b"PK\x06\x06");
+    out.extend_from_slice(&44u64.to_le_bytes());
+    out.extend_from_slice(&[45, 0, 45, 0]); // versions
+    out.extend_from_slice(&[0; 8]); // disk numbers
+    out.extend_from_slice(&entries.to_le_bytes());
+    out.extend_from_slice(&entries.to_le_bytes());
+    out.extend_from_slice(&u64::from(cd_size).to_le_bytes());
+    out.extend_from_slice(&u64::from(cd_offset).to_le_bytes());
+    out.extend_from_slice(b"PK\x06\x07");
+    out.extend_from_slice(&0u32.to_le_bytes());
+    out.extend_from_slice(&eocd64_at.to_le_bytes());
+    out.extend_from_slice(&1u32.to_le_bytes());
+    out.extend_from_slice(&zip[eocd..]);
+    claiming(out, u16::MAX)
+}
+
+#[test]
+fn entry_count_is_checked_from_the_end_record_before_parsing() {
+    let zip = || with_classes(Zip::new(), "", &[("a", 2), ("b", 2)], 0).bytes();
+    // The claim alone decides: parsing 60000 central headers would fail on the fifth (not a zip).
+    let lim = Limits {
+        max_entries: 50_000,
+        ..Limits::default()
+    };
+    let err = refused(&claiming(zip(), 60_000), &lim, "too_many_entries");
+    assert_eq!(
+        err.to_string(),
+        "the zip has 60000 entries, more than the limit of 50000; upload fewer files"
+    );
+    refused(
+        &claiming_zip64(zip(), 3_000_000),
+        &Limits::default(),
+        "too_many_entries",
+    );
+    // Within the limit, the same claims are merely a broken zip.
+    refused(&claiming(zip(), 40_000), &lim, "not_a_zip");
+    refused(&claiming_zip64(zip(), 100), &Limits::default(), "not_a_zip");
+    // The zip64 form of an honest count is read as such.
+    let (_p, m) = ok(&claiming_zip64(zip(), 4), 0);
+    assert_eq!(m.classes.len(), 2);
+    // A zip64 locator pointing at nothing.
+    let mut bad = claiming_zip64(zip(), 4);
+    let locator = bad.len() - 22 - 20;
+    set_u32(&mut bad[locator..], 8, 3);
+    let err = refused(&bad, &Limits::default(), "not_a_zip");
+    assert!(err.to_string().contains("zip64 end record"), "{err}");
+}
