@@ -3,7 +3,9 @@
 //! Each image of a request is one job. Jobs go into one queue per model; a dedicated OS thread (the
 //! only one that touches that model's network) takes the oldest job and keeps collecting until the
 //! batch holds `max_batch` images or the oldest job has waited `max_delay`, runs the batch, and answers
-//! every job through its own oneshot channel.
+//! every job through its own oneshot channel. It waits only while another request is on its way
+//! (announced by its handler, still decoding): a lone request runs at once instead of paying
+//! `max_delay` for company that cannot come.
 //!
 //! Invariant: every job accepted by [`Batcher::submit`] is answered exactly once — with its own row
 //! of the output, an error for the whole batch, or "deadline exceeded" — or dropped only because its
@@ -62,6 +64,8 @@ pub struct Stats {
 pub struct Batcher {
     tx: mpsc::Sender<Job>,
     queued: Arc<AtomicUsize>,
+    /// Requests announced (decoding their images) but not yet queued.
+    coming: Arc<AtomicUsize>,
     config: BatchConfig,
     pub stats: Arc<Stats>,
 }
@@ -72,22 +76,37 @@ impl Batcher {
     pub fn start(model: Loaded, config: BatchConfig) -> Self {
         let (tx, rx) = mpsc::channel::<Job>();
         let queued = Arc::new(AtomicUsize::new(0));
+        let coming = Arc::new(AtomicUsize::new(0));
         let stats = Arc::new(Stats::default());
-        let (q, s) = (queued.clone(), stats.clone());
+        let (q, c, s) = (queued.clone(), coming.clone(), stats.clone());
         std::thread::Builder::new()
             .name(format!("batcher-{}", model.info.name))
-            .spawn(move || run(model, rx, q, s, config))
+            .spawn(move || run(model, rx, q, c, s, config))
             .expect("spawn the batcher thread");
         Batcher {
             tx,
             queued,
+            coming,
             config,
             stats,
         }
     }
 
+    /// Say a request is on its way (its images are being decoded), so a batch being collected waits
+    /// for it; the guard withdraws the announcement when dropped (after `submit` queued its images,
+    /// or on any early return).
+    pub fn announce(&self) -> Coming {
+        self.coming.fetch_add(1, Ordering::AcqRel);
+        Coming(self.coming.clone())
+    }
+
     /// Queue every image of one request (all or none) and wait for all their rows, in order.
-    pub async fn submit(&self, images: Vec<ImageData>, deadline: Instant) -> Result<Vec<Row>, ServeError> {
+    pub async fn submit(
+        &self,
+        images: Vec<ImageData>,
+        deadline: Instant,
+        coming: Coming,
+    ) -> Result<Vec<Row>, ServeError> {
         let n = images.len();
         self.reserve(n)?;
         let mut waiting = Vec::with_capacity(n);
@@ -105,6 +124,7 @@ impl Batcher {
             }
             waiting.push(rx);
         }
+        drop(coming);
         let all = async {
             let mut rows = Vec::with_capacity(n);
             for rx in waiting {
@@ -138,10 +158,20 @@ impl Batcher {
     }
 }
 
+/// Withdraws a request's announcement (see [`Batcher::announce`]) when dropped.
+pub struct Coming(Arc<AtomicUsize>);
+
+impl Drop for Coming {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
 fn run(
     model: Loaded,
     rx: mpsc::Receiver<Job>,
     queued: Arc<AtomicUsize>,
+    coming: Arc<AtomicUsize>,
     stats: Arc<Stats>,
     cfg: BatchConfig,
 ) {
@@ -150,17 +180,23 @@ fn run(
         let flush_at = first.enqueued + cfg.max_delay;
         let mut batch = vec![first];
         while batch.len() < max {
+            // What is already queued joins at once.
+            match rx.try_recv() {
+                Ok(job) => {
+                    batch.push(job);
+                    continue;
+                }
+                Err(TryRecvError::Disconnected) => break,
+                Err(TryRecvError::Empty) => {}
+            }
+            // Wait for more only while someone is on the way, and not past the oldest job's delay.
             let wait = flush_at.saturating_duration_since(Instant::now());
-            let next = if wait.is_zero() {
-                // Past the delay: take only what is already there.
-                rx.try_recv().map_err(|e| matches!(e, TryRecvError::Disconnected))
-            } else {
-                rx.recv_timeout(wait)
-                    .map_err(|e| matches!(e, RecvTimeoutError::Disconnected))
-            };
-            match next {
+            if wait.is_zero() || coming.load(Ordering::Acquire) == 0 {
+                break;
+            }
+            match rx.recv_timeout(wait) {
                 Ok(job) => batch.push(job),
-                Err(_) => break,
+                Err(RecvTimeoutError::Timeout | RecvTimeoutError::Disconnected) => break,
             }
         }
         queued.fetch_sub(batch.len(), Ordering::AcqRel);

@@ -120,6 +120,7 @@ async fn classify(
     let model = served(&s, &name)?;
     let deadline = deadline(&s, &headers)?;
     let _permit = admit(&s)?;
+    let coming = model.batcher.announce();
     let k = model.info.classes.len();
     let top_k = match q.top_k {
         Some(0) => return Err(ServeError::BadRequest("top_k must be at least 1".into()).into()),
@@ -134,7 +135,7 @@ async fn classify(
         .map_err(ServeError::internal)??;
     let rows = model
         .batcher
-        .submit(pixels.into_iter().map(ImageData::Pixels).collect(), deadline)
+        .submit(pixels.into_iter().map(ImageData::Pixels).collect(), deadline, coming)
         .await?;
     let predictions: Vec<serde_json::Value> = rows
         .iter()

@@ -139,6 +139,7 @@ async fn infer(
     let model = served(&s, &name)?;
     let deadline = deadline(&s, &headers)?;
     let _permit = admit(&s)?;
+    let coming = model.batcher.announce();
     let req: InferRequest = serde_json::from_slice(&body)
         .map_err(|e| ServeError::BadRequest(format!("the body is not a v2 inference request: {e}")))?;
     let [input] = <[InputTensor; 1]>::try_from(req.inputs).map_err(|v| {
@@ -229,7 +230,7 @@ async fn infer(
         ))
         .into());
     }
-    let rows = model.batcher.submit(images, deadline).await?;
+    let rows = model.batcher.submit(images, deadline, coming).await?;
     let k = model.info.classes.len();
     let outputs: Vec<serde_json::Value> = wanted
         .iter()
