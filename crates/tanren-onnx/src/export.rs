@@ -40,11 +40,21 @@ impl Graph {
     }
 
     fn f32(&mut self, name: &str, dims: &[usize], data: &[f32]) {
-        self.inits.push(tensor(name, dims, data_type::FLOAT, data.iter().flat_map(|v| v.to_le_bytes()).collect()));
+        self.inits.push(tensor(
+            name,
+            dims,
+            data_type::FLOAT,
+            data.iter().flat_map(|v| v.to_le_bytes()).collect(),
+        ));
     }
 
     fn i8(&mut self, name: &str, dims: &[usize], data: &[i8]) {
-        self.inits.push(tensor(name, dims, data_type::INT8, data.iter().map(|&v| v as u8).collect()));
+        self.inits.push(tensor(
+            name,
+            dims,
+            data_type::INT8,
+            data.iter().map(|&v| v as u8).collect(),
+        ));
     }
 }
 
@@ -123,9 +133,27 @@ pub fn model(
             names[0] = "input_normalized".into();
             g.f32("input_scale", &[], &[(1.0 / (255.0 * norm.std)) as f32]);
             g.f32("input_offset", &[], &[(norm.mean / norm.std) as f32]);
-            g.node("Cast", "input_cast", &[INPUT], "input_float", vec![int("to", data_type::FLOAT as i64)]);
-            g.node("Mul", "input_mul", &["input_float", "input_scale"], "input_scaled", vec![]);
-            g.node("Sub", "input_sub", &["input_scaled", "input_offset"], &names[0], vec![]);
+            g.node(
+                "Cast",
+                "input_cast",
+                &[INPUT],
+                "input_float",
+                vec![int("to", data_type::FLOAT as i64)],
+            );
+            g.node(
+                "Mul",
+                "input_mul",
+                &["input_float", "input_scale"],
+                "input_scaled",
+                vec![],
+            );
+            g.node(
+                "Sub",
+                "input_sub",
+                &["input_scaled", "input_offset"],
+                &names[0],
+                vec![],
+            );
             data_type::UINT8
         }
         None => data_type::FLOAT,
@@ -147,8 +175,20 @@ pub fn model(
                     let (qv, dqv) = (format!("{base}.q"), format!("{base}.dq"));
                     g.f32(&s, &[], &[symmetric_scale(q.ranges[v].max_abs())]);
                     g.i8(&z, &[], &[0]);
-                    g.node("QuantizeLinear", &format!("{base}.quantize"), &[base, &s, &z], &qv, vec![]);
-                    g.node("DequantizeLinear", &format!("{base}.dequantize"), &[&qv, &s, &z], &dqv, vec![]);
+                    g.node(
+                        "QuantizeLinear",
+                        &format!("{base}.quantize"),
+                        &[base, &s, &z],
+                        &qv,
+                        vec![],
+                    );
+                    g.node(
+                        "DequantizeLinear",
+                        &format!("{base}.dequantize"),
+                        &[&qv, &s, &z],
+                        &dqv,
+                        vec![],
+                    );
                     dqv
                 })
                 .clone();
@@ -156,7 +196,14 @@ pub fn model(
         let (w_name, b_name) = (format!("{}.weight", node.name), format!("{}.bias", node.name));
         match &node.op {
             Op::Conv(c) => {
-                weight(&mut g, &w_name, &[c.cout, c.cin, c.k, c.k], &c.w, c.cout, quant.is_some());
+                weight(
+                    &mut g,
+                    &w_name,
+                    &[c.cout, c.cin, c.k, c.k],
+                    &c.w,
+                    c.cout,
+                    quant.is_some(),
+                );
                 g.f32(&b_name, &[c.cout], &c.b);
                 let (k, s, p) = (c.k as i64, c.stride as i64, c.pad as i64);
                 g.node(
@@ -176,7 +223,13 @@ pub fn model(
             Op::Gemm(l) => {
                 weight(&mut g, &w_name, &[l.out, l.inp], &l.w, l.out, quant.is_some());
                 g.f32(&b_name, &[l.out], &l.b);
-                g.node("Gemm", &node.name, &[&x, &w_name, &b_name], &out, vec![int("transB", 1)]);
+                g.node(
+                    "Gemm",
+                    &node.name,
+                    &[&x, &w_name, &b_name],
+                    &out,
+                    vec![int("transB", 1)],
+                );
             }
             Op::Relu => g.node("Relu", &node.name, &[&x], &out, vec![]),
             Op::MaxPool2 => g.node(
@@ -227,11 +280,21 @@ fn weight(g: &mut Graph, name: &str, dims: &[usize], w: &[f32], channels: usize,
         return;
     }
     let (q, scales) = quantize_per_channel(w, channels);
-    let (qn, sn, zn) = (format!("{name}_quantized"), format!("{name}_scale"), format!("{name}_zero_point"));
+    let (qn, sn, zn) = (
+        format!("{name}_quantized"),
+        format!("{name}_scale"),
+        format!("{name}_zero_point"),
+    );
     g.i8(&qn, dims, &q);
     g.f32(&sn, &[channels], &scales);
     g.i8(&zn, &[channels], &vec![0; channels]);
-    g.node("DequantizeLinear", &format!("{name}_dequantize"), &[&qn, &sn, &zn], name, vec![int("axis", 0)]);
+    g.node(
+        "DequantizeLinear",
+        &format!("{name}_dequantize"),
+        &[&qn, &sn, &zn],
+        name,
+        vec![int("axis", 0)],
+    );
 }
 
 /// A tensor type with the batch dimension (None) symbolic.

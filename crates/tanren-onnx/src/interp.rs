@@ -93,13 +93,17 @@ fn run(net: &Net, image: &[f32], mut record: Option<&mut [Range]>) -> Vec<f32> {
         r[0] = Range::of(image);
     }
     for (i, node) in net.nodes.iter().enumerate() {
-        let x = values[node.inputs[0]].as_ref().expect("inputs come before their readers");
+        let x = values[node.inputs[0]]
+            .as_ref()
+            .expect("inputs come before their readers");
         let out = match &node.op {
             Op::Conv(k) => conv(x, k),
             Op::Relu => map(x, |v| v.max(0.0)),
             Op::MaxPool2 => max_pool2(x),
             Op::Add => {
-                let y = values[node.inputs[1]].as_ref().expect("inputs come before their readers");
+                let y = values[node.inputs[1]]
+                    .as_ref()
+                    .expect("inputs come before their readers");
                 let mut out = x.clone();
                 out.data.iter_mut().zip(&y.data).for_each(|(a, b)| *a += b);
                 out
@@ -149,7 +153,11 @@ fn conv(x: &Act, k: &Conv) -> Act {
                     let wv = k.w[((o * k.cin + ic) * kk + ky) * kk + kx];
                     // Output columns whose input column ox*s + kx - p lies inside the image.
                     let ox_lo = (p.saturating_sub(kx)).div_ceil(s);
-                    let ox_hi = if x.w + p > kx { ((x.w + p - kx - 1) / s + 1).min(wo) } else { 0 };
+                    let ox_hi = if x.w + p > kx {
+                        ((x.w + p - kx - 1) / s + 1).min(wo)
+                    } else {
+                        0
+                    };
                     if ox_lo >= ox_hi {
                         continue;
                     }
@@ -219,12 +227,11 @@ fn global_avg_pool(x: &Act) -> Act {
 }
 
 fn gemm(x: &Act, l: &Linear) -> Act {
-    let data = l
-        .w
-        .chunks_exact(l.inp)
-        .zip(&l.b)
-        .map(|(row, b)| b + row.iter().zip(&x.data).map(|(w, v)| w * v).sum::<f32>())
-        .collect();
+    let data =
+        l.w.chunks_exact(l.inp)
+            .zip(&l.b)
+            .map(|(row, b)| b + row.iter().zip(&x.data).map(|(w, v)| w * v).sum::<f32>())
+            .collect();
     Act {
         c: l.out,
         h: 1,

@@ -44,7 +44,9 @@ pub enum OnnxError {
     },
     #[error("weights tensor `{name}` is {dtype}; only F32 weights (what the trainer saves) can be exported")]
     WrongDtype { name: String, dtype: String },
-    #[error("weights have a tensor `{name}` the model spec does not use (weights from another architecture?)")]
+    #[error(
+        "weights have a tensor `{name}` the model spec does not use (weights from another architecture?)"
+    )]
     UnexpectedTensor { name: String },
     #[error("input batch: {0}")]
     BadInput(String),
@@ -66,7 +68,9 @@ pub struct ExportOptions {
 pub fn export_fp32(spec: &ModelSpec, weights: &[u8], opts: &ExportOptions) -> Result<Vec<u8>, OnnxError> {
     let net = net::Net::load(spec, weights)?;
     let meta = metadata(spec, &net, opts, None);
-    Ok(prost::Message::encode_to_vec(&export::model(&net, opts, None, meta)))
+    Ok(prost::Message::encode_to_vec(&export::model(
+        &net, opts, None, meta,
+    )))
 }
 
 /// A static INT8 ONNX model in QDQ form: per-channel symmetric int8 weights, per-tensor symmetric int8
@@ -83,7 +87,12 @@ pub fn export_int8_qdq(
     let ranges = interp::ranges(&net, calibration);
     let quant = export::Quant { ranges: &ranges };
     let meta = metadata(spec, &net, opts, Some(images));
-    Ok(prost::Message::encode_to_vec(&export::model(&net, opts, Some(quant), meta)))
+    Ok(prost::Message::encode_to_vec(&export::model(
+        &net,
+        opts,
+        Some(quant),
+        meta,
+    )))
 }
 
 /// Logits (`n · classes`, row-major) of the reference interpreter for a normalised NCHW batch: what the
@@ -97,7 +106,7 @@ pub fn infer_fp32(spec: &ModelSpec, weights: &[u8], batch: &[f32]) -> Result<Vec
 /// The number of images in `batch`, after checking it is a whole, non-empty, finite NCHW batch.
 fn check_batch(net: &net::Net, batch: &[f32]) -> Result<usize, OnnxError> {
     let per: usize = net.input.iter().product();
-    if batch.is_empty() || batch.len() % per != 0 {
+    if batch.is_empty() || !batch.len().is_multiple_of(per) {
         return Err(OnnxError::BadInput(format!(
             "{} values is not a whole number of {:?} images ({per} values each)",
             batch.len(),

@@ -115,7 +115,14 @@ pub fn expected_tensors(spec: &ModelSpec) -> Result<Vec<(String, Vec<usize>)>, O
                 let bn = format!("blocks.{i}.bn");
                 let cout = b.out_channels as usize;
                 let bn = c.batch_norm.then_some(bn.as_str());
-                conv_bn(&format!("blocks.{i}.conv"), cin, cout, b.kernel as usize, !c.batch_norm, bn);
+                conv_bn(
+                    &format!("blocks.{i}.conv"),
+                    cin,
+                    cout,
+                    b.kernel as usize,
+                    !c.batch_norm,
+                    bn,
+                );
                 cin = cout;
                 side /= 2;
             }
@@ -134,10 +141,31 @@ pub fn expected_tensors(spec: &ModelSpec) -> Result<Vec<(String, Vec<usize>)>, O
                 for b in 0..n {
                     let p = format!("stages.{s}.{b}");
                     let stride = if s > 0 && b == 0 { 2 } else { 1 };
-                    conv_bn(&format!("{p}.conv1"), cin, cout, 3, false, Some(&format!("{p}.bn1")));
-                    conv_bn(&format!("{p}.conv2"), cout, cout, 3, false, Some(&format!("{p}.bn2")));
+                    conv_bn(
+                        &format!("{p}.conv1"),
+                        cin,
+                        cout,
+                        3,
+                        false,
+                        Some(&format!("{p}.bn1")),
+                    );
+                    conv_bn(
+                        &format!("{p}.conv2"),
+                        cout,
+                        cout,
+                        3,
+                        false,
+                        Some(&format!("{p}.bn2")),
+                    );
                     if stride != 1 || cin != cout {
-                        conv_bn(&format!("{p}.short.conv"), cin, cout, 1, false, Some(&format!("{p}.short.bn")));
+                        conv_bn(
+                            &format!("{p}.short.conv"),
+                            cin,
+                            cout,
+                            1,
+                            false,
+                            Some(&format!("{p}.short.bn")),
+                        );
                     }
                     cin = cout;
                 }
@@ -279,8 +307,16 @@ fn lower_resnet(r: &ResnetSpec, w: &mut Weights) -> Result<Net, OnnxError> {
         for b in 0..n {
             let p = format!("stages.{s}.{b}");
             let stride = if s > 0 && b == 0 { 2 } else { 1 };
-            let conv1 = w.conv(&format!("{p}.conv1"), Some(&format!("{p}.bn1")), (cin, cout, 3, stride))?;
-            let conv2 = w.conv(&format!("{p}.conv2"), Some(&format!("{p}.bn2")), (cout, cout, 3, 1))?;
+            let conv1 = w.conv(
+                &format!("{p}.conv1"),
+                Some(&format!("{p}.bn1")),
+                (cin, cout, 3, stride),
+            )?;
+            let conv2 = w.conv(
+                &format!("{p}.conv2"),
+                Some(&format!("{p}.bn2")),
+                (cout, cout, 3, 1),
+            )?;
             let a = net.push(format!("{p}.conv1"), Op::Conv(conv1), vec![x]);
             let a = net.push(format!("{p}.relu1"), Op::Relu, vec![a]);
             let a = net.push(format!("{p}.conv2"), Op::Conv(conv2), vec![a]);

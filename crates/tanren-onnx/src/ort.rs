@@ -52,7 +52,12 @@ pub fn run(model: &[u8], input: Input, shape: [usize; 4]) -> Result<(Vec<usize>,
     // Written from a thread so a large input cannot deadlock against python's output.
     let writer = std::thread::spawn(move || stdin.write_all(&msg));
     let mut out = Vec::new();
-    child.stdout.take().expect("piped").read_to_end(&mut out).map_err(|e| e.to_string())?;
+    child
+        .stdout
+        .take()
+        .expect("piped")
+        .read_to_end(&mut out)
+        .map_err(|e| e.to_string())?;
     let status = child.wait_with_output().map_err(|e| e.to_string())?;
     let _ = writer.join();
     if !status.status.success() {
@@ -68,14 +73,19 @@ pub fn run(model: &[u8], input: Input, shape: [usize; 4]) -> Result<(Vec<usize>,
             .ok_or_else(|| "onnxruntime output is truncated".to_string())
     };
     let rank = u64_at(0)?;
-    let dims = (0..rank).map(|i| u64_at(8 + 8 * i)).collect::<Result<Vec<_>, _>>()?;
+    let dims = (0..rank)
+        .map(|i| u64_at(8 + 8 * i))
+        .collect::<Result<Vec<_>, _>>()?;
     let start = 8 + 8 * rank;
     let values: Vec<f32> = out[start..]
         .chunks_exact(4)
         .map(|c| f32::from_le_bytes(c.try_into().expect("4 bytes")))
         .collect();
     if values.len() != dims.iter().product::<usize>() {
-        return Err(format!("onnxruntime returned {} values for shape {dims:?}", values.len()));
+        return Err(format!(
+            "onnxruntime returned {} values for shape {dims:?}",
+            values.len()
+        ));
     }
     Ok((dims, values))
 }

@@ -24,10 +24,13 @@ pub fn parse(bytes: &[u8]) -> Result<BTreeMap<String, Tensor>, OnnxError> {
     let data_start = 8u64
         .checked_add(header_len)
         .filter(|&end| end <= bytes.len() as u64)
-        .ok_or_else(|| bad(format!("header length {header_len} runs past the end of the file")))?
-        as usize;
-    let header: serde_json::Value = serde_json::from_slice(&bytes[8..data_start])
-        .map_err(|e| bad(format!("header is not JSON: {e}")))?;
+        .ok_or_else(|| {
+            bad(format!(
+                "header length {header_len} runs past the end of the file"
+            ))
+        })? as usize;
+    let header: serde_json::Value =
+        serde_json::from_slice(&bytes[8..data_start]).map_err(|e| bad(format!("header is not JSON: {e}")))?;
     let entries = header
         .as_object()
         .ok_or_else(|| bad("header is not a JSON object".into()))?;
@@ -87,7 +90,7 @@ pub fn write(tensors: &BTreeMap<String, Tensor>) -> Vec<u8> {
     }
     let mut h = serde_json::to_vec(&header).expect("a JSON map serialises");
     // The format asks for the data to start 8-byte aligned; pad the header with spaces.
-    while (8 + h.len()) % 8 != 0 {
+    while !(8 + h.len()).is_multiple_of(8) {
         h.push(b' ');
     }
     let mut out = Vec::with_capacity(8 + h.len() + offset);

@@ -9,7 +9,9 @@ use std::collections::{BTreeMap, HashSet};
 use tanren_core::{CnnSpec, ConvBlock, Head, ModelSpec, Normalize, ResnetSpec};
 use tanren_onnx::proto::{self, data_type};
 use tanren_onnx::safetensors::{self, Tensor};
-use tanren_onnx::{expected_tensors, export_fp32, export_int8_qdq, infer_fp32, ort, ExportOptions, OnnxError};
+use tanren_onnx::{
+    expected_tensors, export_fp32, export_int8_qdq, infer_fp32, ort, ExportOptions, OnnxError,
+};
 
 /// xorshift64*: uniform floats in [lo, hi), deterministic per seed.
 struct Rng(u64);
@@ -86,10 +88,34 @@ fn resnet(in_channels: u32, image_size: u32, depth: u32, width: u32) -> ModelSpe
 fn families() -> Vec<(&'static str, ModelSpec)> {
     vec![
         ("seed cnn", ModelSpec::seed_cnn(2, 16)),
-        ("cnn bn gap k1357 odd", cnn(3, 30, &[(6, 1), (8, 3), (5, 5), (9, 7)], true, Head::GlobalAvgPool)),
-        ("cnn flatten k5 no-bn 1ch", cnn(1, 28, &[(8, 5), (12, 3)], false, Head::Flatten)),
-        ("cnn bn flatten 1ch", cnn(1, 21, &[(4, 3), (6, 3)], true, Head::Flatten)),
-        ("cnn 8 blocks", cnn(3, 256, &[(4, 3), (4, 3), (6, 3), (6, 1), (8, 5), (8, 3), (8, 3), (8, 7)], true, Head::GlobalAvgPool)),
+        (
+            "cnn bn gap k1357 odd",
+            cnn(
+                3,
+                30,
+                &[(6, 1), (8, 3), (5, 5), (9, 7)],
+                true,
+                Head::GlobalAvgPool,
+            ),
+        ),
+        (
+            "cnn flatten k5 no-bn 1ch",
+            cnn(1, 28, &[(8, 5), (12, 3)], false, Head::Flatten),
+        ),
+        (
+            "cnn bn flatten 1ch",
+            cnn(1, 21, &[(4, 3), (6, 3)], true, Head::Flatten),
+        ),
+        (
+            "cnn 8 blocks",
+            cnn(
+                3,
+                256,
+                &[(4, 3), (4, 3), (6, 3), (6, 1), (8, 5), (8, 3), (8, 3), (8, 7)],
+                true,
+                Head::GlobalAvgPool,
+            ),
+        ),
         ("resnet-8 w8 1ch", resnet(1, 20, 8, 8)),
         ("resnet-14 w4 odd", resnet(3, 17, 14, 4)),
         ("resnet-20 w16", resnet(3, 32, 20, 16)),
@@ -119,28 +145,54 @@ fn check_structure(bytes: &[u8], spec: &ModelSpec, int8: bool) -> proto::ModelPr
     let m = proto::ModelProto::decode(bytes).expect("a ModelProto");
     assert_eq!(m.ir_version, tanren_onnx::IR_VERSION);
     assert_eq!(m.opset_import.len(), 1);
-    assert_eq!((m.opset_import[0].domain.as_str(), m.opset_import[0].version), ("", tanren_onnx::OPSET));
+    assert_eq!(
+        (m.opset_import[0].domain.as_str(), m.opset_import[0].version),
+        ("", tanren_onnx::OPSET)
+    );
     let g = m.graph.as_ref().expect("a graph");
     let dims = |v: &proto::ValueInfoProto| -> (i32, Vec<String>) {
         use proto::tensor_shape_proto::dimension::Value;
         let Some(proto::type_proto::Value::TensorType(t)) = &v.r#type.as_ref().unwrap().value else {
             panic!("not a tensor type")
         };
-        let d = t.shape.as_ref().unwrap().dim.iter().map(|d| match d.value.as_ref().unwrap() {
-            Value::DimValue(v) => v.to_string(),
-            Value::DimParam(p) => p.clone(),
-        });
+        let d = t
+            .shape
+            .as_ref()
+            .unwrap()
+            .dim
+            .iter()
+            .map(|d| match d.value.as_ref().unwrap() {
+                Value::DimValue(v) => v.to_string(),
+                Value::DimParam(p) => p.clone(),
+            });
         (t.elem_type, d.collect())
     };
     let (c, s) = (spec.in_channels().to_string(), spec.image_size().to_string());
     assert_eq!(g.input.len(), 1);
     assert_eq!(g.input[0].name, "input");
-    assert_eq!(dims(&g.input[0]), (data_type::FLOAT, vec!["batch".into(), c, s.clone(), s]));
+    assert_eq!(
+        dims(&g.input[0]),
+        (data_type::FLOAT, vec!["batch".into(), c, s.clone(), s])
+    );
     assert_eq!(g.output.len(), 1);
     assert_eq!(g.output[0].name, "logits");
-    assert_eq!(dims(&g.output[0]), (data_type::FLOAT, vec!["batch".into(), spec.num_classes().to_string()]));
+    assert_eq!(
+        dims(&g.output[0]),
+        (
+            data_type::FLOAT,
+            vec!["batch".into(), spec.num_classes().to_string()]
+        )
+    );
 
-    let mut allowed = vec!["Conv", "Relu", "MaxPool", "GlobalAveragePool", "Flatten", "Gemm", "Add"];
+    let mut allowed = vec![
+        "Conv",
+        "Relu",
+        "MaxPool",
+        "GlobalAveragePool",
+        "Flatten",
+        "Gemm",
+        "Add",
+    ];
     if int8 {
         allowed.extend(["QuantizeLinear", "DequantizeLinear"]);
     }
@@ -148,9 +200,17 @@ fn check_structure(bytes: &[u8], spec: &ModelSpec, int8: bool) -> proto::ModelPr
     assert_eq!(defined.len(), g.initializer.len(), "initializer names are unique");
     defined.insert("input");
     for n in &g.node {
-        assert!(allowed.contains(&n.op_type.as_str()), "unexpected op {}", n.op_type);
+        assert!(
+            allowed.contains(&n.op_type.as_str()),
+            "unexpected op {}",
+            n.op_type
+        );
         for i in &n.input {
-            assert!(defined.contains(i.as_str()), "{} reads {i} before it is defined", n.name);
+            assert!(
+                defined.contains(i.as_str()),
+                "{} reads {i} before it is defined",
+                n.name
+            );
         }
         for o in &n.output {
             assert!(defined.insert(o), "{o} is defined twice");
@@ -163,10 +223,17 @@ fn check_structure(bytes: &[u8], spec: &ModelSpec, int8: bool) -> proto::ModelPr
         .iter()
         .filter(|(_, shape)| shape.len() == 4)
         .count();
-    assert_eq!(convs, expected_convs, "one Conv per conv layer, batch norm folded");
+    assert_eq!(
+        convs, expected_convs,
+        "one Conv per conv layer, batch norm folded"
+    );
     assert!(!g.node.iter().any(|n| n.op_type == "BatchNormalization"));
 
-    let meta: BTreeMap<_, _> = m.metadata_props.iter().map(|p| (p.key.as_str(), p.value.as_str())).collect();
+    let meta: BTreeMap<_, _> = m
+        .metadata_props
+        .iter()
+        .map(|p| (p.key.as_str(), p.value.as_str()))
+        .collect();
     assert_eq!(meta["format"], "tanren-model/1");
     let arch: ModelSpec = serde_json::from_str(meta["architecture"]).unwrap();
     assert_eq!(&arch, spec);
@@ -192,8 +259,14 @@ fn fp32_export_matches_the_interpreter_in_onnxruntime() {
         let diff = max_abs_diff(&ours, &theirs);
         let scale = theirs.iter().fold(0f32, |m, v| m.max(v.abs()));
         println!("{label}: max |interpreter - onnxruntime| = {diff:.2e} (logits up to {scale:.2})");
-        assert!(scale > 0.05, "{label}: logits are all ~0, the comparison would prove nothing");
-        assert!(diff <= 1e-4, "{label}: interpreter and onnxruntime differ by {diff}");
+        assert!(
+            scale > 0.05,
+            "{label}: logits are all ~0, the comparison would prove nothing"
+        );
+        assert!(
+            diff <= 1e-4,
+            "{label}: interpreter and onnxruntime differ by {diff}"
+        );
     }
 }
 
@@ -203,10 +276,15 @@ fn fp32_export_matches_the_interpreter_in_onnxruntime() {
 fn uint8_input_variant_normalises_inside_the_graph() {
     let spec = resnet(3, 16, 8, 8);
     let weights = random_weights(&spec, 9);
-    let norm = Normalize { mean: 0.45, std: 0.27 };
+    let norm = Normalize {
+        mean: 0.45,
+        std: 0.27,
+    };
     let n = 4;
     let mut rng = Rng(77);
-    let pixels: Vec<u8> = (0..n * 3 * 16 * 16).map(|_| rng.uniform(0.0, 256.0) as u8).collect();
+    let pixels: Vec<u8> = (0..n * 3 * 16 * 16)
+        .map(|_| rng.uniform(0.0, 256.0) as u8)
+        .collect();
     let scale = (1.0 / (255.0 * norm.std)) as f32;
     let offset = (norm.mean / norm.std) as f32;
     let x: Vec<f32> = pixels.iter().map(|&p| p as f32 * scale - offset).collect();
@@ -217,8 +295,7 @@ fn uint8_input_variant_normalises_inside_the_graph() {
     let bytes = export_fp32(&spec, &weights, &o).unwrap();
     let m = proto::ModelProto::decode(bytes.as_slice()).unwrap();
     let g = m.graph.unwrap();
-    let Some(proto::type_proto::Value::TensorType(t)) = &g.input[0].r#type.as_ref().unwrap().value
-    else {
+    let Some(proto::type_proto::Value::TensorType(t)) = &g.input[0].r#type.as_ref().unwrap().value else {
         panic!("input is not a tensor")
     };
     assert_eq!(t.elem_type, data_type::UINT8);
@@ -268,7 +345,10 @@ fn blob_images(spec: &ModelSpec, n: usize, seed: u64) -> Vec<f32> {
 #[test]
 fn int8_qdq_runs_in_onnxruntime_and_agrees_with_fp32_on_top1() {
     for (i, (label, spec)) in [
-        ("cnn bn gap", cnn(3, 32, &[(16, 3), (32, 3), (32, 3)], true, Head::GlobalAvgPool)),
+        (
+            "cnn bn gap",
+            cnn(3, 32, &[(16, 3), (32, 3), (32, 3)], true, Head::GlobalAvgPool),
+        ),
         ("seed cnn", ModelSpec::seed_cnn(2, 28)),
         ("resnet-8", resnet(3, 32, 8, 16)),
         ("resnet-14 1ch", resnet(1, 28, 14, 8)),
@@ -288,11 +368,26 @@ fn int8_qdq_runs_in_onnxruntime_and_agrees_with_fp32_on_top1() {
             .iter()
             .filter(|t| t.data_type == data_type::INT8 && t.dims.len() >= 2)
             .count();
-        let layers = g.node.iter().filter(|n| n.op_type == "Conv" || n.op_type == "Gemm").count();
-        assert_eq!(int8_weights, layers, "{label}: every Conv/Gemm weight is stored as int8");
-        for n in g.node.iter().filter(|n| n.op_type == "Conv" || n.op_type == "Gemm") {
+        let layers = g
+            .node
+            .iter()
+            .filter(|n| n.op_type == "Conv" || n.op_type == "Gemm")
+            .count();
+        assert_eq!(
+            int8_weights, layers,
+            "{label}: every Conv/Gemm weight is stored as int8"
+        );
+        for n in g
+            .node
+            .iter()
+            .filter(|n| n.op_type == "Conv" || n.op_type == "Gemm")
+        {
             let producer = g.node.iter().find(|p| p.output[0] == n.input[0]).unwrap();
-            assert_eq!(producer.op_type, "DequantizeLinear", "{label}: {} reads a dequantised input", n.name);
+            assert_eq!(
+                producer.op_type, "DequantizeLinear",
+                "{label}: {} reads a dequantised input",
+                n.name
+            );
         }
 
         let n = 200;
@@ -313,8 +408,14 @@ fn int8_qdq_runs_in_onnxruntime_and_agrees_with_fp32_on_top1() {
         );
         // Random weights leave small margins between classes; trained models agree more (see
         // tanren-trainer's onnx test). A broken quantisation (wrong axis, scale) lands near chance.
-        assert!(agree * 100 >= n * 85, "{label}: int8 agrees with fp32 on only {agree}/{n}");
-        assert!(diff < 0.25 * spread, "{label}: int8 logits are far from fp32 ({diff} vs {spread})");
+        assert!(
+            agree * 100 >= n * 85,
+            "{label}: int8 agrees with fp32 on only {agree}/{n}"
+        );
+        assert!(
+            diff < 0.25 * spread,
+            "{label}: int8 logits are far from fp32 ({diff} vs {spread})"
+        );
     }
 }
 
@@ -328,12 +429,18 @@ fn refusals_name_what_is_wrong() {
     let mut missing = tensors.clone();
     missing.remove("stages.1.0.short.bn.running_var");
     let e = export_fp32(&spec, &safetensors::write(&missing), &o).unwrap_err();
-    assert!(matches!(&e, OnnxError::MissingTensor { name } if name == "stages.1.0.short.bn.running_var"), "{e}");
+    assert!(
+        matches!(&e, OnnxError::MissingTensor { name } if name == "stages.1.0.short.bn.running_var"),
+        "{e}"
+    );
 
     let mut wrong = tensors.clone();
     wrong.get_mut("fc.weight").unwrap().shape = vec![32, 7]; // same count, transposed
     let e = export_fp32(&spec, &safetensors::write(&wrong), &o).unwrap_err();
-    assert!(e.to_string().contains("fc.weight") && e.to_string().contains("[7, 32]"), "{e}");
+    assert!(
+        e.to_string().contains("fc.weight") && e.to_string().contains("[7, 32]"),
+        "{e}"
+    );
 
     // Weights of a deeper net: every tensor the spec needs is there, and more.
     let deeper = random_weights(&resnet(3, 16, 14, 8), 3);
@@ -349,11 +456,17 @@ fn refusals_name_what_is_wrong() {
     let at = f16.windows(5).position(|w| w == b"\"F32\"").unwrap();
     f16[at + 1..at + 4].copy_from_slice(b"F16");
     let e = export_fp32(&spec, &f16, &o).unwrap_err();
-    assert!(matches!(e, OnnxError::WrongDtype { ref dtype, .. } if dtype == "F16"), "{e}");
+    assert!(
+        matches!(e, OnnxError::WrongDtype { ref dtype, .. } if dtype == "F16"),
+        "{e}"
+    );
 
     let e = export_fp32(&spec, &good[..good.len() - 4], &o).unwrap_err();
     assert!(matches!(e, OnnxError::Safetensors(_)), "{e}");
-    assert!(matches!(export_fp32(&spec, b"nonsense", &o), Err(OnnxError::Safetensors(_))));
+    assert!(matches!(
+        export_fp32(&spec, b"nonsense", &o),
+        Err(OnnxError::Safetensors(_))
+    ));
 
     let per = 3 * 16 * 16;
     let e = export_int8_qdq(&spec, &good, &vec![0.0; per + 1], &o).unwrap_err();
@@ -362,7 +475,10 @@ fn refusals_name_what_is_wrong() {
     assert!(matches!(e, OnnxError::BadInput(_)), "{e}");
     let mut nan = vec![0.0; per];
     nan[5] = f32::NAN;
-    assert!(matches!(infer_fp32(&spec, &good, &nan), Err(OnnxError::BadInput(_))));
+    assert!(matches!(
+        infer_fp32(&spec, &good, &nan),
+        Err(OnnxError::BadInput(_))
+    ));
 
     // And the untouched weights still export: the refusals above were about the edits.
     export_fp32(&spec, &good, &o).unwrap();

@@ -77,9 +77,24 @@ fn weights_bytes(vs: &nn::VarStore) -> Vec<u8> {
 fn onnx_export_matches_libtorch_for_every_family() {
     let families = [
         ("seed cnn", ModelSpec::seed_cnn(2, 16)),
-        ("cnn bn gap k5371", cnn(3, 30, &[(8, 5), (16, 3), (12, 7), (6, 1)], true, Head::GlobalAvgPool)),
-        ("cnn bn flatten 1ch", cnn(1, 28, &[(8, 3), (8, 5)], true, Head::Flatten)),
-        ("cnn gap k7 1ch", cnn(1, 19, &[(5, 7), (7, 3)], false, Head::GlobalAvgPool)),
+        (
+            "cnn bn gap k5371",
+            cnn(
+                3,
+                30,
+                &[(8, 5), (16, 3), (12, 7), (6, 1)],
+                true,
+                Head::GlobalAvgPool,
+            ),
+        ),
+        (
+            "cnn bn flatten 1ch",
+            cnn(1, 28, &[(8, 3), (8, 5)], true, Head::Flatten),
+        ),
+        (
+            "cnn gap k7 1ch",
+            cnn(1, 19, &[(5, 7), (7, 3)], false, Head::GlobalAvgPool),
+        ),
         ("resnet-8 w8", resnet(3, 16, 8, 8)),
         ("resnet-14 w6 1ch odd", resnet(1, 17, 14, 6)),
         ("resnet-20 w4", resnet(3, 24, 20, 4)),
@@ -105,9 +120,18 @@ fn onnx_export_matches_libtorch_for_every_family() {
         let scale = torch.iter().fold(0f32, |m, v| m.max(v.abs()));
         let (d_ort, d_interp) = (max_abs_diff(&torch, &onnx), max_abs_diff(&torch, &interp));
         println!("{label}: max |libtorch - onnxruntime| {d_ort:.2e}, |libtorch - interpreter| {d_interp:.2e} (logits up to {scale:.2})");
-        assert!(scale > 0.05, "{label}: logits are all ~0, the comparison would prove nothing");
-        assert!(d_ort <= 1e-4, "{label}: onnxruntime differs from libtorch by {d_ort}");
-        assert!(d_interp <= 1e-4, "{label}: the interpreter differs from libtorch by {d_interp}");
+        assert!(
+            scale > 0.05,
+            "{label}: logits are all ~0, the comparison would prove nothing"
+        );
+        assert!(
+            d_ort <= 1e-4,
+            "{label}: onnxruntime differs from libtorch by {d_ort}"
+        );
+        assert!(
+            d_interp <= 1e-4,
+            "{label}: the interpreter differs from libtorch by {d_interp}"
+        );
     }
 }
 
@@ -155,13 +179,21 @@ fn int8_export_of_a_trained_model_keeps_its_predictions() {
         let n = x.size()[0] as usize;
         let torch = tch::no_grad(|| t.net.forward_t(&x, false)).argmax(1, false);
         let torch = Vec::<i64>::try_from(torch).unwrap();
-        let (_, logits) = ort::run(&model, ort::Input::F32(&to_vec(&x)), [n, 3, SIZE as usize, SIZE as usize]).unwrap();
+        let (_, logits) = ort::run(
+            &model,
+            ort::Input::F32(&to_vec(&x)),
+            [n, 3, SIZE as usize, SIZE as usize],
+        )
+        .unwrap();
         let agree = logits
             .chunks(2)
             .zip(&torch)
             .filter(|(l, &p)| (l[1] > l[0]) as i64 == p)
             .count();
         println!("{:?}: int8 top-1 agrees with libtorch on {agree}/{n}", cfg.model);
-        assert!(agree * 100 >= n * 95, "int8 agrees with libtorch on only {agree}/{n}");
+        assert!(
+            agree * 100 >= n * 95,
+            "int8 agrees with libtorch on only {agree}/{n}"
+        );
     }
 }
