@@ -304,6 +304,13 @@ fn uint8_input_variant_normalises_inside_the_graph() {
     let diff = max_abs_diff(&ours, &theirs);
     println!("uint8 input: max diff {diff:.2e}");
     assert!(diff <= 1e-4, "uint8-input model differs by {diff}");
+
+    // The INT8 model takes the same uint8 input (its first QDQ sits after the in-graph normalisation).
+    let int8 = export_int8_qdq(&spec, &weights, &x, &o).unwrap();
+    let (_, q) = ort::run(&int8, ort::Input::U8(&pixels), shape(&spec, n)).unwrap();
+    let diff = max_abs_diff(&ours, &q);
+    let spread = ours.iter().fold(0f32, |m, v| m.max(v.abs()));
+    assert!(diff < 0.25 * spread, "uint8-input int8 model is far from fp32 ({diff} vs {spread})");
 }
 
 /// Smooth random images (a few random blobs), so the nets see inputs with structure rather than
