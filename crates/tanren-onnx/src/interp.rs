@@ -1,9 +1,11 @@
-//! A small f32 reference interpreter for a lowered `Net`: direct convolution loops (no im2col), one image
-//! per rayon task. It exists for two reasons: INT8 calibration needs every activation's range over real
+//! A small f32 reference interpreter for a lowered `Net`: convolutions as im2col + GEMM, one image per
+//! rayon task. It exists for two reasons: INT8 calibration needs every activation's range over real
 //! images without libtorch, and it is an independent check of the exported graph (tests compare it with
 //! onnxruntime and libtorch).
 
 use crate::net::{Conv, Linear, Net, Op};
+use ndarray::linalg::general_mat_mul;
+use ndarray::{ArrayView2, ArrayViewMut2};
 use rayon::prelude::*;
 
 /// One image's activation, `[c, h, w]` row-major; flattened values are `[n, 1, 1]`.
@@ -137,58 +139,65 @@ fn map(x: &Act, f: impl Fn(f32) -> f32) -> Act {
     }
 }
 
-/// Direct convolution. The innermost loop runs along an output row over the input columns that one
-/// kernel tap reads, so with stride 1 it is a contiguous axpy the compiler vectorises.
+/// Convolution as one GEMM: `out[cout, pixels] = w[cout, cin·k·k] · cols[cin·k·k, pixels] + b`, with
+/// `cols` the im2col unfolding (skipped for a plain 1×1). ndarray's GEMM is matrixmultiply's blocked
+/// kernel with runtime AVX/FMA detection: several times the speed of direct loops, so calibrating a
+/// wide CNN at 128 px stays in seconds.
 fn conv(x: &Act, k: &Conv) -> Act {
-    let (s, p, kk) = (k.stride, k.pad, k.k);
-    let ho = (x.h + 2 * p - kk) / s + 1;
-    let wo = (x.w + 2 * p - kk) / s + 1;
-    let mut out = vec![0f32; k.cout * ho * wo];
-    for (o, plane) in out.chunks_exact_mut(ho * wo).enumerate() {
-        plane.fill(k.b[o]);
-        for ic in 0..k.cin {
-            let input = &x.data[ic * x.h * x.w..(ic + 1) * x.h * x.w];
-            for ky in 0..kk {
-                for kx in 0..kk {
-                    let wv = k.w[((o * k.cin + ic) * kk + ky) * kk + kx];
-                    // Output columns whose input column ox*s + kx - p lies inside the image.
-                    let ox_lo = (p.saturating_sub(kx)).div_ceil(s);
-                    let ox_hi = if x.w + p > kx {
-                        ((x.w + p - kx - 1) / s + 1).min(wo)
-                    } else {
-                        0
-                    };
-                    if ox_lo >= ox_hi {
-                        continue;
-                    }
-                    for oy in 0..ho {
-                        let iy = oy * s + ky;
-                        if iy < p || iy - p >= x.h {
-                            continue;
-                        }
-                        let row = &input[(iy - p) * x.w..(iy - p + 1) * x.w];
-                        let out_row = &mut plane[oy * wo + ox_lo..oy * wo + ox_hi];
-                        let ix0 = ox_lo * s + kx - p;
-                        if s == 1 {
-                            for (acc, &v) in out_row.iter_mut().zip(&row[ix0..]) {
-                                *acc += wv * v;
-                            }
-                        } else {
-                            for (acc, &v) in out_row.iter_mut().zip(row[ix0..].iter().step_by(s)) {
-                                *acc += wv * v;
-                            }
-                        }
-                    }
-                }
-            }
-        }
-    }
+    let ho = (x.h + 2 * k.pad - k.k) / k.stride + 1;
+    let wo = (x.w + 2 * k.pad - k.k) / k.stride + 1;
+    let (rows, pixels) = (k.cin * k.k * k.k, ho * wo);
+    let unfolded;
+    let cols: &[f32] = if k.k == 1 && k.stride == 1 && k.pad == 0 {
+        &x.data
+    } else {
+        unfolded = im2col(x, k, ho, wo);
+        &unfolded
+    };
+    let mut out: Vec<f32> = k.b.iter().flat_map(|&b| std::iter::repeat_n(b, pixels)).collect();
+    let w = ArrayView2::from_shape((k.cout, rows), &k.w).expect("weights are [cout, cin·k·k]");
+    let cols = ArrayView2::from_shape((rows, pixels), cols).expect("cols are [cin·k·k, pixels]");
+    let mut c = ArrayViewMut2::from_shape((k.cout, pixels), &mut out).expect("out is [cout, pixels]");
+    general_mat_mul(1.0, &w, &cols, 1.0, &mut c);
     Act {
         c: k.cout,
         h: ho,
         w: wo,
         data: out,
     }
+}
+
+/// `cols[(ic·k + ky)·k + kx][oy·wo + ox] = x[ic][oy·s + ky − p][ox·s + kx − p]`, zero outside the image.
+fn im2col(x: &Act, k: &Conv, ho: usize, wo: usize) -> Vec<f32> {
+    let (s, p, kk) = (k.stride, k.pad, k.k);
+    let mut cols = vec![0f32; k.cin * kk * kk * ho * wo];
+    for (r, dst) in cols.chunks_exact_mut(ho * wo).enumerate() {
+        let (ic, ky, kx) = (r / (kk * kk), r / kk % kk, r % kk);
+        let input = &x.data[ic * x.h * x.w..(ic + 1) * x.h * x.w];
+        // Output columns whose input column ox·s + kx − p lies inside the image.
+        let ox_lo = p.saturating_sub(kx).div_ceil(s);
+        let ox_hi = if x.w + p > kx {
+            ((x.w + p - kx - 1) / s + 1).min(wo)
+        } else {
+            0
+        };
+        if ox_lo >= ox_hi {
+            continue;
+        }
+        for oy in 0..ho {
+            let iy = oy * s + ky;
+            if iy < p || iy - p >= x.h {
+                continue;
+            }
+            let row = &input[(iy - p) * x.w..(iy - p + 1) * x.w];
+            let ix0 = ox_lo * s + kx - p;
+            let dst = &mut dst[oy * wo + ox_lo..oy * wo + ox_hi];
+            for (d, &v) in dst.iter_mut().zip(row[ix0..].iter().step_by(s)) {
+                *d = v;
+            }
+        }
+    }
+    cols
 }
 
 fn max_pool2(x: &Act) -> Act {

@@ -310,7 +310,10 @@ fn uint8_input_variant_normalises_inside_the_graph() {
     let (_, q) = ort::run(&int8, ort::Input::U8(&pixels), shape(&spec, n)).unwrap();
     let diff = max_abs_diff(&ours, &q);
     let spread = ours.iter().fold(0f32, |m, v| m.max(v.abs()));
-    assert!(diff < 0.25 * spread, "uint8-input int8 model is far from fp32 ({diff} vs {spread})");
+    assert!(
+        diff < 0.25 * spread,
+        "uint8-input int8 model is far from fp32 ({diff} vs {spread})"
+    );
 }
 
 /// Smooth random images (a few random blobs), so the nets see inputs with structure rather than

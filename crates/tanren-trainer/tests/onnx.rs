@@ -41,7 +41,10 @@ fn resnet(in_channels: u32, image_size: u32, depth: u32, width: u32) -> ModelSpe
 /// identity, which would let a wrong fold pass).
 fn perturb_batch_norms(vs: &nn::VarStore) {
     tch::no_grad(|| {
-        for (name, mut t) in vs.variables() {
+        // Sorted, so the values drawn (from the seeded generator) do not depend on hash order.
+        let mut vars: Vec<_> = vs.variables().into_iter().collect();
+        vars.sort_by(|a, b| a.0.cmp(&b.0));
+        for (name, mut t) in vars {
             let r = Tensor::rand(t.size(), (Kind::Float, t.device()));
             let v = if name.ends_with("running_var") {
                 r * 1.5 + 0.3
