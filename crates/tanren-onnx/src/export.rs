@@ -1,7 +1,8 @@
 //! Writes a lowered `Net` as an ONNX `ModelProto`: FP32, or INT8 in QDQ form (the form TensorRT and
 //! onnxruntime build int8 kernels from): weights stored as int8 with one symmetric scale per output
-//! channel and a `DequantizeLinear` (axis 0), and every Conv/Gemm input passed through a
-//! `QuantizeLinear`→`DequantizeLinear` pair with one symmetric int8 scale per tensor. Biases stay f32
+//! channel and a `DequantizeLinear` (axis 0), and every Conv/Gemm input (and each residual Add's
+//! shortcut input) passed through a `QuantizeLinear`→`DequantizeLinear` pair with one symmetric int8
+//! scale per tensor. Biases stay f32
 //! (TensorRT and onnxruntime quantise them themselves from the input and weight scales).
 
 use crate::interp::Range;
@@ -159,15 +160,22 @@ pub fn model(
         None => data_type::FLOAT,
     };
 
-    // With quantisation, the name each Conv/Gemm reads a value under (its QDQ output), made once per
-    // value however many layers read it (a ResNet block's input feeds conv1 and the shortcut).
+    // With quantisation, the name a layer reads a value under (its QDQ output), made once per value
+    // however many layers read it (a ResNet block's input feeds conv1, the shortcut and the Add).
     let mut qdq: BTreeMap<usize, String> = BTreeMap::new();
     for (i, node) in net.nodes.iter().enumerate() {
         let out = names[i + 1].clone();
-        let mut x = names[node.inputs[0]].clone();
-        if let (Some(q), Op::Conv(_) | Op::Gemm(_)) = (&quant, &node.op) {
-            let v = node.inputs[0];
-            x = qdq
+        let mut inputs: Vec<String> = node.inputs.iter().map(|&v| names[v].clone()).collect();
+        // Which input is quantised: Conv/Gemm read int8 activations; an Add gets its shortcut input
+        // quantised (TensorRT's rule for fusing the residual Add into the int8 conv before it).
+        let slot = match node.op {
+            Op::Conv(_) | Op::Gemm(_) => Some(0),
+            Op::Add => Some(1),
+            _ => None,
+        };
+        if let (Some(q), Some(slot)) = (&quant, slot) {
+            let v = node.inputs[slot];
+            inputs[slot] = qdq
                 .entry(v)
                 .or_insert_with(|| {
                     let base = &names[v];
@@ -175,24 +183,14 @@ pub fn model(
                     let (qv, dqv) = (format!("{base}.q"), format!("{base}.dq"));
                     g.f32(&s, &[], &[symmetric_scale(q.ranges[v].max_abs())]);
                     g.i8(&z, &[], &[0]);
-                    g.node(
-                        "QuantizeLinear",
-                        &format!("{base}.quantize"),
-                        &[base, &s, &z],
-                        &qv,
-                        vec![],
-                    );
-                    g.node(
-                        "DequantizeLinear",
-                        &format!("{base}.dequantize"),
-                        &[&qv, &s, &z],
-                        &dqv,
-                        vec![],
-                    );
+                    let (qn, dqn) = (format!("{base}.quantize"), format!("{base}.dequantize"));
+                    g.node("QuantizeLinear", &qn, &[base, &s, &z], &qv, vec![]);
+                    g.node("DequantizeLinear", &dqn, &[&qv, &s, &z], &dqv, vec![]);
                     dqv
                 })
                 .clone();
         }
+        let x = &inputs[0];
         let (w_name, b_name) = (format!("{}.weight", node.name), format!("{}.bias", node.name));
         match &node.op {
             Op::Conv(c) => {
@@ -209,7 +207,7 @@ pub fn model(
                 g.node(
                     "Conv",
                     &node.name,
-                    &[&x, &w_name, &b_name],
+                    &[x, &w_name, &b_name],
                     &out,
                     vec![
                         ints("kernel_shape", &[k, k]),
@@ -226,22 +224,22 @@ pub fn model(
                 g.node(
                     "Gemm",
                     &node.name,
-                    &[&x, &w_name, &b_name],
+                    &[x, &w_name, &b_name],
                     &out,
                     vec![int("transB", 1)],
                 );
             }
-            Op::Relu => g.node("Relu", &node.name, &[&x], &out, vec![]),
+            Op::Relu => g.node("Relu", &node.name, &[x], &out, vec![]),
             Op::MaxPool2 => g.node(
                 "MaxPool",
                 &node.name,
-                &[&x],
+                &[x],
                 &out,
                 vec![ints("kernel_shape", &[2, 2]), ints("strides", &[2, 2])],
             ),
-            Op::Add => g.node("Add", &node.name, &[&x, &names[node.inputs[1]]], &out, vec![]),
-            Op::GlobalAvgPool => g.node("GlobalAveragePool", &node.name, &[&x], &out, vec![]),
-            Op::Flatten => g.node("Flatten", &node.name, &[&x], &out, vec![int("axis", 1)]),
+            Op::Add => g.node("Add", &node.name, &[x, &inputs[1]], &out, vec![]),
+            Op::GlobalAvgPool => g.node("GlobalAveragePool", &node.name, &[x], &out, vec![]),
+            Op::Flatten => g.node("Flatten", &node.name, &[x], &out, vec![int("axis", 1)]),
         }
     }
 

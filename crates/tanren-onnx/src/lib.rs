@@ -74,7 +74,7 @@ pub fn export_fp32(spec: &ModelSpec, weights: &[u8], opts: &ExportOptions) -> Re
 }
 
 /// A static INT8 ONNX model in QDQ form: per-channel symmetric int8 weights, per-tensor symmetric int8
-/// activations at every Conv/Gemm input, their ranges the min/max over `calibration` — a batch of
+/// activations at every Conv/Gemm input and residual shortcut, their ranges the min/max over `calibration` — a batch of
 /// normalised float images, NCHW, `n · C · H · W` values (a few hundred training images is plenty).
 pub fn export_int8_qdq(
     spec: &ModelSpec,
@@ -152,7 +152,7 @@ fn metadata(
             serde_json::json!({
                 "scheme": "int8 QDQ",
                 "weights": "per-output-channel symmetric int8 (axis 0)",
-                "activations": "per-tensor symmetric int8 at every Conv/Gemm input, min/max calibration",
+                "activations": "per-tensor symmetric int8 at every Conv/Gemm input and residual Add shortcut, min/max calibration",
                 "calibration_images": n,
             })
             .to_string(),

@@ -399,6 +399,14 @@ fn int8_qdq_runs_in_onnxruntime_and_agrees_with_fp32_on_top1() {
                 n.name
             );
         }
+        for n in g.node.iter().filter(|n| n.op_type == "Add") {
+            let producer = g.node.iter().find(|p| p.output[0] == n.input[1]).unwrap();
+            assert_eq!(
+                producer.op_type, "DequantizeLinear",
+                "{label}: {} shortcut is quantised",
+                n.name
+            );
+        }
 
         let n = 200;
         let x = blob_images(&spec, n, 900 + i as u64);
