@@ -4,7 +4,8 @@
 TANREN_CACHE="${TANREN_CACHE:-$HOME/.cache/tanren}"
 TANREN_VENV="${TANREN_VENV:-$TANREN_CACHE/venv}"
 TANREN_TORCH_VERSION="2.11.0"
-export TANREN_CACHE TANREN_VENV TANREN_TORCH_VERSION
+TANREN_ORT_VERSION="1.32.0"
+export TANREN_CACHE TANREN_VENV TANREN_TORCH_VERSION TANREN_ORT_VERSION
 # torch-sys asks this python for torch's include/lib dirs and checks the version (tch 0.24 <-> torch 2.11.0).
 export LIBTORCH_USE_PYTORCH=1
 export PYTHON_SYS_EXECUTABLE="$TANREN_VENV/bin/python"

@@ -21,6 +21,11 @@ if ! "$TANREN_VENV/bin/python" -c "import torch,sys; sys.exit(0 if torch.__versi
   "$TANREN_VENV/bin/pip" install -q --upgrade pip
   "$TANREN_VENV/bin/pip" install -q "torch==$TANREN_TORCH_VERSION"
 fi
+# onnxruntime (with numpy) runs the exported ONNX models in tanren-onnx's and tanren-trainer's tests.
+if ! "$TANREN_VENV/bin/python" -c "import onnxruntime,sys; sys.exit(0 if onnxruntime.__version__=='$TANREN_ORT_VERSION' else 1)" 2>/dev/null; then
+  echo "tanren setup: installing onnxruntime==$TANREN_ORT_VERSION into $TANREN_VENV"
+  "$TANREN_VENV/bin/pip" install -q "onnxruntime==$TANREN_ORT_VERSION"
+fi
 source scripts/env.sh
 
 if [ "${1:-}" != "--no-build" ]; then

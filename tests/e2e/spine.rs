@@ -1,6 +1,7 @@
 //! The whole path once: upload a generated zip, run a 3-trial study on a real libtorch worker over gRPC,
 //! check the stored metrics are real, download the best model, rebuild it from model.json + safetensors
-//! and get the worker's own test predictions.
+//! and get the worker's own test predictions; the ONNX files in the download give libtorch's logits
+//! (FP32) and keep its predictions (INT8).
 
 use crate::common::{shapes_zip, TestApp, SHAPES};
 use std::io::Read;
@@ -161,4 +162,73 @@ async fn study_runs_end_to_end_and_the_model_rebuilds() {
         "rebuilt model predicts what the worker's evaluation did"
     );
     assert!((eval.accuracy - best["test_accuracy"].as_f64().unwrap()).abs() < 1e-9);
+
+    // The same model as ONNX: model.onnx gives libtorch's logits; ?int8=true adds a calibrated INT8
+    // model that keeps the worker's predictions, cached so a second download is the same file.
+    let x = tanren_trainer::data::normalize(&x, cfg.normalize);
+    let torch = tch::no_grad(|| tch::nn::ModuleT::forward_t(&net, &x, false));
+    let torch = Vec::<f32>::try_from(torch.flatten(0, -1)).unwrap();
+    let xs = Vec::<f32>::try_from(x.flatten(0, -1)).unwrap();
+    let shape = [packed.n, 3, s as usize, s as usize];
+    assert_eq!(
+        card["files"],
+        serde_json::json!(["model.json", "model.safetensors", "model.onnx"])
+    );
+    let fp32 = read_entry(&mut z, "model.onnx");
+    let (_, logits) = tanren_onnx::ort::run(&fp32, tanren_onnx::ort::Input::F32(&xs), shape).unwrap();
+    let diff = torch
+        .iter()
+        .zip(&logits)
+        .map(|(a, b)| (a - b).abs())
+        .fold(0f32, f32::max);
+    assert!(diff <= 1e-4, "model.onnx differs from libtorch by {diff}");
+
+    let mut z8 = download_zip(&app, &format!("/api/v1/studies/{id}/model?int8=true")).await;
+    let card8: serde_json::Value = serde_json::from_slice(&read_entry(&mut z8, "model.json")).unwrap();
+    assert_eq!(
+        card8["files"],
+        serde_json::json!(["model.json", "model.safetensors", "model.onnx", "model.int8.onnx"])
+    );
+    let int8 = read_entry(&mut z8, "model.int8.onnx");
+    let (_, logits) = tanren_onnx::ort::run(&int8, tanren_onnx::ort::Input::F32(&xs), shape).unwrap();
+    let k = SHAPES.len();
+    let agree = logits
+        .chunks(k)
+        .zip(&worker_preds)
+        .filter(|(l, &p)| (0..k).max_by(|&i, &j| l[i].total_cmp(&l[j])).unwrap() as i64 == p)
+        .count();
+    println!(
+        "model.onnx: max |diff| to libtorch {diff:.2e}; model.int8.onnx keeps {agree}/{} predictions",
+        packed.n
+    );
+    assert!(
+        agree * 100 >= packed.n * 90,
+        "int8 keeps only {agree}/{} predictions",
+        packed.n
+    );
+    let cached = app.data_path(&format!("control/models/{}/model.int8.onnx", best["id"]));
+    assert_eq!(
+        std::fs::read(cached).unwrap(),
+        int8,
+        "the int8 model is cached next to the weights"
+    );
+    assert_eq!(
+        read_entry(
+            &mut download_zip(&app, &format!("/api/v1/studies/{id}/model?int8=true")).await,
+            "model.int8.onnx"
+        ),
+        int8
+    );
+}
+
+async fn download_zip(app: &TestApp, path: &str) -> zip::ZipArchive<std::io::Cursor<Vec<u8>>> {
+    let r = app.http.get(format!("{}{path}", app.url)).send().await.unwrap();
+    assert_eq!(r.status(), 200, "{path}");
+    zip::ZipArchive::new(std::io::Cursor::new(r.bytes().await.unwrap().to_vec())).unwrap()
+}
+
+fn read_entry(z: &mut zip::ZipArchive<std::io::Cursor<Vec<u8>>>, name: &str) -> Vec<u8> {
+    let mut out = Vec::new();
+    z.by_name(name).unwrap().read_to_end(&mut out).unwrap();
+    out
 }

@@ -136,11 +136,14 @@ enum TrialCmd {
 
 #[derive(Subcommand)]
 enum ModelCmd {
-    /// Download the best model of a study (or one trial's) as a zip: weights + model.json.
+    /// Download the best model of a study (or one trial's) as a zip: weights, model.json, model.onnx.
     Download {
         study: i64,
         #[arg(long)]
         trial: Option<i64>,
+        /// Also include model.int8.onnx (INT8 QDQ, calibrated on the study's training images).
+        #[arg(long)]
+        int8: bool,
         #[arg(short, long, default_value = "model.zip")]
         output: PathBuf,
     },
@@ -469,10 +472,15 @@ async fn run(cli: Cli) -> Result<()> {
                 }
             });
         }
-        Cmd::Model(ModelCmd::Download { study, trial, output }) => {
+        Cmd::Model(ModelCmd::Download {
+            study,
+            trial,
+            int8,
+            output,
+        }) => {
             let path = match trial {
-                Some(t) => format!("/api/v1/trials/{t}/model"),
-                None => format!("/api/v1/studies/{study}/model"),
+                Some(t) => format!("/api/v1/trials/{t}/model?int8={int8}"),
+                None => format!("/api/v1/studies/{study}/model?int8={int8}"),
             };
             let r = api
                 .http

@@ -12,6 +12,7 @@ pub mod error;
 pub mod events;
 pub mod files;
 pub mod model_card;
+pub mod onnx;
 pub mod progress;
 pub mod scheduler;
 pub mod study_spec;

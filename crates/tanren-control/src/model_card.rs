@@ -1,6 +1,7 @@
 //! The downloadable model: `model.safetensors` plus `model.json`, which carries everything needed to
 //! rebuild and run the model elsewhere (architecture spec, variable naming, class names in index order,
-//! input size and normalisation, the params that made it, its metrics).
+//! input size and normalisation, the params that made it, its metrics, the files beside it), and the
+//! same model as ONNX (`model.onnx`, and `model.int8.onnx` on request; see `onnx.rs`).
 
 use std::io::Write;
 use tanren_core::TrainConfig;
@@ -24,6 +25,15 @@ pub fn model_json(t: &TrialRow, study: &StudyRow, dataset: &DatasetRow) -> Resul
     Ok(serde_json::json!({
         "format": FORMAT,
         "weights": "model.safetensors",
+        "files": ["model.json", "model.safetensors", crate::onnx::FP32_FILE],
+        "onnx": {
+            "input": tanren_onnx::INPUT,
+            "output": tanren_onnx::OUTPUT,
+            "opset": tanren_onnx::OPSET,
+            "input_values": "float32 NCHW, normalised exactly as `input` says; dynamic batch",
+            "output_values": "logits (softmax not applied), one per class in `classes` order",
+            "int8": "model.int8.onnx when downloaded with ?int8=true: QDQ, per-channel int8 weights, per-tensor int8 activations calibrated on training images",
+        },
         "architecture": cfg.model,
         "variables": "blocks.{i}.conv.{weight,bias}, blocks.{i}.bn.{weight,bias,running_mean,running_var}, fc.{weight,bias}",
         "classes": classes,
@@ -63,7 +73,8 @@ pub fn model_json(t: &TrialRow, study: &StudyRow, dataset: &DatasetRow) -> Resul
     }))
 }
 
-pub fn zip(card: &serde_json::Value, weights: &[u8]) -> Result<Vec<u8>, String> {
+/// The zip: `model.json` first, then `files` (name, bytes) in order.
+pub fn zip(card: &serde_json::Value, files: &[(&str, &[u8])]) -> Result<Vec<u8>, String> {
     let mut out = std::io::Cursor::new(Vec::new());
     let mut z = zip::ZipWriter::new(&mut out);
     let opts = zip::write::SimpleFileOptions::default().compression_method(zip::CompressionMethod::Deflated);
@@ -75,8 +86,10 @@ pub fn zip(card: &serde_json::Value, weights: &[u8]) -> Result<Vec<u8>, String> 
             .as_bytes(),
     )
     .map_err(|e| e.to_string())?;
-    z.start_file("model.safetensors", opts).map_err(e)?;
-    z.write_all(weights).map_err(|e| e.to_string())?;
+    for (name, bytes) in files {
+        z.start_file(*name, opts).map_err(e)?;
+        z.write_all(bytes).map_err(|e| e.to_string())?;
+    }
     z.finish().map_err(e)?;
     Ok(out.into_inner())
 }

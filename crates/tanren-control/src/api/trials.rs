@@ -1,16 +1,18 @@
 //! Trials: listing, one trial in full (params, config, per-epoch metrics, confusion matrix, timings),
-//! the weight upload workers make, and model downloads (zip with weights + model.json).
+//! the weight upload workers make, and model downloads (zip with weights, model.json and ONNX; the
+//! INT8 ONNX with `?int8=true`).
 
 use super::studies::best_trial;
 use super::S;
 use crate::error::{ApiError, ApiResult};
-use crate::model_card;
+use crate::{model_card, onnx};
 use axum::body::Body;
-use axum::extract::{Path, State};
+use axum::extract::{Path, Query, State};
 use axum::http::header;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use futures::StreamExt;
+use serde::Deserialize;
 use tanren_core::TrialState;
 use tanren_store::TrialRow;
 use tokio::io::AsyncWriteExt;
@@ -78,7 +80,18 @@ pub async fn upload_weights(
     Ok(Json(serde_json::json!({ "bytes": n })))
 }
 
-pub async fn study_model(State(s): State<S>, Path(id): Path<i64>) -> ApiResult<Response> {
+#[derive(Deserialize)]
+pub struct ModelQuery {
+    /// Also include `model.int8.onnx` (calibrated on the study's training images on first request).
+    #[serde(default)]
+    int8: bool,
+}
+
+pub async fn study_model(
+    State(s): State<S>,
+    Path(id): Path<i64>,
+    Query(q): Query<ModelQuery>,
+) -> ApiResult<Response> {
     s.store.study(id).await?;
     let trials = s.store.trials(id).await?;
     let best = best_trial(&trials).ok_or_else(|| {
@@ -86,10 +99,14 @@ pub async fn study_model(State(s): State<S>, Path(id): Path<i64>) -> ApiResult<R
             "study {id} has no complete trial yet, so there is no model to download"
         ))
     })?;
-    model_zip(&s, best).await
+    model_zip(&s, best, q.int8).await
 }
 
-pub async fn trial_model(State(s): State<S>, Path(id): Path<i64>) -> ApiResult<Response> {
+pub async fn trial_model(
+    State(s): State<S>,
+    Path(id): Path<i64>,
+    Query(q): Query<ModelQuery>,
+) -> ApiResult<Response> {
     let t = s.store.trial(id).await?;
     if t.state != TrialState::Complete.as_str() {
         return Err(ApiError::NotFound(format!(
@@ -97,10 +114,10 @@ pub async fn trial_model(State(s): State<S>, Path(id): Path<i64>) -> ApiResult<R
             t.state
         )));
     }
-    model_zip(&s, &t).await
+    model_zip(&s, &t, q.int8).await
 }
 
-async fn model_zip(s: &S, t: &TrialRow) -> ApiResult<Response> {
+async fn model_zip(s: &S, t: &TrialRow, int8: bool) -> ApiResult<Response> {
     let study = s.store.study(t.study_id).await?;
     let dataset = s.store.dataset(study.dataset_id).await?;
     let weights = tokio::fs::read(s.files.weights(t.id)).await.map_err(|e| {
@@ -109,11 +126,43 @@ async fn model_zip(s: &S, t: &TrialRow) -> ApiResult<Response> {
             t.id
         ))
     })?;
-    let card = model_card::model_json(t, &study, &dataset).map_err(ApiError::Internal)?;
-    let bytes = tokio::task::spawn_blocking(move || model_card::zip(&card, &weights))
-        .await
-        .map_err(|e| ApiError::Internal(e.to_string()))?
-        .map_err(ApiError::Internal)?;
+    let mut card = model_card::model_json(t, &study, &dataset).map_err(ApiError::Internal)?;
+    let cfg: tanren_core::TrainConfig = serde_json::from_str(&t.config)
+        .map_err(|e| ApiError::Internal(format!("trial {} config: {e}", t.id)))?;
+    let (files, trial_id) = (s.files.clone(), t.id);
+    let dataset_dir = s.files.dataset_dir(&dataset.sha256);
+    let bytes = tokio::task::spawn_blocking(move || {
+        let classes: Vec<String> = card["classes"]
+            .as_array()
+            .map(|a| a.iter().filter_map(|c| c.as_str().map(String::from)).collect())
+            .unwrap_or_default();
+        let fp32 = onnx::fp32(&cfg, &weights, &classes)?;
+        let int8 = match int8 {
+            true => Some(onnx::int8(
+                &files,
+                trial_id,
+                &dataset_dir,
+                &cfg,
+                &weights,
+                &classes,
+            )?),
+            false => None,
+        };
+        let mut entries: Vec<(&str, &[u8])> = vec![
+            ("model.safetensors", weights.as_slice()),
+            (onnx::FP32_FILE, fp32.as_slice()),
+        ];
+        if let Some(b) = &int8 {
+            entries.push((onnx::INT8_FILE, b.as_slice()));
+        }
+        card["files"] = std::iter::once("model.json")
+            .chain(entries.iter().map(|(name, _)| *name))
+            .collect();
+        model_card::zip(&card, &entries)
+    })
+    .await
+    .map_err(|e| ApiError::Internal(e.to_string()))?
+    .map_err(ApiError::Internal)?;
     Ok((
         [
             (header::CONTENT_TYPE, "application/zip".to_string()),
