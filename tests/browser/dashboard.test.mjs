@@ -133,6 +133,11 @@ test('upload, create a study, watch it live, download the model', { timeout: 600
   const bytes = readFileSync(saved);
   assert.equal(bytes.subarray(0, 2).toString(), 'PK');
   assert.ok(bytes.includes(Buffer.from('model.safetensors')));
+  assert.ok(bytes.includes(Buffer.from('model.onnx')), 'the download holds the ONNX export');
+  // The best-model card says what is in the zip and how to serve it.
+  const serve = await page.textContent('#serve-command');
+  assert.equal(serve, `tanren-serve --control-url ${url} --study ${studyId}`);
+  assert.match(await page.textContent('#model-files'), /model\.onnx/);
   assert.deepEqual(errors, []);
 
   // Workers page lists the worker as alive.

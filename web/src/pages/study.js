@@ -185,6 +185,12 @@ export function mount(root, { id }) {
       h('div', { class: 'big' }, acc(b.val_accuracy), h('span', { class: 'muted' }, ' val'), '  ', acc(b.test_accuracy), h('span', { class: 'muted' }, ' test')),
       h('p', { class: 'muted' }, `trial #${b.number} · ${duration(b.train_seconds)} training · ${num(b.inference_ms)} ms/image · ${(b.parameter_count ?? 0).toLocaleString('en')} weights`),
       h('table', { class: 'kv' }, h('tbody', {}, Object.entries(b.params || {}).map(([k, v]) => h('tr', {}, h('td', {}, k), h('td', {}, num(v)))))),
+      h('p', { class: 'muted', id: 'model-files' },
+        'The zip holds model.safetensors (weights), model.json (architecture, class names, input size and normalisation, metrics) and model.onnx (FP32). ',
+        h('a', { id: 'download-int8', href: `/api/v1/studies/${id}/model?int8=true`, download: '' }, 'Download with INT8'),
+        ' adds model.int8.onnx (QDQ, calibrated on training images: TensorRT builds int8 engines from it).'),
+      h('p', { class: 'muted' }, 'Serve it (dynamic batching, Open Inference Protocol v2):'),
+      h('pre', { class: 'cmd', id: 'serve-command' }, `tanren-serve --control-url ${location.origin} --study ${id}`),
       h('button', { onclick: () => openTrial(b.id, S.study) }, 'Details'));
   }
 
