@@ -9,12 +9,14 @@ cd "$root"
 source scripts/env.sh
 cargo build --release --bins
 cargo build --release -p tanren-trainer --example train_bench
+cargo build --release -p tanren-serve --example load
 out="$root/bench-out/gpu"
 rm -rf "$out" && mkdir -p "$out/bin"
 bins=(tanren-control tanren-worker)
 [ -x "$CARGO_TARGET_DIR/release/tanren-serve" ] && bins+=(tanren-serve)
 for b in "${bins[@]}"; do strip -o "$out/bin/$b" "$CARGO_TARGET_DIR/release/$b"; done
 strip -o "$out/bin/train_bench" "$CARGO_TARGET_DIR/release/examples/train_bench"
+strip -o "$out/bin/load" "$CARGO_TARGET_DIR/release/examples/load"
 zip="$root/../shared/datasets/mnist-digits.zip"
 if [ -f "$zip" ]; then cp "$zip" "$out/"; fi
 du -sh "$out" "$out"/bin/* "$out"/*.zip 2>/dev/null

@@ -66,8 +66,13 @@ if f32 and bf:
     rows.append(("bf16 autocast on/off (search config)", f"steady epoch {steady(bf):.3f} vs {steady(f32):.3f} s = "
                  f"{steady(bf) / steady(f32):.2f}x; test acc {bf['test_accuracy']:.3f} vs {f32['test_accuracy']:.3f}; "
                  f"peak mem {mib(bf.get('peak_memory_bytes'))} vs {mib(f32.get('peak_memory_bytes'))}"))
-sv = load("serve.json")
-rows.append(("inference server", sv["summary"] if sv else "- (no tanren-serve in this build, or serve.log)"))
+serve = []
+for prec in ("f32", "bf16"):
+    for c in (1, 64):
+        r = load(f"serve-{prec}-c{c}.json")
+        if r:
+            serve.append(f"{prec} c={c}: {r['images_per_second']:.0f} img/s, p50 {r['p50_ms'] or 0:.2f} / p99 {r['p99_ms'] or 0:.2f} ms, {r['errors']} errors")
+rows.append(("inference server (tanren-serve, single-image requests)", "; ".join(serve) if serve else "- (serve.log)"))
 
 print("| check | result |\n|---|---|")
 for k, v in rows:

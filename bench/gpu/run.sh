@@ -44,7 +44,7 @@ if [ -n "$ZIP" ] && [ -x "$BIN/tanren-control" ]; then
   "$BIN/tanren-worker" --listen "127.0.0.1:$wport" --control-url "http://127.0.0.1:$port" --data-dir "$work/worker" \
     --device "$DEVICE" --heartbeat-ms 500 >"$OUT/worker.log" 2>&1 & pids+=($!)
   timeout 200 "$PY" bench/gpu/study.py --url "http://127.0.0.1:$port" --zip "$ZIP" --trials "${TRIALS:-4}" \
-    >"$OUT/study.json" 2>"$OUT/study.log" || echo "study step failed (see study.log)" >&2
+    --model-out "$work/best.zip" >"$OUT/study.json" 2>"$OUT/study.log" || echo "study step failed (see study.log)" >&2
   kill "${pids[@]}" 2>/dev/null; wait 2>/dev/null; pids=()
 else
   echo "no dataset zip or no tanren-control binary: study skipped" >&2
@@ -75,10 +75,24 @@ else
 fi
 
 log "4. inference server on $DEVICE"
-if [ -x "$BIN/tanren-serve" ] && [ -f bench/gpu/serve_step.sh ]; then
-  timeout 120 bash bench/gpu/serve_step.sh "$BIN" "$DEVICE" "$OUT" "$work" >"$OUT/serve.log" 2>&1 || echo "serve step failed" >&2
+LOAD="$BIN/load"; [ -x "$LOAD" ] || LOAD="$BIN/examples/load"
+if [ -x "$BIN/tanren-serve" ] && [ -x "$LOAD" ] && [ -f "$work/best.zip" ]; then
+  [ -d "$work/folder" ] || { mkdir -p "$work/folder" && "$PY" -m zipfile -e "$ZIP" "$work/folder"; }
+  images="$(find "$work/folder" -type d -name test | head -1)"
+  sport=$((19500 + RANDOM % 400))
+  for prec in f32 bf16; do
+    [ "$prec" = bf16 ] && [ "${DEVICE%%:*}" != cuda ] && continue
+    "$BIN/tanren-serve" --model "best=$work/best.zip" --listen "127.0.0.1:$sport" --device "$DEVICE" --precision "$prec" \
+      >>"$OUT/serve.log" 2>&1 & pids+=($!)
+    for _ in $(seq 1 150); do "$PY" -c "import urllib.request;urllib.request.urlopen('http://127.0.0.1:$sport/v2/health/ready')" 2>/dev/null && break; sleep 0.2; done
+    for c in 1 64; do
+      timeout 30 "$LOAD" --url "http://127.0.0.1:$sport" --model best --images "$images" --concurrency "$c" --seconds 6 \
+        >"$OUT/serve-$prec-c$c.json" 2>>"$OUT/serve.log" || echo "load $prec c=$c failed" >&2
+    done
+    kill "${pids[@]}" 2>/dev/null; wait 2>/dev/null; pids=()
+  done
 else
-  echo "no tanren-serve binary: serving step skipped" >&2
+  echo "no tanren-serve or load binary, or no model from the study step: serving step skipped" >&2
 fi
 
 "$PY" bench/gpu/report.py "$OUT" | tee "$OUT/table.md"

@@ -33,6 +33,7 @@ def main():
     ap.add_argument("--zip", required=True)
     ap.add_argument("--trials", type=int, default=4)
     ap.add_argument("--timeout", type=float, default=150)
+    ap.add_argument("--model-out", help="also download the best model zip here (for the serving step)")
     a = ap.parse_args()
     base = a.url.rstrip("/")
     ds = upload(base, a.zip)
@@ -56,6 +57,9 @@ def main():
     done = [t for t in trials if t.get("state") == "complete"]
     secs = [t["train_seconds"] for t in done if t.get("train_seconds") is not None]
     best = s.get("best_trial") or {}
+    if a.model_out and best:
+        with urllib.request.urlopen(f"{base}/api/v1/studies/{sid}/model", timeout=120) as r, open(a.model_out, "wb") as f:
+            f.write(r.read())
     print(json.dumps({
         "state": s["state"],
         "wall_seconds": time.time() - start,

@@ -70,7 +70,7 @@ pub async fn run(p: Predict) -> Result<usize> {
         }
     }
     if progress {
-        errln!();
+        errln!("");
     }
     Ok(failed)
 }
