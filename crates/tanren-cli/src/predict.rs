@@ -58,7 +58,10 @@ pub async fn run(p: Predict) -> Result<usize> {
                 Err(msg) => {
                     failed += 1;
                     if p.json {
-                        outln!("{}", serde_json::json!({"file": file.display().to_string(), "error": msg}));
+                        outln!(
+                            "{}",
+                            serde_json::json!({"file": file.display().to_string(), "error": msg})
+                        );
                     } else {
                         errln!("{}: {msg}", file.display());
                     }

@@ -111,7 +111,7 @@ impl Batcher {
         self.reserve(n)?;
         let mut waiting = Vec::with_capacity(n);
         let now = Instant::now();
-        for data in images {
+        for (i, data) in images.into_iter().enumerate() {
             let (reply, rx) = oneshot::channel();
             let job = Job {
                 data,
@@ -120,6 +120,7 @@ impl Batcher {
                 reply,
             };
             if self.tx.send(job).is_err() {
+                self.queued.fetch_sub(n - i, Ordering::AcqRel);
                 return Err(ServeError::ShuttingDown);
             }
             waiting.push(rx);
@@ -141,6 +142,12 @@ impl Batcher {
     /// Take `n` queue slots or refuse the whole request.
     fn reserve(&self, n: usize) -> Result<(), ServeError> {
         let max = self.config.max_queue;
+        if n > max {
+            // Retrying would never help: this is the request's size, not the server's load.
+            return Err(ServeError::TooLarge(format!(
+                "{n} images in one request can never fit the queue of {max} (--max-queue)"
+            )));
+        }
         self.queued
             .fetch_update(Ordering::AcqRel, Ordering::Acquire, |q| {
                 (q + n <= max).then_some(q + n)

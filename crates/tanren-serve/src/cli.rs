@@ -121,8 +121,10 @@ pub async fn main() -> anyhow::Result<()> {
     if !(args.max_delay_ms.is_finite() && args.max_delay_ms >= 0.0) {
         anyhow::bail!("--max-delay-ms must be a non-negative number of milliseconds");
     }
-    if args.max_batch == 0 || args.max_queue < args.max_batch {
-        anyhow::bail!("--max-batch must be at least 1 and --max-queue at least --max-batch");
+    if args.max_batch == 0 || args.max_queue < args.max_batch.max(args.max_images_per_request) {
+        anyhow::bail!(
+            "--max-batch must be at least 1, and --max-queue at least --max-batch and --max-images-per-request"
+        );
     }
     let mut config = Config::new(models);
     config.device = args.device;

@@ -135,7 +135,11 @@ async fn classify(
         .map_err(ServeError::internal)??;
     let rows = model
         .batcher
-        .submit(pixels.into_iter().map(ImageData::Pixels).collect(), deadline, coming)
+        .submit(
+            pixels.into_iter().map(ImageData::Pixels).collect(),
+            deadline,
+            coming,
+        )
         .await?;
     let predictions: Vec<serde_json::Value> = rows
         .iter()
