@@ -7,6 +7,9 @@
 #   bench/serve/run.sh                 # 8 s per point
 #   SECONDS_PER_POINT=4 bench/serve/run.sh
 #   DEVICE=cuda bench/serve/run.sh     # on a GPU host (tanren-serve also with --precision bf16)
+# The reference runs torch with 1 intra-op thread (REF_THREADS): its best setting here — with 2 threads
+# beside uvicorn and the load generator on 2 cores its latency jumped to ~48 ms per 28 px image (OpenMP
+# threads waking per request), which would flatter tanren. tanren-serve keeps libtorch's default.
 # Models: (1) the best model of a 1-trial study on the MNIST sample (../shared/datasets/mnist-digits.zip,
 # or a generated digits zip), (2) the seed's SimpleCNN at 128 px (the baseline trial, 1 epoch).
 # Writes nothing into the repository: venv under $TANREN_CACHE/bench-serve-venv, scratch in a temp dir.
@@ -78,7 +81,7 @@ for model in mnist seed128; do
   kill "${pids[@]}"; wait 2>/dev/null || true; pids=()
   echo "== $model: reference (FastAPI + uvicorn + torch)" >&2
   rport=$(port)
-  "$py" "$here/reference_server.py" --model "$m" --port "$rport" --device "$device" >"$work/ref-$model.log" 2>&1 & pids+=($!)
+  "$py" "$here/reference_server.py" --model "$m" --port "$rport" --device "$device" --threads "${REF_THREADS:-1}" >"$work/ref-$model.log" 2>&1 & pids+=($!)
   for _ in $(seq 1 300); do curl -s -o /dev/null "http://127.0.0.1:$rport/docs" && break; sleep 0.2; done
   for c in 1 8 64; do point "$model" reference "$c" "http://127.0.0.1:$rport"; done
   kill "${pids[@]}"; wait 2>/dev/null || true; pids=()
