@@ -35,6 +35,9 @@ pub struct Config {
     pub max_upload_bytes: u64,
     /// A worker not heard from for this long gets no new trials.
     pub worker_timeout: Duration,
+    /// How often an interrupted trial (worker lost, connection refused) is retried with the same
+    /// parameters; a study's own `max_retries` overrides it.
+    pub max_retries: u32,
     /// How often the scheduler looks for work when nothing wakes it.
     pub tick: Duration,
     /// How many events a WebSocket client may fall behind before it is dropped.
@@ -53,6 +56,7 @@ impl Config {
             public_url: None,
             max_upload_bytes: 2 << 30,
             worker_timeout: Duration::from_secs(20),
+            max_retries: 2,
             tick: Duration::from_millis(500),
             event_buffer: 1024,
             event_ring: 4096,
@@ -70,6 +74,8 @@ pub struct AppState {
     pub events: events::Hub,
     /// Cancelled when the server stops; long-lived connections (WebSockets) end with it.
     pub shutdown: CancellationToken,
+    /// One lock per dataset sha256 being ingested, so identical uploads at once take turns.
+    pub upload_locks: api::UploadLocks,
 }
 
 pub async fn run(config: Config, listener: TcpListener, shutdown: CancellationToken) -> anyhow::Result<()> {
@@ -131,7 +137,7 @@ pub async fn start(
         .public_url
         .clone()
         .unwrap_or_else(|| format!("http://{addr}"));
-    let scheduler = scheduler::Scheduler::new(public_url.clone(), config.worker_timeout);
+    let scheduler = scheduler::Scheduler::new(public_url.clone(), config.worker_timeout, config.max_retries);
     let state = Arc::new(AppState {
         config: config.clone(),
         store,
@@ -139,7 +145,9 @@ pub async fn start(
         scheduler,
         events: events::Hub::new(config.event_buffer, config.event_ring),
         shutdown,
+        upload_locks: Default::default(),
     });
+    // A study that cannot be resumed is marked failed; only an unreadable database stops the start.
     state.scheduler.restore(&state).await?;
     tracing::info!(%addr, %public_url, database = %url, data_dir = %config.data_dir.display(), "control plane listening");
     Ok(Server {

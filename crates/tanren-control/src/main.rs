@@ -29,6 +29,10 @@ struct Args {
     /// Seconds without a heartbeat after which a worker gets no new trials.
     #[arg(long, env = "TANREN_WORKER_TIMEOUT", default_value_t = 20)]
     worker_timeout: u64,
+    /// How many times an interrupted trial (worker lost, connection refused) is retried with the same
+    /// parameters before it counts as failed; a study's `max_retries` overrides it.
+    #[arg(long, env = "TANREN_MAX_RETRIES", default_value_t = 2)]
+    max_retries: u32,
 }
 
 #[tokio::main]
@@ -45,6 +49,7 @@ async fn main() -> anyhow::Result<()> {
     config.public_url = a.public_url;
     config.max_upload_bytes = a.max_upload_bytes;
     config.worker_timeout = Duration::from_secs(a.worker_timeout);
+    config.max_retries = a.max_retries;
     let shutdown = CancellationToken::new();
     let s = shutdown.clone();
     tokio::spawn(async move {

@@ -88,7 +88,10 @@ impl FailureKind {
 impl EndReason {
     /// The study did all it was going to do (its progress reads as complete).
     pub fn is_done(self) -> bool {
-        matches!(self, Self::TrialBudget | Self::MinutesBudget | Self::SpaceExhausted)
+        matches!(
+            self,
+            Self::TrialBudget | Self::MinutesBudget | Self::SpaceExhausted
+        )
     }
 
     pub fn describe(self) -> &'static str {

@@ -100,7 +100,11 @@ async fn exercise(store: Store) {
     );
     assert_eq!(got.worker_id.as_deref(), Some("w1"));
     assert_eq!(
-        (got.weights_path.as_deref(), got.model_sha256.as_deref(), got.failure_kind.as_deref()),
+        (
+            got.weights_path.as_deref(),
+            got.model_sha256.as_deref(),
+            got.failure_kind.as_deref()
+        ),
         (Some("models/1/model.safetensors"), Some("beef"), None)
     );
     assert_eq!((got.attempt, got.retry_of), (0, None));
@@ -138,9 +142,17 @@ async fn exercise(store: Store) {
         .insert_trial_attempt(s.id, 2, "{}", "{}", Some(t2.id), 1)
         .await
         .unwrap();
-    assert_eq!((t3.retry_of, t3.attempt, t3.state.as_str()), (Some(t2.id), 1, "queued"));
+    assert_eq!(
+        (t3.retry_of, t3.attempt, t3.state.as_str()),
+        (Some(t2.id), 1, "queued")
+    );
     store
-        .end_trial_without_result(t3.id, TrialState::Failed, Some(FailureKind::Interrupted), Some("lost"))
+        .end_trial_without_result(
+            t3.id,
+            TrialState::Failed,
+            Some(FailureKind::Interrupted),
+            Some("lost"),
+        )
         .await
         .unwrap();
     store
