@@ -38,6 +38,11 @@ pub struct Config {
     /// How often an interrupted trial (worker lost, connection refused) is retried with the same
     /// parameters; a study's own `max_retries` overrides it.
     pub max_retries: u32,
+    /// Hard cap on one trial, dataset preparation included: past it the trial is interrupted.
+    pub trial_timeout: Duration,
+    /// Once epochs are measured, a worker silent for 5 mean epochs plus this long has hung: the trial is
+    /// interrupted (and retried elsewhere) even if the worker still heartbeats.
+    pub trial_silence: Duration,
     /// How often the scheduler looks for work when nothing wakes it.
     pub tick: Duration,
     /// How many events a WebSocket client may fall behind before it is dropped.
@@ -57,6 +62,8 @@ impl Config {
             max_upload_bytes: 2 << 30,
             worker_timeout: Duration::from_secs(20),
             max_retries: 2,
+            trial_timeout: Duration::from_secs(24 * 3600),
+            trial_silence: Duration::from_secs(120),
             tick: Duration::from_millis(500),
             event_buffer: 1024,
             event_ring: 4096,

@@ -51,9 +51,10 @@ pub struct Scheduler {
     worker_timeout: Duration,
     max_retries: u32,
     inner: Mutex<Inner>,
-    /// worker id -> unix ms when it refused a connection or lost one mid-trial: it gets no trial until
-    /// it registers (heartbeats) again after that.
-    down: Mutex<HashMap<String, i64>>,
+    /// worker id -> (unix ms when it refused a connection or lost one mid-trial, unix ms before which it
+    /// gets nothing at all): it gets no trial until it registers (heartbeats) again after the first, and
+    /// not before the second (a hung worker that still heartbeats sits out a while).
+    down: Mutex<HashMap<String, (i64, i64)>>,
     wake: Notify,
     /// Trial tasks, drained at shutdown so each records its interruption before the store closes.
     tasks: TaskTracker,
@@ -198,6 +199,8 @@ enum Outcome {
         error: String,
         /// The worker refused or dropped the connection: it gets no trial until it registers again.
         worker_down: bool,
+        /// ... and none at all for this long (it hung).
+        sit_out: Duration,
     },
     Stopped(StopWhy),
 }
@@ -309,7 +312,7 @@ impl Scheduler {
         self.inner.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    fn down_map(&self) -> MutexGuard<'_, HashMap<String, i64>> {
+    fn down_map(&self) -> MutexGuard<'_, HashMap<String, (i64, i64)>> {
         self.down.lock().unwrap_or_else(|p| p.into_inner())
     }
 
@@ -432,17 +435,23 @@ impl Scheduler {
 
     /// Workers heard from within the timeout and not found down since their last registration.
     pub fn live_workers(&self, workers: Vec<WorkerRow>) -> Vec<WorkerRow> {
-        let cutoff = now_ms() - self.worker_timeout.as_millis() as i64;
+        let now = now_ms();
+        let cutoff = now - self.worker_timeout.as_millis() as i64;
         let down = self.down_map();
         workers
             .into_iter()
             .filter(|w| w.last_seen_at >= cutoff)
-            .filter(|w| down.get(&w.id).is_none_or(|&at| w.last_seen_at > at))
+            .filter(|w| {
+                down.get(&w.id)
+                    .is_none_or(|&(at, until)| w.last_seen_at > at && now >= until)
+            })
             .collect()
     }
 
-    fn mark_down(&self, worker_id: &str) {
-        self.down_map().insert(worker_id.to_string(), now_ms());
+    fn mark_down(&self, worker_id: &str, sit_out: Duration) {
+        let now = now_ms();
+        self.down_map()
+            .insert(worker_id.to_string(), (now, now + sit_out.as_millis() as i64));
     }
 }
 
@@ -746,6 +755,7 @@ async fn dispatch(state: Arc<AppState>, d: Dispatch) {
             kind: FailureKind::Interrupted,
             error: format!("interrupted: the trial's start could not be stored: {e}"),
             worker_down: false,
+            sit_out: Duration::ZERO,
         },
     };
     finish(&state, &d, outcome, &unsaved_epochs)
@@ -760,6 +770,7 @@ async fn finish(state: &Arc<AppState>, d: &Dispatch, outcome: Outcome, unsaved_e
     let store = &state.store;
     let trial_id = d.trial_id;
     // (what the sampler hears, why it failed, whether its worker is down, the error, the write).
+    let mut sit_out = Duration::ZERO;
     let (mut tell, kind, worker_down, error, stored) = match outcome {
         Outcome::Complete(r) => {
             let rel = format!("models/{trial_id}/model.safetensors");
@@ -824,7 +835,9 @@ async fn finish(state: &Arc<AppState>, d: &Dispatch, outcome: Outcome, unsaved_e
             kind,
             error,
             worker_down,
+            sit_out: s,
         } => {
+            sit_out = s;
             let kind = if kind == FailureKind::Interrupted && d.attempt >= d.max_retries {
                 FailureKind::RetriesExhausted
             } else {
@@ -873,7 +886,7 @@ async fn finish(state: &Arc<AppState>, d: &Dispatch, outcome: Outcome, unsaved_e
         crate::events::trial_changed(state, trial_id).await;
     }
     if worker_down {
-        sched.mark_down(&d.worker.id);
+        sched.mark_down(&d.worker.id, sit_out);
     }
     let fail_study = {
         let mut inner = sched.lock();
@@ -959,8 +972,32 @@ async fn run_on_worker(
         kind: FailureKind::Interrupted,
         error: format!("interrupted: worker {} {what}", worker.id),
         worker_down: true,
+        sit_out: Duration::ZERO,
     };
     let stopped = || Outcome::Stopped(d.why.get().copied().unwrap_or(StopWhy::Stopped));
+    // A trial ends by its hard cap at the latest; once epochs are measured, a worker silent for five
+    // mean epochs (plus a margin for evaluation and the weight upload) has hung.
+    let hard_cap = tokio::time::Instant::now() + state.config.trial_timeout;
+    let hung = |waited: Duration, expected: Option<f64>| Outcome::Failed {
+        kind: FailureKind::Interrupted,
+        error: match expected {
+            Some(e) => format!(
+                "interrupted: worker {} sent nothing for {:.0} s (an epoch takes ~{e:.1} s); deadline passed",
+                worker.id,
+                waited.as_secs_f64()
+            ),
+            None => format!(
+                "interrupted: trial exceeded the {:.0} min trial timeout on worker {}",
+                state.config.trial_timeout.as_secs_f64() / 60.0,
+                worker.id
+            ),
+        },
+        worker_down: true,
+        // It may still heartbeat: keep trials away from it for a while.
+        sit_out: state.config.trial_silence,
+    };
+    let mut last_heard = tokio::time::Instant::now();
+    let mut epoch_secs: Option<f64> = None;
     let endpoint = match tonic::transport::Endpoint::from_shared(worker.grpc_url.clone()) {
         Ok(e) => e
             .connect_timeout(Duration::from_secs(5))
@@ -989,16 +1026,25 @@ async fn run_on_worker(
     let mut client = WorkerClient::new(channel).max_decoding_message_size(MAX_RESULT_BYTES);
     let mut stream = tokio::select! {
         _ = d.token.cancelled() => return stopped(),
+        _ = tokio::time::sleep_until(hard_cap) => return hung(last_heard.elapsed(), None),
         r = client.run_trial(req) => match r {
             Ok(s) => s.into_inner(),
             Err(s) => return classify(s, worker),
         }
     };
     loop {
+        let silence_deadline =
+            epoch_secs.map(|e| last_heard + Duration::from_secs_f64(5.0 * e) + state.config.trial_silence);
+        let deadline = silence_deadline.map_or(hard_cap, |s| s.min(hard_cap));
         let msg = tokio::select! {
             _ = d.token.cancelled() => return stopped(),
+            _ = tokio::time::sleep_until(deadline) => {
+                let expected = epoch_secs.filter(|_| deadline < hard_cap);
+                return hung(last_heard.elapsed(), expected);
+            }
             m = stream.message() => m,
         };
+        last_heard = tokio::time::Instant::now();
         let event = match msg {
             Ok(Some(ev)) => ev.event,
             Ok(None) => return lost("closed the trial stream without a result".into()),
@@ -1013,6 +1059,9 @@ async fn run_on_worker(
             }
             Some(Event::Epoch(e)) => {
                 let m: EpochMetrics = e.into();
+                if m.epoch > 0 && m.elapsed_seconds.is_finite() && m.elapsed_seconds > 0.0 {
+                    epoch_secs = Some(m.elapsed_seconds / m.epoch as f64);
+                }
                 if let Err(err) = state.store.insert_epoch(trial_id, &m).await {
                     // Written again with the trial's end, in its transaction.
                     tracing::warn!(trial_id, error = %err, "could not store epoch metrics; kept for the trial's end");
@@ -1044,11 +1093,13 @@ async fn run_on_worker(
                         kind: FailureKind::Error,
                         error: "worker reported a result but uploaded no weights".into(),
                         worker_down: false,
+                        sit_out: Duration::ZERO,
                     },
                     Err(s) => Outcome::Failed {
                         kind: FailureKind::Error,
                         error: format!("worker sent an unreadable result: {}", s.message()),
                         worker_down: false,
+                        sit_out: Duration::ZERO,
                     },
                 };
             }
@@ -1089,12 +1140,14 @@ fn classify(s: tonic::Status, worker: &WorkerRow) -> Outcome {
                 s.message()
             ),
             worker_down: true,
+            sit_out: Duration::ZERO,
         }
     } else {
         Outcome::Failed {
             kind: FailureKind::Error,
             error: s.message().to_string(),
             worker_down: false,
+            sit_out: Duration::ZERO,
         }
     }
 }

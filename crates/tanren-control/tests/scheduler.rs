@@ -172,6 +172,8 @@ enum Step {
     Lost,
     /// Epochs, weights, result after this long.
     Complete(Duration),
+    /// Two quick epochs, then nothing, ever (the worker still heartbeats).
+    Hang,
 }
 
 #[derive(Clone)]
@@ -223,8 +225,20 @@ impl Worker for Fake {
                     elapsed_seconds: e as f64,
                 })),
             };
+            if let Step::Hang = step {
+                for e in 1..=2u32 {
+                    let mut ev = epoch(e);
+                    if let Some(Event::Epoch(m)) = &mut ev.event {
+                        m.elapsed_seconds = 0.1 * e as f64;
+                    }
+                    let _ = tx.send(Ok(ev)).await;
+                }
+                tokio::time::sleep(Duration::from_secs(3600)).await;
+                return;
+            }
             let _ = tx.send(Ok(epoch(1))).await;
             match step {
+                Step::Hang => unreachable!(),
                 Step::Lost => {
                     let _ = tx
                         .send(Err(Status::unavailable("connection reset by peer")))
@@ -478,6 +492,61 @@ async fn a_worker_that_refuses_connections_is_down_at_once_and_the_trial_moves_o
     assert_eq!(trials.len(), 2, "{trials:?}");
     assert_eq!(trials[1]["retry_of"], first["id"]);
     assert_eq!(trials[1]["worker_id"], "real");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hung_worker_that_still_heartbeats_loses_its_trial_at_the_deadline() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut c = config(dir.path());
+    c.trial_silence = Duration::from_secs(1);
+    let mut app = App::boot(dir, c).await;
+    app.dataset_id = app
+        .state
+        .store
+        .insert_dataset(tanren_store::NewDataset {
+            name: "fake",
+            sha256: "00ff",
+            num_classes: 2,
+            num_train: 10,
+            num_test: 4,
+            size_bytes: 1,
+            summary: "{}",
+        })
+        .await
+        .unwrap()
+        .id;
+    // Free workers are taken from the end of the id order: the hung one gets the first trial.
+    let _hung = fake_worker(&app, "z-hung", vec![Step::Hang; 5]).await;
+    wait_for("z-hung registered", Duration::from_secs(5), || async {
+        app.get("/api/v1/workers").await["workers"]
+            .as_array()
+            .unwrap()
+            .len()
+            == 1
+    })
+    .await;
+    let _ok = fake_worker(&app, "a-ok", vec![]).await;
+    let id = app.study(json!({"budget": {"trials": 1}})).await;
+    let s = app.wait_study(id, Duration::from_secs(20)).await;
+    assert_eq!(s["state"], "complete", "{s}");
+    let trials = app.trials(id).await;
+    assert_eq!(trials.len(), 2, "{trials:?}");
+    assert_eq!(
+        (
+            trials[0]["worker_id"].as_str(),
+            trials[0]["failure_kind"].as_str()
+        ),
+        (Some("z-hung"), Some("interrupted"))
+    );
+    assert!(
+        trials[0]["error"].as_str().unwrap().contains("deadline"),
+        "{}",
+        trials[0]
+    );
+    assert_eq!(
+        trials[1]["worker_id"], "a-ok",
+        "the retry went to the worker that answers"
+    );
 }
 
 // ---- restore ----
