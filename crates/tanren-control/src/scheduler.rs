@@ -482,7 +482,10 @@ pub async fn run_loop(state: Arc<AppState>, shutdown: CancellationToken) {
 
 /// Studies that are over, and trials to start (each with the worker it goes to). Decided under the lock
 /// without any IO.
-fn plan(inner: &mut Inner, mut free: Vec<WorkerRow>) -> (Vec<(i64, EndReason)>, Vec<(i64, Plan, WorkerRow)>) {
+/// What one planning step decided: studies that ended (and why), trials to start (study, trial, worker).
+type Decisions = (Vec<(i64, EndReason)>, Vec<(i64, Plan, WorkerRow)>);
+
+fn plan(inner: &mut Inner, mut free: Vec<WorkerRow>) -> Decisions {
     let Inner {
         studies,
         busy_workers,
