@@ -251,6 +251,7 @@ fn records_without_gaps(
 ) -> Vec<TrialRecord> {
     let mut filler = spec.image_space.baseline();
     filler.retain(|k, _| spec.image_space.space.get(k).is_some());
+    spec.search.space.normalize_params(&mut filler);
     let mut out: Vec<TrialRecord> = Vec::with_capacity(trials.len());
     let mut sorted: Vec<&TrialRow> = trials.iter().collect();
     sorted.sort_by_key(|t| t.number);
