@@ -610,6 +610,12 @@ async fn tick(state: &Arc<AppState>) -> anyhow::Result<()> {
             )
         })
         .await;
+        let inserted = match inserted {
+            // The insert may have committed with only its answer lost (a dropped connection), and the
+            // retry then hits the unique number: that row is this trial.
+            Err(e) if !e.is_transient() => existing_row(state, id, &plan).await.ok_or(e),
+            other => other,
+        };
         let row = match inserted {
             Ok(row) => row,
             Err(e) => {
@@ -623,6 +629,16 @@ async fn tick(state: &Arc<AppState>) -> anyhow::Result<()> {
         start_or_fail(state, id, plan, row, worker).await;
     }
     Ok(())
+}
+
+/// A queued row already holding this trial's number and parameters.
+async fn existing_row(state: &AppState, study_id: i64, plan: &Plan) -> Option<TrialRow> {
+    let row = state
+        .store
+        .trial_by_number(study_id, plan.number as i64)
+        .await
+        .ok()??;
+    (row.state == TrialState::Queued.as_str() && row.params == plan.params_json).then_some(row)
 }
 
 /// The insert failed: the sampler's trial waits, with its number, for the next tick.

@@ -819,3 +819,58 @@ async fn identical_uploads_at_once_all_get_the_one_dataset_and_its_files() {
         );
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_trial_end_the_database_refuses_for_a_while_is_stored_not_dropped() {
+    let app = App::spawn().await;
+    let url = format!("sqlite://{}", app.dir.path().join("control/tanren.db").display());
+    sqlx::any::install_default_drivers();
+    let pool = sqlx::AnyPool::connect(&url).await.unwrap();
+    // Recording a trial complete fails for the next second (the worker takes 300 ms).
+    sqlx::query(
+        "CREATE TRIGGER block_end BEFORE UPDATE OF state ON trials WHEN NEW.state = 'complete'
+         BEGIN SELECT RAISE(ABORT, 'database is locked (injected)'); END",
+    )
+    .execute(&pool)
+    .await
+    .unwrap();
+    let id = app.study(json!({"budget": {"trials": 1}})).await;
+    let _w = fake_worker(&app, "w1", vec![Step::Complete(Duration::from_millis(300))]).await;
+    tokio::time::sleep(Duration::from_millis(1300)).await;
+    sqlx::query("DROP TRIGGER block_end")
+        .execute(&pool)
+        .await
+        .unwrap();
+    pool.close().await;
+    let s = app.wait_study(id, Duration::from_secs(20)).await;
+    assert_eq!(s["state"], "complete", "{s}");
+    let t = app.trials(id).await[0].clone();
+    assert_eq!(
+        t["state"], "complete",
+        "the row says what the search engine was told: {t}"
+    );
+    assert_eq!(s["best_trial"]["id"], t["id"]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_insert_that_committed_but_lost_its_answer_is_not_inserted_twice() {
+    let app = App::spawn().await;
+    let id = app.study(json!({"budget": {"trials": 1}})).await;
+    // The row the scheduler is about to insert (trial 0, the baseline) is already there, as after a
+    // connection dropped between the commit and its answer: the retried insert hits the unique number.
+    let row = app.state.store.study(id).await.unwrap();
+    let spec: tanren_control::study_spec::StudySpec = serde_json::from_str(&row.spec).unwrap();
+    let mut baseline = spec.image_space.baseline();
+    spec.search.space.normalize_params(&mut baseline);
+    let params = serde_json::to_string(&spec.image_space.full_params(&baseline)).unwrap();
+    let pre = app.state.store.insert_trial(id, 0, &params, "{}").await.unwrap();
+    let _w = fake_worker(&app, "w1", vec![]).await;
+    let s = app.wait_study(id, Duration::from_secs(20)).await;
+    assert_eq!(s["state"], "complete", "{s}");
+    let trials = app.trials(id).await;
+    assert_eq!(trials.len(), 1, "{trials:?}");
+    assert_eq!(
+        (trials[0]["id"].as_i64(), trials[0]["state"].as_str()),
+        (Some(pre.id), Some("complete"))
+    );
+}

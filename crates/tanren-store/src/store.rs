@@ -381,6 +381,16 @@ impl Store {
             .ok_or_else(|| StoreError::NotFound(format!("trial {id}")))
     }
 
+    pub async fn trial_by_number(&self, study_id: i64, number: i64) -> Result<Option<TrialRow>, StoreError> {
+        Ok(
+            sqlx::query_as("SELECT * FROM trials WHERE study_id = $1 AND number = $2")
+                .bind(study_id)
+                .bind(number)
+                .fetch_optional(&self.pool)
+                .await?,
+        )
+    }
+
     pub async fn trials(&self, study_id: i64) -> Result<Vec<TrialRow>, StoreError> {
         Ok(
             sqlx::query_as("SELECT * FROM trials WHERE study_id = $1 ORDER BY number")

@@ -137,6 +137,11 @@ async fn exercise(store: Store) {
         store.insert_trial(s.id, 1, "{}", "{}").await.is_err(),
         "trial numbers are unique per study"
     );
+    assert_eq!(
+        store.trial_by_number(s.id, 1).await.unwrap().map(|t| t.id),
+        Some(t2.id)
+    );
+    assert!(store.trial_by_number(s.id, 7).await.unwrap().is_none());
     // A retry is a new trial (new number, same parameters) that points at the attempt it repeats.
     let t3 = store
         .insert_trial_attempt(s.id, 2, "{}", "{}", Some(t2.id), 1)
