@@ -13,6 +13,9 @@
 //!   trials use no budget and never count toward the consecutive failures that end a study. Pending
 //!   retries are derived from the rows, so a restart resumes them too;
 //! - a worker that refuses a connection or loses one mid-trial gets no trial until it registers again;
+//! - no trial waits forever: once epochs are measured, a worker silent for 5 mean epochs plus
+//!   `trial_silence` has hung (it may still heartbeat) and the trial is interrupted; `trial_timeout` caps
+//!   every trial; at a study's minutes deadline its running trials are cancelled;
 //! - a worker runs one trial at a time;
 //! - the state lock (`std::sync::Mutex`) is never held across an `.await`: the compiler enforces it,
 //!   because a guard held there would make the spawned futures `!Send`.
@@ -674,7 +677,9 @@ async fn start_or_fail(state: &Arc<AppState>, study_id: i64, plan: Plan, row: Tr
             inner.busy_workers.remove(&worker.id);
             if let Some(live) = inner.studies.get_mut(&study_id) {
                 live.reserved -= 1;
-                let _ = live.study.tell(plan.number, TellOutcome::Failed);
+                if let Err(e) = live.study.tell(plan.number, TellOutcome::Failed) {
+                    tracing::error!(trial_id = row.id, error = %e, "search engine refused the outcome");
+                }
                 live.counted += 1;
             }
             return;
@@ -726,16 +731,12 @@ async fn start_or_fail(state: &Arc<AppState>, study_id: i64, plan: Plan, row: Tr
         }
         None => {
             // Stopped while its row was being written.
-            let _ = state
-                .store
-                .end_trial_without_result(
-                    row.id,
-                    TrialState::Failed,
-                    Some(FailureKind::Stopped),
-                    Some("stopped: the study was stopped"),
-                )
-                .await;
-            crate::events::trial_changed(state, row.id).await;
+            let msg = "stopped: the study was stopped";
+            match end_failed(state, row.id, FailureKind::Stopped, msg).await {
+                Ok(()) => crate::events::trial_changed(state, row.id).await,
+                // Left queued: the next start marks it interrupted; its study is no longer running.
+                Err(e) => tracing::error!(trial_id = row.id, error = %e, "trial end not stored"),
+            }
         }
     }
 }
@@ -843,7 +844,9 @@ async fn finish(state: &Arc<AppState>, d: &Dispatch, outcome: Outcome, unsaved_e
         }
         Outcome::Pruned => {
             for m in unsaved_epochs {
-                let _ = with_retry("store epoch", || store.insert_epoch(trial_id, m)).await;
+                if let Err(e) = with_retry("store epoch", || store.insert_epoch(trial_id, m)).await {
+                    tracing::error!(trial_id, epoch = m.epoch, error = %e, "epoch metrics lost");
+                }
             }
             let stored = with_retry("prune trial", || {
                 store.end_trial_without_result(trial_id, TrialState::Pruned, None, None)
@@ -915,7 +918,9 @@ async fn finish(state: &Arc<AppState>, d: &Dispatch, outcome: Outcome, unsaved_e
         if let Some(live) = inner.studies.get_mut(&d.study_id) {
             live.running.remove(&trial_id);
             let succeeded = matches!(tell, TellOutcome::Complete(_) | TellOutcome::Pruned);
-            let _ = live.study.tell(d.number, tell);
+            if let Err(e) = live.study.tell(d.number, tell) {
+                tracing::error!(trial_id, number = d.number, error = %e, "search engine refused the outcome");
+            }
             match (stored.is_ok(), kind) {
                 (false, _) => {}
                 (true, None) => {
