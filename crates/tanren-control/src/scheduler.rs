@@ -1026,8 +1026,10 @@ async fn run_on_worker(
     let endpoint = match tonic::transport::Endpoint::from_shared(worker.grpc_url.clone()) {
         Ok(e) => e
             .connect_timeout(Duration::from_secs(5))
-            .http2_keep_alive_interval(Duration::from_secs(10))
-            .keep_alive_timeout(Duration::from_secs(20))
+            // A silent network (no FIN) is noticed within 10 s; the worker's runtime answers pings
+            // while the trainer thread works.
+            .http2_keep_alive_interval(Duration::from_secs(5))
+            .keep_alive_timeout(Duration::from_secs(5))
             .keep_alive_while_idle(true),
         Err(e) => return lost(format!("has an invalid gRPC URL {}: {e}", worker.grpc_url)),
     };
