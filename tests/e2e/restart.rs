@@ -45,6 +45,13 @@ async fn study_resumes_after_a_control_plane_restart() {
     for t in trials {
         if t["state"] == "failed" {
             assert!(t["error"].as_str().unwrap().starts_with("interrupted:"), "{t}");
+            assert_eq!(t["failure_kind"], "interrupted", "{t}");
+            // Whatever the restart interrupted was retried with the same parameters.
+            let retry = trials
+                .iter()
+                .find(|r| r["retry_of"] == t["id"])
+                .unwrap_or_else(|| panic!("no retry of {t}"));
+            assert_eq!(retry["params"], t["params"]);
         }
     }
 }

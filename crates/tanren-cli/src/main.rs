@@ -210,38 +210,56 @@ fn code_points(name: &str) -> String {
 }
 
 fn print_study(s: &Value) {
+    for line in study_lines(s) {
+        outln!("{line}");
+    }
+}
+
+/// `study show`: state, why it ended, counts, time left, best trial.
+fn study_lines(s: &Value) -> Vec<String> {
     let p = &s["progress"];
-    outln!(
+    let mut out = vec![format!(
         "study {} `{}`: {}",
         s["id"],
         s["name"].as_str().unwrap_or(""),
         s["state"].as_str().unwrap_or("")
-    );
-    outln!(
-        "  trials: {} done of {} ({} complete, {} failed, {} running)",
+    )];
+    match s["end_reason_text"].as_str() {
+        // Includes the error of a failed study.
+        Some(why) => out.push(format!("  ended: {why}")),
+        None => {
+            if let Some(err) = s["error"].as_str() {
+                out.push(format!("  error: {err}"));
+            }
+        }
+    }
+    out.push(format!(
+        "  trials: {} done of {} ({} complete, {} failed, {} running{})",
         p["done"],
         p["total"],
         p["complete"],
         p["failed"],
-        p["running"]
-    );
-    if let Some(eta) = p["eta_seconds"].as_f64() {
-        outln!("  remaining: ~{:.0}s", eta);
-    }
-    if let Some(err) = s["error"].as_str() {
-        outln!("  error: {err}");
+        p["running"],
+        match p["interrupted"].as_u64() {
+            Some(n) if n > 0 => format!(", {n} interrupted and retried"),
+            _ => String::new(),
+        }
+    ));
+    if let Some(eta) = p["eta_seconds"].as_f64().filter(|_| s["state"] == "running") {
+        out.push(format!("  remaining: ~{:.0}s", eta));
     }
     let b = &s["best_trial"];
     if !b.is_null() {
-        outln!(
+        out.push(format!(
             "  best: trial {} (#{}) val acc {:.4}, test acc {:.4}, params {}",
             b["id"],
             b["number"],
             b["val_accuracy"].as_f64().unwrap_or(f64::NAN),
             b["test_accuracy"].as_f64().unwrap_or(f64::NAN),
             b["params"]
-        );
+        ));
     }
+    out
 }
 
 #[tokio::main]
@@ -595,6 +613,35 @@ fn upload_line(sent: u64, len: u64) -> String {
 
 #[cfg(test)]
 mod tests {
+    use super::*;
+
+    #[test]
+    fn study_show_says_why_a_study_ended() {
+        let s = json!({"id": 3, "name": "pets", "state": "complete", "end_reason": "minutes_budget",
+            "end_reason_text": "minutes budget reached", "error": null, "best_trial": null,
+            "progress": {"done": 4, "total": 4, "complete": 4, "failed": 0, "running": 0, "interrupted": 1,
+                         "eta_seconds": 0.0}});
+        let lines = study_lines(&s);
+        assert_eq!(lines[1], "  ended: minutes budget reached");
+        assert_eq!(
+            lines[2],
+            "  trials: 4 done of 4 (4 complete, 0 failed, 0 running, 1 interrupted and retried)"
+        );
+        assert_eq!(lines.len(), 3, "no time left on an ended study: {lines:?}");
+        let failed = json!({"id": 4, "name": "x", "state": "failed", "end_reason": "failed",
+            "end_reason_text": "failed: 5 trials in a row failed; last error: diverged", "error": "5 trials in a row failed; last error: diverged",
+            "best_trial": null, "progress": {"done": 5, "total": 20, "complete": 0, "failed": 5, "running": 0}});
+        let lines = study_lines(&failed);
+        assert_eq!(
+            lines[1],
+            "  ended: failed: 5 trials in a row failed; last error: diverged"
+        );
+        assert!(
+            !lines.iter().any(|l| l.starts_with("  error:")),
+            "the reason is not printed twice"
+        );
+    }
+
     #[test]
     fn spellings_that_look_alike_print_apart() {
         assert_eq!(super::code_points("caf\u{e9}"), "caf\\u{e9}");

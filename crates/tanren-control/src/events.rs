@@ -73,6 +73,9 @@ pub enum Event {
     StudyFinished {
         state: String,
         error: Option<String>,
+        /// `tanren_core::EndReason`: trial_budget, minutes_budget, space_exhausted, stopped, failed.
+        #[serde(default)]
+        end_reason: Option<String>,
     },
     WorkerUp {
         worker: WorkerView,
@@ -391,6 +394,7 @@ pub async fn study_finished(state: &AppState, study_id: i64) {
                 Event::StudyFinished {
                     state: row.state,
                     error: row.error,
+                    end_reason: row.end_reason,
                 },
             );
         }
@@ -511,6 +515,7 @@ mod tests {
             Event::StudyFinished {
                 state: "complete".into(),
                 error: None,
+                end_reason: Some("trial_budget".into()),
             },
         );
         let sub = hub.subscribe(2, Some(0));

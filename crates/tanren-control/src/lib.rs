@@ -36,6 +36,14 @@ pub struct Config {
     pub max_upload_bytes: u64,
     /// A worker not heard from for this long gets no new trials.
     pub worker_timeout: Duration,
+    /// How often an interrupted trial (worker lost, connection refused) is retried with the same
+    /// parameters; a study's own `max_retries` overrides it.
+    pub max_retries: u32,
+    /// Hard cap on one trial, dataset preparation included: past it the trial is interrupted.
+    pub trial_timeout: Duration,
+    /// Once epochs are measured, a worker silent for 5 mean epochs plus this long has hung: the trial is
+    /// interrupted (and retried elsewhere) even if the worker still heartbeats.
+    pub trial_silence: Duration,
     /// How often the scheduler looks for work when nothing wakes it.
     pub tick: Duration,
     /// How many events a WebSocket client may fall behind before it is dropped.
@@ -54,6 +62,9 @@ impl Config {
             public_url: None,
             max_upload_bytes: 2 << 30,
             worker_timeout: Duration::from_secs(20),
+            max_retries: 2,
+            trial_timeout: Duration::from_secs(24 * 3600),
+            trial_silence: Duration::from_secs(120),
             tick: Duration::from_millis(500),
             event_buffer: 1024,
             event_ring: 4096,
@@ -71,6 +82,8 @@ pub struct AppState {
     pub events: events::Hub,
     /// Cancelled when the server stops; long-lived connections (WebSockets) end with it.
     pub shutdown: CancellationToken,
+    /// One lock per dataset sha256 being ingested, so identical uploads at once take turns.
+    pub upload_locks: api::UploadLocks,
 }
 
 pub async fn run(config: Config, listener: TcpListener, shutdown: CancellationToken) -> anyhow::Result<()> {
@@ -132,7 +145,7 @@ pub async fn start(
         .public_url
         .clone()
         .unwrap_or_else(|| format!("http://{addr}"));
-    let scheduler = scheduler::Scheduler::new(public_url.clone(), config.worker_timeout);
+    let scheduler = scheduler::Scheduler::new(public_url.clone(), config.worker_timeout, config.max_retries);
     let state = Arc::new(AppState {
         config: config.clone(),
         store,
@@ -140,7 +153,9 @@ pub async fn start(
         scheduler,
         events: events::Hub::new(config.event_buffer, config.event_ring),
         shutdown,
+        upload_locks: Default::default(),
     });
+    // A study that cannot be resumed is marked failed; only an unreadable database stops the start.
     state.scheduler.restore(&state).await?;
     tracing::info!(%addr, %public_url, database = %url, data_dir = %config.data_dir.display(), "control plane listening");
     Ok(Server {

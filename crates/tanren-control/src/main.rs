@@ -29,6 +29,13 @@ struct Args {
     /// Seconds without a heartbeat after which a worker gets no new trials.
     #[arg(long, env = "TANREN_WORKER_TIMEOUT", default_value_t = 20)]
     worker_timeout: u64,
+    /// How many times an interrupted trial (worker lost, connection refused) is retried with the same
+    /// parameters before it counts as failed; a study's `max_retries` overrides it.
+    #[arg(long, env = "TANREN_MAX_RETRIES", default_value_t = 2)]
+    max_retries: u32,
+    /// Minutes one trial may take at most (preparation included) before it is interrupted and retried.
+    #[arg(long, env = "TANREN_TRIAL_TIMEOUT", default_value_t = 1440)]
+    trial_timeout: u64,
 }
 
 #[tokio::main]
@@ -45,6 +52,8 @@ async fn main() -> anyhow::Result<()> {
     config.public_url = a.public_url;
     config.max_upload_bytes = a.max_upload_bytes;
     config.worker_timeout = Duration::from_secs(a.worker_timeout);
+    config.max_retries = a.max_retries;
+    config.trial_timeout = Duration::from_secs(a.trial_timeout * 60);
     let shutdown = CancellationToken::new();
     let s = shutdown.clone();
     tokio::spawn(async move {

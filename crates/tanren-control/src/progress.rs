@@ -4,13 +4,14 @@
 
 use crate::events::TrialView;
 use serde::{Deserialize, Serialize};
-use tanren_core::{StudyState, TrialState};
+use tanren_core::{EndReason, FailureKind, StudyState, TrialState};
 use tanren_store::{now_ms, StudyRow, TrialRow};
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Progress {
     /// Finished trials that count toward the budget (interrupted ones do not).
     pub done: usize,
+    /// The trial budget while the study runs; `done` once it ended by a budget or an exhausted space.
     pub total: Option<i64>,
     pub complete: usize,
     pub pruned: usize,
@@ -25,10 +26,9 @@ pub struct Progress {
     pub eta_range_seconds: Option<[f64; 2]>,
 }
 
+/// Failed because its worker or connection went away; retried, so it uses no budget.
 pub fn is_interrupted(t: &TrialRow) -> bool {
-    t.error
-        .as_deref()
-        .is_some_and(|e| e.starts_with(crate::scheduler::INTERRUPTED_PREFIX))
+    t.failure_kind.as_deref() == Some(FailureKind::Interrupted.as_str())
 }
 
 /// Best complete trial by validation accuracy (earlier trial wins a tie).
@@ -64,9 +64,21 @@ pub fn progress(row: &StudyRow, trials: &[TrialRow], parallel: usize) -> Progres
     } else {
         eta(row, trials, done, running, parallel.max(1))
     };
+    // A study that did all it was going to do (its minutes budget or search space ran out before its
+    // trial budget) reads as complete: `done` of `done`, not "4 / 20".
+    let ended_done = row
+        .end_reason
+        .as_deref()
+        .and_then(|r| r.parse::<EndReason>().ok())
+        .is_some_and(EndReason::is_done);
+    let total = if ended_done {
+        Some(done as i64)
+    } else {
+        row.max_trials
+    };
     Progress {
         done,
-        total: row.max_trials,
+        total,
         complete,
         pruned,
         failed,

@@ -28,6 +28,9 @@ pub struct CreateStudy {
     /// Run the seed's configuration (moved inside the bounds) as trial 0. Default true.
     #[serde(default = "yes")]
     pub baseline: bool,
+    /// Retries of an interrupted trial (default: the control plane's `--max-retries`).
+    #[serde(default)]
+    pub max_retries: Option<u32>,
 }
 
 fn yes() -> bool {
@@ -50,6 +53,9 @@ pub struct StudySpec {
     pub dataset_sha256: String,
     pub split_seed: u64,
     pub seed: u64,
+    /// Absent in specs stored before retries existed: the control plane's setting applies.
+    #[serde(default)]
+    pub max_retries: Option<u32>,
 }
 
 impl StudySpec {

@@ -50,3 +50,57 @@ impl StudyState {
         !matches!(self, Self::Running)
     }
 }
+
+text_enum!(FailureKind {
+    // The trial itself failed (bad config, diverged, libtorch error): counts toward the budget and
+    // toward the consecutive failures that end a study.
+    Error => "error",
+    // The worker or its connection went away (lost, refused, deadline, shutdown): the trial is retried
+    // with the same parameters and counts toward nothing.
+    Interrupted => "interrupted",
+    // Interrupted more often than the retry limit allows: counts like an error.
+    RetriesExhausted => "retries_exhausted",
+    // Cancelled because the study was stopped or ran out of its minutes budget.
+    Stopped => "stopped",
+});
+
+text_enum!(EndReason {
+    TrialBudget => "trial_budget",
+    MinutesBudget => "minutes_budget",
+    // A finite space (grid) has no configuration left.
+    SpaceExhausted => "space_exhausted",
+    Stopped => "stopped",
+    Failed => "failed",
+});
+
+impl FailureKind {
+    /// Whether a trial that failed this way uses up the trial budget (all but interrupted ones).
+    pub fn uses_budget(self) -> bool {
+        !matches!(self, Self::Interrupted)
+    }
+
+    /// Whether it counts toward the consecutive failures that end a study.
+    pub fn is_trial_fault(self) -> bool {
+        matches!(self, Self::Error | Self::RetriesExhausted)
+    }
+}
+
+impl EndReason {
+    /// The study did all it was going to do (its progress reads as complete).
+    pub fn is_done(self) -> bool {
+        matches!(
+            self,
+            Self::TrialBudget | Self::MinutesBudget | Self::SpaceExhausted
+        )
+    }
+
+    pub fn describe(self) -> &'static str {
+        match self {
+            Self::TrialBudget => "trial budget reached",
+            Self::MinutesBudget => "minutes budget reached",
+            Self::SpaceExhausted => "every configuration of the search space was tried",
+            Self::Stopped => "stopped",
+            Self::Failed => "failed",
+        }
+    }
+}

@@ -25,6 +25,29 @@ pub enum StoreError {
     NotFound(String),
 }
 
+impl StoreError {
+    /// Worth trying again: the database was busy or unreachable, not a violated constraint or a bug.
+    pub fn is_transient(&self) -> bool {
+        match self {
+            StoreError::Db(sqlx::Error::Database(d)) => {
+                !(d.is_unique_violation() || d.is_foreign_key_violation() || d.is_check_violation())
+            }
+            StoreError::Db(
+                sqlx::Error::Io(_)
+                | sqlx::Error::PoolTimedOut
+                | sqlx::Error::Protocol(_)
+                | sqlx::Error::Tls(_)
+                | sqlx::Error::WorkerCrashed,
+            ) => true,
+            StoreError::Db(_) => false,
+            StoreError::Migrate(_)
+            | StoreError::UnsupportedUrl(_)
+            | StoreError::Json(_)
+            | StoreError::NotFound(_) => false,
+        }
+    }
+}
+
 pub fn now_ms() -> i64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)

@@ -29,6 +29,8 @@ pub struct StudyRow {
     pub max_trials: Option<i64>,
     pub max_minutes: Option<f64>,
     pub error: Option<String>,
+    /// Why the study ended (`tanren_core::EndReason`); null while it runs.
+    pub end_reason: Option<String>,
     pub created_at: i64,
     pub finished_at: Option<i64>,
 }
@@ -59,6 +61,15 @@ pub struct TrialRow {
     #[serde(skip)]
     pub result: Option<String>,
     pub error: Option<String>,
+    /// Why a failed trial failed (`tanren_core::FailureKind`); null unless failed.
+    pub failure_kind: Option<String>,
+    /// The interrupted trial (id) this one retries with the same parameters.
+    pub retry_of: Option<i64>,
+    /// 0 for a first attempt, n for the n-th retry.
+    pub attempt: i64,
+    /// Relative to the data dir; set with the result when the weights were stored.
+    pub weights_path: Option<String>,
+    pub model_sha256: Option<String>,
     pub created_at: i64,
     pub started_at: Option<i64>,
     pub finished_at: Option<i64>,

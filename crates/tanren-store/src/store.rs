@@ -4,7 +4,7 @@
 use crate::{now_ms, DatasetRow, EpochRow, StoreError, StudyRow, TrialRow, WorkerRow};
 use sqlx::any::AnyPoolOptions;
 use sqlx::{AnyPool, Executor};
-use tanren_core::{EpochMetrics, StudyState, TrialResult, TrialState};
+use tanren_core::{EndReason, EpochMetrics, FailureKind, StudyState, TrialResult, TrialState};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Backend {
@@ -26,6 +26,16 @@ pub struct NewDataset<'a> {
     pub num_test: i64,
     pub size_bytes: i64,
     pub summary: &'a str,
+}
+
+/// A trial's end with a result (`Complete`, or `Pruned` after its last epoch), written in one
+/// transaction: the row, epochs that could not be stored while it ran, and where its weights are.
+pub struct FinishedTrial<'a> {
+    pub state: TrialState,
+    pub result: &'a TrialResult,
+    pub epochs: &'a [EpochMetrics],
+    pub weights_path: Option<&'a str>,
+    pub model_sha256: Option<&'a str>,
 }
 
 pub struct NewStudy<'a> {
@@ -160,21 +170,24 @@ impl Store {
         )
     }
 
-    /// Move a running study to a final state; a study already finished keeps its state.
+    /// Move a running study to a final state with the reason it ended; a study already finished keeps
+    /// its state.
     pub async fn finish_study(
         &self,
         id: i64,
         state: StudyState,
+        reason: EndReason,
         error: Option<&str>,
     ) -> Result<bool, StoreError> {
         let r = sqlx::query(
-            "UPDATE studies SET state = $1, error = $2, finished_at = $3 WHERE id = $4 AND state = $5",
+            "UPDATE studies SET state = $1, error = $2, finished_at = $3, end_reason = $6 WHERE id = $4 AND state = $5",
         )
         .bind(state.as_str())
         .bind(error)
         .bind(now_ms())
         .bind(id)
         .bind(StudyState::Running.as_str())
+        .bind(reason.as_str())
         .execute(&self.pool)
         .await?;
         Ok(r.rows_affected() == 1)
@@ -189,9 +202,24 @@ impl Store {
         params: &str,
         config: &str,
     ) -> Result<TrialRow, StoreError> {
+        self.insert_trial_attempt(study_id, number, params, config, None, 0)
+            .await
+    }
+
+    /// A queued trial; `retry_of` names the interrupted trial it repeats (same parameters) and
+    /// `attempt` counts the retries so far.
+    pub async fn insert_trial_attempt(
+        &self,
+        study_id: i64,
+        number: i64,
+        params: &str,
+        config: &str,
+        retry_of: Option<i64>,
+        attempt: i64,
+    ) -> Result<TrialRow, StoreError> {
         Ok(sqlx::query_as(
-            "INSERT INTO trials (study_id, number, state, params, config, created_at)
-             VALUES ($1, $2, $3, $4, $5, $6) RETURNING *",
+            "INSERT INTO trials (study_id, number, state, params, config, created_at, retry_of, attempt)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8) RETURNING *",
         )
         .bind(study_id)
         .bind(number)
@@ -199,6 +227,8 @@ impl Store {
         .bind(params)
         .bind(config)
         .bind(now_ms())
+        .bind(retry_of)
+        .bind(attempt)
         .fetch_one(&self.pool)
         .await?)
     }
@@ -239,16 +269,34 @@ impl Store {
         Ok(())
     }
 
-    /// Record a finished trial's result (`Complete` or `Pruned`) in one statement.
-    pub async fn finish_trial(&self, id: i64, state: TrialState, r: &TrialResult) -> Result<(), StoreError> {
+    /// Record a finished trial's result, the epochs not yet stored and its weights in one transaction:
+    /// either all of it is there or the trial is still unfinished.
+    pub async fn finish_trial(&self, id: i64, f: &FinishedTrial<'_>) -> Result<(), StoreError> {
+        let r = f.result;
         let json = serde_json::to_string(r)?;
-        sqlx::query(
+        let mut tx = self.pool.begin().await?;
+        for m in f.epochs {
+            sqlx::query(
+                "INSERT INTO trial_epochs (trial_id, epoch, train_loss, val_loss, val_accuracy, elapsed_seconds)
+                 VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (trial_id, epoch) DO NOTHING",
+            )
+            .bind(id)
+            .bind(m.epoch as i64)
+            .bind(m.train_loss)
+            .bind(m.val_loss)
+            .bind(m.val_accuracy)
+            .bind(m.elapsed_seconds)
+            .execute(&mut *tx)
+            .await?;
+        }
+        let updated = sqlx::query(
             "UPDATE trials SET state = $1, device = $2, val_accuracy = $3, val_loss = $4, test_accuracy = $5,
              test_loss = $6, train_seconds = $7, prepare_seconds = $8, inference_ms = $9, inference_ips = $10,
-             parameter_count = $11, model_bytes = $12, epochs_completed = $13, result = $14, finished_at = $15
+             parameter_count = $11, model_bytes = $12, epochs_completed = $13, result = $14, finished_at = $15,
+             weights_path = $17, model_sha256 = $18, failure_kind = NULL, error = NULL
              WHERE id = $16",
         )
-        .bind(state.as_str())
+        .bind(f.state.as_str())
         .bind(&r.device)
         .bind(r.val_accuracy)
         .bind(r.val_loss)
@@ -264,39 +312,62 @@ impl Store {
         .bind(json)
         .bind(now_ms())
         .bind(id)
-        .execute(&self.pool)
+        .bind(f.weights_path)
+        .bind(f.model_sha256)
+        .execute(&mut *tx)
         .await?;
+        if updated.rows_affected() != 1 {
+            return Err(StoreError::NotFound(format!("trial {id}")));
+        }
+        tx.commit().await?;
         Ok(())
     }
 
-    /// Mark a trial failed (or pruned without a result) unless it already finished.
+    /// Mark a trial failed (with why) or pruned without a result, unless it already finished.
     pub async fn end_trial_without_result(
         &self,
         id: i64,
         state: TrialState,
+        kind: Option<FailureKind>,
         error: Option<&str>,
     ) -> Result<(), StoreError> {
         sqlx::query(
-            "UPDATE trials SET state = $1, error = $2, finished_at = $3
+            "UPDATE trials SET state = $1, error = $2, finished_at = $3, failure_kind = $5
              WHERE id = $4 AND state IN ('queued', 'running')",
         )
         .bind(state.as_str())
         .bind(error)
         .bind(now_ms())
         .bind(id)
+        .bind(kind.map(FailureKind::as_str))
         .execute(&self.pool)
         .await?;
         Ok(())
     }
 
-    /// At start-up nothing can be running: trials left queued/running by a previous process failed.
+    /// Change why a failed trial failed (an interrupted trial that can no longer be retried).
+    pub async fn set_failure_kind(&self, id: i64, kind: FailureKind, error: &str) -> Result<(), StoreError> {
+        sqlx::query("UPDATE trials SET failure_kind = $1, error = $2 WHERE id = $3 AND state = $4")
+            .bind(kind.as_str())
+            .bind(error)
+            .bind(id)
+            .bind(TrialState::Failed.as_str())
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    /// At start-up nothing can be running: trials left queued/running by a previous process were
+    /// interrupted (and are retried when their study resumes).
     pub async fn fail_unfinished_trials(&self, reason: &str) -> Result<u64, StoreError> {
         let r = sqlx::query(
-            "UPDATE trials SET state = $1, error = $2, finished_at = $3 WHERE state IN ('queued', 'running')",
+            "UPDATE trials SET state = $1, error = $2, finished_at = $3, failure_kind = $4
+             WHERE state IN ('queued', 'running')",
         )
         .bind(TrialState::Failed.as_str())
         .bind(reason)
         .bind(now_ms())
+        .bind(FailureKind::Interrupted.as_str())
         .execute(&self.pool)
         .await?;
         Ok(r.rows_affected())
@@ -308,6 +379,16 @@ impl Store {
             .fetch_optional(&self.pool)
             .await?
             .ok_or_else(|| StoreError::NotFound(format!("trial {id}")))
+    }
+
+    pub async fn trial_by_number(&self, study_id: i64, number: i64) -> Result<Option<TrialRow>, StoreError> {
+        Ok(
+            sqlx::query_as("SELECT * FROM trials WHERE study_id = $1 AND number = $2")
+                .bind(study_id)
+                .bind(number)
+                .fetch_optional(&self.pool)
+                .await?,
+        )
     }
 
     pub async fn trials(&self, study_id: i64) -> Result<Vec<TrialRow>, StoreError> {

@@ -1,8 +1,8 @@
 //! One conformance suite for every backend: always on a fresh SQLite file; also on PostgreSQL when
 //! `TANREN_TEST_POSTGRES_URL` points at an empty database.
 
-use tanren_core::{EpochMetrics, StudyState, TrialResult, TrialState};
-use tanren_store::{NewDataset, NewStudy, Store, WorkerRow};
+use tanren_core::{EndReason, EpochMetrics, FailureKind, StudyState, TrialResult, TrialState};
+use tanren_store::{FinishedTrial, NewDataset, NewStudy, Store, WorkerRow};
 
 fn result(acc: f64) -> TrialResult {
     TrialResult {
@@ -70,26 +70,44 @@ async fn exercise(store: Store) {
     assert_eq!(t.state, "queued");
     store.start_trial(t.id, "w1").await.unwrap();
     store.set_trial_device(t.id, "cpu").await.unwrap();
-    for e in 1..=2 {
-        let m = EpochMetrics {
-            epoch: e,
-            train_loss: 1.0 / e as f64,
-            val_loss: 0.9,
-            val_accuracy: 0.1 * e as f64,
-            elapsed_seconds: e as f64,
-        };
-        store.insert_epoch(t.id, &m).await.unwrap();
-    }
-    store
-        .finish_trial(t.id, TrialState::Complete, &result(0.875))
-        .await
-        .unwrap();
+    let epoch = |e: u32| EpochMetrics {
+        epoch: e,
+        train_loss: 1.0 / e as f64,
+        val_loss: 0.9,
+        val_accuracy: 0.1 * e as f64,
+        elapsed_seconds: e as f64,
+    };
+    store.insert_epoch(t.id, &epoch(1)).await.unwrap();
+    // Epoch 2 could not be stored while the trial ran: it comes with the result, and epoch 1 given
+    // again is not a conflict.
+    let r = result(0.875);
+    let finished = FinishedTrial {
+        state: TrialState::Complete,
+        result: &r,
+        epochs: &[epoch(1), epoch(2)],
+        weights_path: Some("models/1/model.safetensors"),
+        model_sha256: Some("beef"),
+    };
+    store.finish_trial(t.id, &finished).await.unwrap();
+    assert!(
+        store.finish_trial(9999, &finished).await.is_err(),
+        "finishing a trial that does not exist is an error, not a silent no-op"
+    );
     let got = store.trial(t.id).await.unwrap();
     assert_eq!(
         (got.state.as_str(), got.val_accuracy, got.parameter_count),
         ("complete", Some(0.875), Some(1234))
     );
     assert_eq!(got.worker_id.as_deref(), Some("w1"));
+    assert_eq!(
+        (
+            got.weights_path.as_deref(),
+            got.model_sha256.as_deref(),
+            got.failure_kind.as_deref()
+        ),
+        (Some("models/1/model.safetensors"), Some("beef"), None)
+    );
+    assert_eq!((got.attempt, got.retry_of), (0, None));
     let r: TrialResult = serde_json::from_str(got.result.as_deref().unwrap()).unwrap();
     assert_eq!(r, result(0.875), "the result JSON round-trips exactly");
     assert_eq!(store.epochs(t.id).await.unwrap().len(), 2);
@@ -97,7 +115,7 @@ async fn exercise(store: Store) {
 
     // A finished trial cannot be failed afterwards; an unfinished one is failed at restart.
     store
-        .end_trial_without_result(t.id, TrialState::Failed, Some("late"))
+        .end_trial_without_result(t.id, TrialState::Failed, Some(FailureKind::Error), Some("late"))
         .await
         .unwrap();
     assert_eq!(store.trial(t.id).await.unwrap().state, "complete");
@@ -112,26 +130,62 @@ async fn exercise(store: Store) {
     );
     let t2 = store.trial(t2.id).await.unwrap();
     assert_eq!(
-        (t2.state.as_str(), t2.error.as_deref()),
-        ("failed", Some("interrupted: restart"))
+        (t2.state.as_str(), t2.error.as_deref(), t2.failure_kind.as_deref()),
+        ("failed", Some("interrupted: restart"), Some("interrupted"))
     );
     assert!(
         store.insert_trial(s.id, 1, "{}", "{}").await.is_err(),
         "trial numbers are unique per study"
     );
+    assert_eq!(
+        store.trial_by_number(s.id, 1).await.unwrap().map(|t| t.id),
+        Some(t2.id)
+    );
+    assert!(store.trial_by_number(s.id, 7).await.unwrap().is_none());
+    // A retry is a new trial (new number, same parameters) that points at the attempt it repeats.
+    let t3 = store
+        .insert_trial_attempt(s.id, 2, "{}", "{}", Some(t2.id), 1)
+        .await
+        .unwrap();
+    assert_eq!(
+        (t3.retry_of, t3.attempt, t3.state.as_str()),
+        (Some(t2.id), 1, "queued")
+    );
+    store
+        .end_trial_without_result(
+            t3.id,
+            TrialState::Failed,
+            Some(FailureKind::Interrupted),
+            Some("lost"),
+        )
+        .await
+        .unwrap();
+    store
+        .set_failure_kind(t3.id, FailureKind::RetriesExhausted, "gave up")
+        .await
+        .unwrap();
+    let t3 = store.trial(t3.id).await.unwrap();
+    assert_eq!(
+        (t3.failure_kind.as_deref(), t3.error.as_deref()),
+        (Some("retries_exhausted"), Some("gave up"))
+    );
 
     assert!(store
-        .finish_study(s.id, StudyState::Complete, None)
+        .finish_study(s.id, StudyState::Complete, EndReason::MinutesBudget, None)
         .await
         .unwrap());
     assert!(
         !store
-            .finish_study(s.id, StudyState::Failed, Some("x"))
+            .finish_study(s.id, StudyState::Failed, EndReason::Failed, Some("x"))
             .await
             .unwrap(),
         "a finished study keeps its state"
     );
-    assert_eq!(store.study(s.id).await.unwrap().state, "complete");
+    let done = store.study(s.id).await.unwrap();
+    assert_eq!(
+        (done.state.as_str(), done.end_reason.as_deref(), done.error),
+        ("complete", Some("minutes_budget"), None)
+    );
     assert!(store
         .studies_in_state(StudyState::Running)
         .await

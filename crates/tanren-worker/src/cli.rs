@@ -1,7 +1,7 @@
 //! The worker's command line, shared by the `tanren-worker` binary and the e2e tests' worker process.
 
 use clap::Parser;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 
@@ -17,7 +17,7 @@ struct Args {
     /// gRPC URL the control plane should use to reach this worker (default: http://<listen>).
     #[arg(long, env = "TANREN_WORKER_ADVERTISE")]
     advertise_url: Option<String>,
-    /// Stable worker id (default: worker-<port>).
+    /// Stable worker id (default: <host>-<port>-<suffix>, the suffix random once and kept in the data dir).
     #[arg(long, env = "TANREN_WORKER_ID")]
     id: Option<String>,
     /// Where datasets and the decode cache are kept.
@@ -38,6 +38,66 @@ struct Args {
     self_check: bool,
 }
 
+const ID_SUFFIX_FILE: &str = "worker-id-suffix";
+
+/// `<host>-<port>-<suffix>`: two hosts listening on the same port get different ids, and a worker that
+/// restarts with the same data dir keeps its id (its suffix is stored there the first time).
+pub fn default_worker_id(data_dir: &Path, port: u16) -> anyhow::Result<String> {
+    let host = hostname();
+    let path = data_dir.join(ID_SUFFIX_FILE);
+    let suffix = match std::fs::read_to_string(&path) {
+        Ok(s) if !s.trim().is_empty() => s.trim().to_string(),
+        _ => {
+            std::fs::create_dir_all(data_dir)?;
+            let suffix = random_suffix();
+            // Written whole then renamed, so a crash never leaves an empty suffix behind.
+            let tmp = tempfile::NamedTempFile::new_in(data_dir)?;
+            std::fs::write(tmp.path(), &suffix)?;
+            tmp.persist(&path)?;
+            suffix
+        }
+    };
+    Ok(format!("{host}-{port}-{suffix}"))
+}
+
+fn hostname() -> String {
+    let raw = std::env::var("HOSTNAME")
+        .ok()
+        .or_else(|| std::fs::read_to_string("/proc/sys/kernel/hostname").ok())
+        .or_else(|| std::fs::read_to_string("/etc/hostname").ok())
+        .unwrap_or_default();
+    let clean: String = raw
+        .trim()
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '-' || c == '.' {
+                c
+            } else {
+                '-'
+            }
+        })
+        .take(64)
+        .collect();
+    if clean.is_empty() {
+        "worker".into()
+    } else {
+        clean
+    }
+}
+
+/// Six hex digits from the standard library's per-process random hasher keys (no extra dependency).
+fn random_suffix() -> String {
+    use std::hash::{BuildHasher, Hasher};
+    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+    h.write_u128(
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos()),
+    );
+    h.write_u32(std::process::id());
+    format!("{:06x}", h.finish() & 0xff_ffff)
+}
+
 /// Parse flags from the environment and command line, bind, serve until Ctrl-C.
 pub async fn main() -> anyhow::Result<()> {
     // Before anything asks libtorch about CUDA (it caches the first answer); see torch_cuda.rs.
@@ -56,7 +116,10 @@ pub async fn main() -> anyhow::Result<()> {
     let config = crate::Config {
         control_url: Some(args.control_url),
         advertise_url: args.advertise_url,
-        worker_id: args.id.unwrap_or_else(|| format!("worker-{port}")),
+        worker_id: match args.id {
+            Some(id) => id,
+            None => default_worker_id(&args.data_dir, port)?,
+        },
         data_dir: args.data_dir,
         device: args.device,
         threads: args.threads,
@@ -69,4 +132,24 @@ pub async fn main() -> anyhow::Result<()> {
         s.cancel();
     });
     crate::run(config, listener, shutdown).await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn default_id_is_host_port_and_a_suffix_kept_in_the_data_dir() {
+        let dir = tempfile::tempdir().unwrap();
+        let a = default_worker_id(dir.path(), 50051).unwrap();
+        let again = default_worker_id(dir.path(), 50051).unwrap();
+        assert_eq!(a, again, "a restarted worker keeps its id");
+        assert!(a.starts_with(&format!("{}-50051-", hostname())), "{a}");
+        assert_eq!(a.rsplit('-').next().unwrap().len(), 6, "{a}");
+        let other_port = default_worker_id(dir.path(), 50052).unwrap();
+        assert_ne!(a, other_port);
+        let other_host = tempfile::tempdir().unwrap();
+        let b = default_worker_id(other_host.path(), 50051).unwrap();
+        assert_ne!(a, b, "another data dir (another host) draws another suffix");
+    }
 }

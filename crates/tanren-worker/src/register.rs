@@ -32,7 +32,10 @@ pub async fn heartbeat(
             Ok(r) if r.status().is_success() => true,
             Ok(r) => {
                 if was_ok != Some(false) {
-                    tracing::warn!(status = %r.status(), %url, "control plane refused registration");
+                    let status = r.status();
+                    // The body says why (e.g. 409: another live worker already has this id).
+                    let why = r.text().await.unwrap_or_default();
+                    tracing::warn!(%status, %url, %why, "control plane refused registration");
                 }
                 false
             }

@@ -113,7 +113,7 @@ export function mount(root, { id }) {
         S.progress = m.progress; S.best = m.best_trial; S.progressAt = Date.now();
         break;
       case 'study_finished':
-        if (S.study) { S.study.state = m.state; S.study.error = m.error; }
+        if (S.study) { S.study.state = m.state; S.study.error = m.error; S.study.end_reason = m.end_reason; S.study.end_reason_text = null; }
         break;
       default: break; // worker_up / worker_down: shown on the Workers page
     }
@@ -166,7 +166,12 @@ export function mount(root, { id }) {
   function renderEta() {
     const p = S.progress;
     if (!p || !S.study) return;
-    if (S.study.state !== 'running') { el.eta.textContent = `study ${S.study.state}`; return; }
+    if (S.study.state !== 'running') {
+      // Why it ended (trial budget, minutes budget, ...); a failed study's reason is the error above.
+      const why = S.study.state === 'failed' ? null : (S.study.end_reason_text || S.study.end_reason?.replaceAll('_', ' '));
+      el.eta.textContent = `study ${S.study.state}${why ? ` · ${why}` : ''}`;
+      return;
+    }
     if (p.eta_seconds == null) { el.eta.textContent = 'time left: estimating (after the first trial)…'; return; }
     const gone = (Date.now() - S.progressAt) / 1000;
     const left = (x) => Math.max(0, x - gone);

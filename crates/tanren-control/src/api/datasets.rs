@@ -10,9 +10,49 @@ use axum::response::{IntoResponse, Response};
 use axum::Json;
 use serde::Deserialize;
 use sha2::{Digest, Sha256};
+use std::collections::HashMap;
+use std::sync::Arc;
 use tanren_dataset::{ingest_zip, Limits, Manifest};
 use tanren_store::{DatasetRow, NewDataset};
 use tokio::io::AsyncWriteExt;
+
+/// Per-sha256 locks: two identical uploads at once would otherwise extract into the same directory and
+/// the loser's cleanup would delete the winner's files.
+#[derive(Default)]
+pub struct UploadLocks(std::sync::Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>);
+
+impl UploadLocks {
+    async fn acquire(&self, sha: &str) -> UploadGuard<'_> {
+        let lock = {
+            let mut map = self.0.lock().unwrap_or_else(|p| p.into_inner());
+            map.entry(sha.to_string()).or_default().clone()
+        };
+        UploadGuard {
+            locks: self,
+            sha: sha.to_string(),
+            _guard: Some(lock.clone().lock_owned().await),
+            lock,
+        }
+    }
+}
+
+struct UploadGuard<'a> {
+    locks: &'a UploadLocks,
+    sha: String,
+    lock: Arc<tokio::sync::Mutex<()>>,
+    _guard: Option<tokio::sync::OwnedMutexGuard<()>>,
+}
+
+impl Drop for UploadGuard<'_> {
+    fn drop(&mut self) {
+        self._guard.take();
+        let mut map = self.locks.0.lock().unwrap_or_else(|p| p.into_inner());
+        // Only the map and this guard hold it: nobody waits, so the entry can go.
+        if Arc::strong_count(&self.lock) == 2 {
+            map.remove(&self.sha);
+        }
+    }
+}
 
 #[derive(Deserialize)]
 pub struct UploadQuery {
@@ -97,6 +137,8 @@ pub async fn upload(
         return Err(ApiError::BadRequest("the uploaded file is empty".into()));
     }
     let sha = hex::encode(hasher.finalize());
+    // From here to the insert, one upload of this content at a time; the others then find its row.
+    let _turn = s.upload_locks.acquire(&sha).await;
     if let Some(existing) = s.store.dataset_by_sha(&sha).await? {
         return Ok((StatusCode::OK, Json(dataset_json(&existing))).into_response());
     }
@@ -148,6 +190,11 @@ pub async fn upload(
             Ok((StatusCode::CREATED, Json(dataset_json(&row))).into_response())
         }
         Err(e) => {
+            // Another control plane on the same database stored this content first: its row and files
+            // (the same bytes, same paths) stay.
+            if let Ok(Some(existing)) = s.store.dataset_by_sha(&sha).await {
+                return Ok((StatusCode::OK, Json(dataset_json(&existing))).into_response());
+            }
             // Nothing half-written: the extraction and the zip go if the row could not be recorded.
             let _ = tokio::fs::remove_dir_all(&out).await;
             let _ = tokio::fs::remove_file(&zip_dest).await;

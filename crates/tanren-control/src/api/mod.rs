@@ -2,6 +2,7 @@
 //! parse, call the store/scheduler/files, shape JSON.
 
 mod datasets;
+pub use datasets::UploadLocks;
 mod studies;
 mod trials;
 mod workers;

@@ -8,7 +8,7 @@ use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::Json;
 use bytes::Bytes;
-use tanren_core::{default_param_defs, ImageSpace, StudyState};
+use tanren_core::{default_param_defs, EndReason, ImageSpace, StudyState};
 use tanren_search::{SamplerConfig, Study};
 use tanren_store::{StoreError, StudyRow, TrialRow};
 
@@ -66,6 +66,11 @@ pub async fn create(State(s): State<S>, body: Bytes) -> ApiResult<(StatusCode, J
             ))
         }
     };
+    if let Some(r) = req.max_retries {
+        if r > 100 {
+            return Err(field("max_retries", format!("must be 0..=100, got {r}")));
+        }
+    }
     let pruner = StudySpec::parse_pruner(req.pruner.as_ref()).map_err(|m| field("pruner", m))?;
     let summary: serde_json::Value = serde_json::from_str(&ds.summary).unwrap_or_default();
     let split_seed = summary["split_seed"].as_u64().unwrap_or(0);
@@ -79,6 +84,7 @@ pub async fn create(State(s): State<S>, body: Bytes) -> ApiResult<(StatusCode, J
         dataset_sha256: ds.sha256.clone(),
         split_seed,
         seed: req.seed,
+        max_retries: req.max_retries,
     };
     let name = req
         .name
@@ -123,13 +129,23 @@ pub async fn stop(State(s): State<S>, Path(id): Path<i64>) -> ApiResult<Json<ser
         return Err(ApiError::Conflict(format!("study {id} is already {}", row.state)));
     }
     s.scheduler.stop(id).await;
-    s.store.finish_study(id, StudyState::Stopped, None).await?;
+    s.store
+        .finish_study(id, StudyState::Stopped, EndReason::Stopped, None)
+        .await?;
     crate::events::study_finished(&s, id).await;
     let row = s.store.study(id).await?;
     Ok(Json(study_json(&s, &row).await?))
 }
 
 pub use crate::progress::best_trial;
+
+/// Why a study ended, as a person reads it: "minutes budget reached", "failed: 5 trials in a row ...".
+pub fn end_reason_text(r: EndReason, error: Option<&str>) -> String {
+    match (r, error) {
+        (EndReason::Failed, Some(e)) => format!("failed: {e}"),
+        _ => r.describe().to_string(),
+    }
+}
 
 async fn study_json(s: &S, row: &StudyRow) -> ApiResult<serde_json::Value> {
     let trials = s.store.trials(row.id).await?;
@@ -143,6 +159,11 @@ pub async fn study_view(s: &S, row: &StudyRow, trials: &[TrialRow]) -> ApiResult
     let spec: serde_json::Value = serde_json::from_str(&row.spec).unwrap_or_default();
     let mut v = serde_json::to_value(row).unwrap_or_default();
     v["budget"] = serde_json::json!({ "trials": row.max_trials, "minutes": row.max_minutes });
+    v["end_reason_text"] = match row.end_reason.as_deref().map(str::parse::<EndReason>) {
+        Some(Ok(r)) => serde_json::Value::String(end_reason_text(r, row.error.as_deref())),
+        _ => serde_json::Value::Null,
+    };
+    v["max_retries"] = spec["max_retries"].clone();
     v["space"] = spec["image_space"].clone();
     v["sampler"] = spec["search"]["sampler"].clone();
     v["pruner"] = spec["search"]["pruner"].clone();

@@ -13,6 +13,7 @@ use axum::response::{IntoResponse, Response};
 use axum::Json;
 use futures::StreamExt;
 use serde::Deserialize;
+use sha2::{Digest, Sha256};
 use tanren_core::TrialState;
 use tanren_store::TrialRow;
 use tokio::io::AsyncWriteExt;
@@ -46,7 +47,8 @@ pub async fn get_one(State(s): State<S>, Path(id): Path<i64>) -> ApiResult<Json<
 }
 
 /// Workers PUT the trained weights here before reporting the result. Only a running trial takes them,
-/// and the file appears atomically (temp file + rename).
+/// and the file appears atomically and durably (temp file, fsync, rename, fsync of the directory), so a
+/// trial recorded complete never points at weights a power cut lost.
 pub async fn upload_weights(
     State(s): State<S>,
     Path(id): Path<i64>,
@@ -71,12 +73,17 @@ pub async fn upload_weights(
         file.write_all(&chunk).await?;
     }
     file.flush().await?;
-    drop(file);
     if n == 0 {
         return Err(ApiError::BadRequest("empty weights upload".into()));
     }
+    file.sync_all().await?;
+    drop(file);
     tmp.persist(s.files.weights(id))
         .map_err(|e| ApiError::Internal(format!("disk: {e}")))?;
+    let dir2 = dir.clone();
+    tokio::task::spawn_blocking(move || std::fs::File::open(dir2)?.sync_all())
+        .await
+        .map_err(|e| ApiError::Internal(e.to_string()))??;
     Ok(Json(serde_json::json!({ "bytes": n })))
 }
 
@@ -126,6 +133,16 @@ async fn model_zip(s: &S, t: &TrialRow, int8: bool) -> ApiResult<Response> {
             t.id
         ))
     })?;
+    if let Some(expected) = &t.model_sha256 {
+        let got = hex::encode(Sha256::digest(&weights));
+        if &got != expected {
+            tracing::error!(trial_id = t.id, %expected, %got, "stored weights do not match their sha256");
+            return Err(ApiError::Internal(format!(
+                "the weights of trial {} are corrupted on the control plane (sha256 mismatch)",
+                t.id
+            )));
+        }
+    }
     let mut card = model_card::model_json(t, &study, &dataset).map_err(ApiError::Internal)?;
     let cfg: tanren_core::TrainConfig = serde_json::from_str(&t.config)
         .map_err(|e| ApiError::Internal(format!("trial {} config: {e}", t.id)))?;

@@ -57,11 +57,23 @@ pub async fn register(State(s): State<S>, body: Bytes) -> ApiResult<Json<serde_j
         registered_at: now,
         last_seen_at: now,
     };
-    let fresh = !s
-        .scheduler
-        .live_workers(s.store.workers().await?)
-        .iter()
-        .any(|w| w.id == row.id);
+    let live = s.scheduler.live_workers(s.store.workers().await?);
+    let same_id = live.iter().find(|w| w.id == row.id);
+    if let Some(other) = same_id.filter(|w| w.grpc_url != row.grpc_url) {
+        // Two hosts with one id would overwrite each other's row and trials would go to either.
+        tracing::warn!(worker_id = %row.id, registered = %other.grpc_url, refused = %row.grpc_url, "duplicate worker id refused");
+        return Err(ApiError::Conflict(format!(
+            "worker id `{}` is already registered by a live worker at {} (heard from {} s ago); \
+             start this worker ({}) with another --id / TANREN_WORKER_ID, or stop the other one \
+             (its id is free {} s after its last heartbeat)",
+            row.id,
+            other.grpc_url,
+            (now - other.last_seen_at).max(0) / 1000,
+            row.grpc_url,
+            s.config.worker_timeout.as_secs()
+        )));
+    }
+    let fresh = same_id.is_none();
     s.store.upsert_worker(&row).await?;
     if fresh {
         tracing::info!(worker_id = %row.id, grpc_url = %row.grpc_url, device = %row.device, "worker registered");

@@ -1,0 +1,876 @@
+//! The scheduler against scripted fake workers (the real tonic service, no libtorch): retries of
+//! interrupted trials, workers that refuse connections, restore after a restart with gaps and a broken
+//! study, a failed trial insert, end reasons, duplicate worker ids and concurrent identical uploads.
+//! Each runs in seconds on the real control plane (port 0, temp data dir, SQLite).
+
+use serde_json::{json, Value};
+use std::collections::VecDeque;
+use std::io::Write;
+use std::pin::Pin;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+use tanren_control::Config;
+use tanren_core::TrialResult;
+use tanren_proto::v1::worker_server::{Worker, WorkerServer};
+use tanren_proto::v1::{trial_event::Event, InfoRequest, TrialEvent, TrialRequest, WorkerInfo};
+use tokio_util::sync::CancellationToken;
+use tonic::{Request, Response, Status};
+
+// ---- the control plane ----
+
+struct App {
+    url: String,
+    dir: tempfile::TempDir,
+    http: reqwest::Client,
+    state: Arc<tanren_control::AppState>,
+    shutdown: CancellationToken,
+    server: Option<tokio::task::JoinHandle<anyhow::Result<()>>>,
+    dataset_id: i64,
+}
+
+impl Drop for App {
+    fn drop(&mut self) {
+        self.shutdown.cancel();
+    }
+}
+
+fn config(dir: &std::path::Path) -> Config {
+    // Defaults (worker timeout 20 s, 2 retries) except a quicker tick.
+    let mut c = Config::new(dir.join("control"));
+    c.tick = Duration::from_millis(50);
+    c
+}
+
+impl App {
+    async fn spawn() -> App {
+        let dir = tempfile::tempdir().unwrap();
+        let c = config(dir.path());
+        let mut app = App::boot(dir, c).await;
+        let ds = app
+            .state
+            .store
+            .insert_dataset(tanren_store::NewDataset {
+                name: "fake",
+                sha256: "00ff",
+                num_classes: 2,
+                num_train: 10,
+                num_test: 4,
+                size_bytes: 1,
+                summary: "{\"split_seed\": 1}",
+            })
+            .await
+            .unwrap();
+        app.dataset_id = ds.id;
+        app
+    }
+
+    async fn boot(dir: tempfile::TempDir, c: Config) -> App {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let shutdown = CancellationToken::new();
+        let server = tanren_control::start(c, listener, shutdown.clone())
+            .await
+            .unwrap();
+        let url = server.url().to_string();
+        let state = server.state.clone();
+        let handle = tokio::spawn(server.serve());
+        App {
+            url,
+            dir,
+            http: reqwest::Client::new(),
+            state,
+            shutdown,
+            server: Some(handle),
+            dataset_id: 1,
+        }
+    }
+
+    /// Stop this control plane and start another on the same data dir (what a crash + restart does to
+    /// the database, less the crash).
+    async fn restart(mut self) -> App {
+        self.shutdown.cancel();
+        self.server.take().unwrap().await.unwrap().unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let old = std::mem::replace(&mut self.dir, dir);
+        let c = config(old.path());
+        let dataset_id = self.dataset_id;
+        let mut app = App::boot(old, c).await;
+        app.dataset_id = dataset_id;
+        app
+    }
+
+    async fn get(&self, path: &str) -> Value {
+        let r = self.http.get(format!("{}{path}", self.url)).send().await.unwrap();
+        r.json().await.unwrap()
+    }
+
+    async fn post(&self, path: &str, body: &Value) -> (u16, Value) {
+        let r = self
+            .http
+            .post(format!("{}{path}", self.url))
+            .json(body)
+            .send()
+            .await
+            .unwrap();
+        (r.status().as_u16(), r.json().await.unwrap_or_default())
+    }
+
+    async fn study(&self, extra: Value) -> i64 {
+        let mut body = json!({"dataset_id": self.dataset_id, "sampler": "random", "seed": 7});
+        for (k, v) in extra.as_object().unwrap() {
+            body[k] = v.clone();
+        }
+        let (status, s) = self.post("/api/v1/studies", &body).await;
+        assert_eq!(status, 201, "{s}");
+        s["id"].as_i64().unwrap()
+    }
+
+    async fn wait_study(&self, id: i64, timeout: Duration) -> Value {
+        let start = Instant::now();
+        loop {
+            let s = self.get(&format!("/api/v1/studies/{id}")).await;
+            if s["state"] != "running" {
+                return s;
+            }
+            assert!(start.elapsed() < timeout, "study still running: {s}");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    async fn trials(&self, id: i64) -> Vec<Value> {
+        self.get(&format!("/api/v1/studies/{id}/trials")).await["trials"]
+            .as_array()
+            .unwrap()
+            .clone()
+    }
+
+    async fn register(&self, id: &str, grpc_url: &str) -> (u16, Value) {
+        self.post(
+            "/api/v1/workers",
+            &json!({"id": id, "grpc_url": grpc_url, "device": "cpu"}),
+        )
+        .await
+    }
+}
+
+async fn wait_for<F, Fut>(what: &str, timeout: Duration, mut f: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let start = Instant::now();
+    while !f().await {
+        assert!(start.elapsed() < timeout, "{what}: not within {timeout:?}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+// ---- a scripted worker ----
+
+#[derive(Debug, Clone, Copy)]
+enum Step {
+    /// One epoch, then the connection is lost.
+    Lost,
+    /// Epochs, weights, result after this long.
+    Complete(Duration),
+    /// Two quick epochs, then nothing, ever (the worker still heartbeats).
+    Hang,
+}
+
+#[derive(Clone)]
+struct Fake {
+    script: Arc<Mutex<VecDeque<Step>>>,
+    /// Every request it got, in order.
+    seen: Arc<Mutex<Vec<TrialRequest>>>,
+    http: reqwest::Client,
+}
+
+type EventStream = Pin<Box<dyn futures::Stream<Item = Result<TrialEvent, Status>> + Send>>;
+
+#[tonic::async_trait]
+impl Worker for Fake {
+    async fn info(&self, _: Request<InfoRequest>) -> Result<Response<WorkerInfo>, Status> {
+        Ok(Response::new(WorkerInfo::default()))
+    }
+
+    type RunTrialStream = EventStream;
+
+    async fn run_trial(&self, req: Request<TrialRequest>) -> Result<Response<EventStream>, Status> {
+        let req = req.into_inner();
+        self.seen.lock().unwrap().push(req.clone());
+        let step = self
+            .script
+            .lock()
+            .unwrap()
+            .pop_front()
+            .unwrap_or(Step::Complete(Duration::ZERO));
+        let (tx, rx) = tokio::sync::mpsc::channel(8);
+        let http = self.http.clone();
+        tokio::spawn(async move {
+            let started = tanren_proto::v1::Started {
+                device: "cpu".into(),
+                dataset_cache_hit: true,
+                prepare_seconds: 0.0,
+            };
+            let _ = tx
+                .send(Ok(TrialEvent {
+                    event: Some(Event::Started(started)),
+                }))
+                .await;
+            let epoch = |e: u32| TrialEvent {
+                event: Some(Event::Epoch(tanren_proto::v1::Epoch {
+                    epoch: e,
+                    train_loss: 1.0,
+                    val_loss: 1.0,
+                    val_accuracy: 0.5,
+                    elapsed_seconds: e as f64,
+                })),
+            };
+            if let Step::Hang = step {
+                for e in 1..=2u32 {
+                    let mut ev = epoch(e);
+                    if let Some(Event::Epoch(m)) = &mut ev.event {
+                        m.elapsed_seconds = 0.1 * e as f64;
+                    }
+                    let _ = tx.send(Ok(ev)).await;
+                }
+                tokio::time::sleep(Duration::from_secs(3600)).await;
+                return;
+            }
+            let _ = tx.send(Ok(epoch(1))).await;
+            match step {
+                Step::Hang => unreachable!(),
+                Step::Lost => {
+                    let _ = tx
+                        .send(Err(Status::unavailable("connection reset by peer")))
+                        .await;
+                }
+                Step::Complete(after) => {
+                    tokio::time::sleep(after).await;
+                    let r = http
+                        .put(&req.artifact_url)
+                        .body(vec![7u8; 64])
+                        .send()
+                        .await
+                        .unwrap();
+                    if !r.status().is_success() {
+                        let _ = tx.send(Err(Status::internal("weights refused"))).await;
+                        return;
+                    }
+                    let _ = tx
+                        .send(Ok(TrialEvent {
+                            event: Some(Event::Result(tanren_proto::encode_result(&result()))),
+                        }))
+                        .await;
+                }
+            }
+        });
+        let stream = futures::stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|x| (x, rx)) });
+        Ok(Response::new(Box::pin(stream)))
+    }
+}
+
+fn result() -> TrialResult {
+    TrialResult {
+        val_accuracy: 0.75,
+        val_loss: 0.5,
+        test_accuracy: 0.7,
+        test_loss: 0.6,
+        per_class_accuracy: vec![0.7, 0.7],
+        confusion: vec![vec![1, 1], vec![0, 2]],
+        test_predictions: vec![0, 1, 1, 1],
+        train_seconds: 0.1,
+        prepare_seconds: 0.0,
+        inference_ms_per_image: 0.1,
+        inference_images_per_second: 1000.0,
+        parameter_count: 10,
+        model_bytes: 64,
+        epochs_completed: 1,
+        device: "cpu".into(),
+        stopped_early: false,
+        peak_memory_bytes: None,
+    }
+}
+
+struct FakeWorker {
+    seen: Arc<Mutex<Vec<TrialRequest>>>,
+    stop: CancellationToken,
+}
+
+impl Drop for FakeWorker {
+    fn drop(&mut self) {
+        self.stop.cancel();
+    }
+}
+
+/// A fake worker serving gRPC on port 0 and registering with `app` every 100 ms.
+async fn fake_worker(app: &App, id: &str, script: Vec<Step>) -> FakeWorker {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let grpc_url = format!("http://{}", listener.local_addr().unwrap());
+    let fake = Fake {
+        script: Arc::new(Mutex::new(script.into())),
+        seen: Arc::default(),
+        http: reqwest::Client::new(),
+    };
+    let seen = fake.seen.clone();
+    let stop = CancellationToken::new();
+    let s = stop.clone();
+    tokio::spawn(async move {
+        tonic::transport::Server::builder()
+            .add_service(WorkerServer::new(fake))
+            .serve_with_incoming_shutdown(
+                tokio_stream::wrappers::TcpListenerStream::new(listener),
+                s.cancelled(),
+            )
+            .await
+    });
+    let (http, url, id, g, s) = (
+        app.http.clone(),
+        app.url.clone(),
+        id.to_string(),
+        grpc_url.clone(),
+        stop.clone(),
+    );
+    tokio::spawn(async move {
+        loop {
+            let _ = http
+                .post(format!("{url}/api/v1/workers"))
+                .json(&json!({"id": id, "grpc_url": g, "device": "cpu"}))
+                .send()
+                .await;
+            tokio::select! {
+                _ = s.cancelled() => return,
+                _ = tokio::time::sleep(Duration::from_millis(100)) => {}
+            }
+        }
+    });
+    FakeWorker { seen, stop }
+}
+
+// ---- retries ----
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn interrupted_trials_are_retried_with_the_same_parameters_and_seed() {
+    let app = App::spawn().await;
+    let id = app.study(json!({"budget": {"trials": 2}})).await;
+    use Step::*;
+    let zero = Duration::ZERO;
+    let w = fake_worker(
+        &app,
+        "w1",
+        vec![Lost, Lost, Complete(zero), Lost, Lost, Complete(zero)],
+    )
+    .await;
+    let s = app.wait_study(id, Duration::from_secs(30)).await;
+    assert_eq!(
+        (s["state"].as_str(), s["end_reason"].as_str()),
+        (Some("complete"), Some("trial_budget")),
+        "{s}"
+    );
+    let p = &s["progress"];
+    assert_eq!(
+        (
+            p["done"].as_u64(),
+            p["complete"].as_u64(),
+            p["interrupted"].as_u64()
+        ),
+        (Some(2), Some(2), Some(4)),
+        "{s}"
+    );
+    let trials = app.trials(id).await;
+    assert_eq!(trials.len(), 6, "{trials:?}");
+    let numbers: Vec<i64> = trials.iter().map(|t| t["number"].as_i64().unwrap()).collect();
+    assert_eq!(numbers, [0, 1, 2, 3, 4, 5], "one row per number, no gaps");
+    for chain in [&trials[0..3], &trials[3..6]] {
+        assert_eq!(chain[0]["failure_kind"], "interrupted");
+        assert_eq!(chain[1]["failure_kind"], "interrupted");
+        assert_eq!(chain[2]["state"], "complete");
+        assert!(
+            chain[2]["model_sha256"].as_str().is_some_and(|h| h.len() == 64),
+            "{}",
+            chain[2]
+        );
+        for k in 1..3 {
+            assert_eq!(chain[k]["retry_of"], chain[k - 1]["id"]);
+            assert_eq!(chain[k]["attempt"], k as i64);
+            assert_eq!(
+                chain[k]["params"], chain[0]["params"],
+                "a retry keeps the parameters"
+            );
+        }
+    }
+    // The worker was sent the same config (seed included) on every attempt of a trial.
+    let seen = w.seen.lock().unwrap().clone();
+    assert_eq!(seen.len(), 6);
+    assert_eq!(seen[0].config_json, seen[1].config_json);
+    assert_eq!(seen[0].config_json, seen[2].config_json);
+    assert_ne!(seen[0].config_json, seen[3].config_json);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn seven_interruptions_in_a_row_do_not_fail_the_study() {
+    let app = App::spawn().await;
+    // Five failures in a row end a study; interruptions are not failures.
+    let id = app
+        .study(json!({"budget": {"trials": 1}, "max_retries": 7}))
+        .await;
+    let mut script = vec![Step::Lost; 7];
+    script.push(Step::Complete(Duration::ZERO));
+    let _w = fake_worker(&app, "w1", script).await;
+    let s = app.wait_study(id, Duration::from_secs(30)).await;
+    assert_eq!(s["state"], "complete", "{s}");
+    assert_eq!(s["progress"]["interrupted"], 7, "{s}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn retries_run_out_and_then_count_as_a_failure() {
+    let app = App::spawn().await;
+    let id = app
+        .study(json!({"budget": {"trials": 2}, "max_retries": 1}))
+        .await;
+    let _w = fake_worker(&app, "w1", vec![Step::Lost, Step::Lost]).await;
+    let s = app.wait_study(id, Duration::from_secs(30)).await;
+    assert_eq!(s["state"], "complete", "{s}");
+    let trials = app.trials(id).await;
+    let kinds: Vec<&str> = trials
+        .iter()
+        .map(|t| t["failure_kind"].as_str().unwrap_or("-"))
+        .collect();
+    assert_eq!(kinds, ["interrupted", "retries_exhausted", "-"], "{trials:?}");
+    assert!(
+        trials[1]["error"].as_str().unwrap().contains("not retried again"),
+        "{}",
+        trials[1]
+    );
+    assert_eq!(
+        (s["progress"]["done"].as_u64(), s["progress"]["failed"].as_u64()),
+        (Some(2), Some(2)),
+        "{s}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_worker_that_refuses_connections_is_down_at_once_and_the_trial_moves_on() {
+    let app = App::spawn().await;
+    // A port nobody listens on: the worker "died" right after its last heartbeat.
+    let dead = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let dead_url = format!("http://{}", dead.local_addr().unwrap());
+    drop(dead);
+    assert_eq!(app.register("ghost", &dead_url).await.0, 200);
+    let id = app.study(json!({"budget": {"trials": 1}})).await;
+    let t0 = Instant::now();
+    wait_for("the first attempt fails", Duration::from_secs(10), || async {
+        app.trials(id)
+            .await
+            .first()
+            .is_some_and(|t| t["state"] == "failed")
+    })
+    .await;
+    let workers = app.get("/api/v1/workers").await;
+    let ghost = workers["workers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|w| w["id"] == "ghost")
+        .unwrap()
+        .clone();
+    assert_eq!(
+        ghost["alive"], false,
+        "down at once, not after the 20 s heartbeat timeout: {ghost}"
+    );
+    assert!(t0.elapsed() < Duration::from_secs(10));
+    let first = app.trials(id).await[0].clone();
+    assert_eq!(first["failure_kind"], "interrupted", "{first}");
+    assert_eq!(
+        app.get(&format!("/api/v1/studies/{id}")).await["state"],
+        "running"
+    );
+
+    let _w = fake_worker(&app, "real", vec![]).await;
+    let s = app.wait_study(id, Duration::from_secs(20)).await;
+    assert_eq!(s["state"], "complete", "{s}");
+    let trials = app.trials(id).await;
+    assert_eq!(trials.len(), 2, "{trials:?}");
+    assert_eq!(trials[1]["retry_of"], first["id"]);
+    assert_eq!(trials[1]["worker_id"], "real");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hung_worker_that_still_heartbeats_loses_its_trial_at_the_deadline() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut c = config(dir.path());
+    c.trial_silence = Duration::from_secs(1);
+    let mut app = App::boot(dir, c).await;
+    app.dataset_id = app
+        .state
+        .store
+        .insert_dataset(tanren_store::NewDataset {
+            name: "fake",
+            sha256: "00ff",
+            num_classes: 2,
+            num_train: 10,
+            num_test: 4,
+            size_bytes: 1,
+            summary: "{}",
+        })
+        .await
+        .unwrap()
+        .id;
+    // Free workers are taken from the end of the id order: the hung one gets the first trial.
+    let _hung = fake_worker(&app, "z-hung", vec![Step::Hang; 5]).await;
+    wait_for("z-hung registered", Duration::from_secs(5), || async {
+        app.get("/api/v1/workers").await["workers"]
+            .as_array()
+            .unwrap()
+            .len()
+            == 1
+    })
+    .await;
+    let _ok = fake_worker(&app, "a-ok", vec![]).await;
+    let id = app.study(json!({"budget": {"trials": 1}})).await;
+    let s = app.wait_study(id, Duration::from_secs(20)).await;
+    assert_eq!(s["state"], "complete", "{s}");
+    let trials = app.trials(id).await;
+    assert_eq!(trials.len(), 2, "{trials:?}");
+    assert_eq!(
+        (
+            trials[0]["worker_id"].as_str(),
+            trials[0]["failure_kind"].as_str()
+        ),
+        (Some("z-hung"), Some("interrupted"))
+    );
+    assert!(
+        trials[0]["error"].as_str().unwrap().contains("deadline"),
+        "{}",
+        trials[0]
+    );
+    assert_eq!(
+        trials[1]["worker_id"], "a-ok",
+        "the retry went to the worker that answers"
+    );
+}
+
+// ---- restore ----
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn restore_tolerates_gaps_a_broken_study_and_resumes_retries() {
+    let app = App::spawn().await;
+    let good = app.study(json!({"budget": {"trials": 4}})).await;
+    let broken = app.study(json!({"budget": {"trials": 4}})).await;
+    let app = app.restart().await; // nothing ran: no workers
+    let store = &app.state.store;
+    let row = store.study(good).await.unwrap();
+    let spec: tanren_control::study_spec::StudySpec = serde_json::from_str(&row.spec).unwrap();
+    let params = serde_json::to_string(&spec.image_space.full_params(&spec.image_space.baseline())).unwrap();
+    let cfg = serde_json::to_string(
+        &tanren_core::train_config(&spec.image_space.full_params(&spec.image_space.baseline()), 2, 1)
+            .unwrap(),
+    )
+    .unwrap();
+    // Number 1 is missing (an insert that failed under an older version); number 2 was running when
+    // the process died.
+    let t0 = store.insert_trial(good, 0, &params, &cfg).await.unwrap();
+    store
+        .end_trial_without_result(
+            t0.id,
+            tanren_core::TrialState::Failed,
+            Some(tanren_core::FailureKind::Error),
+            Some("boom"),
+        )
+        .await
+        .unwrap();
+    let t2 = store.insert_trial(good, 2, &params, &cfg).await.unwrap();
+    store.start_trial(t2.id, "gone").await.unwrap();
+    // A spec this version cannot read.
+    {
+        let url = format!("sqlite://{}", app.dir.path().join("control/tanren.db").display());
+        sqlx::any::install_default_drivers();
+        let pool = sqlx::AnyPool::connect(&url).await.unwrap();
+        sqlx::query("UPDATE studies SET spec = '{\"version\": 99}' WHERE id = $1")
+            .bind(broken)
+            .execute(&pool)
+            .await
+            .unwrap();
+        pool.close().await;
+    }
+    let app = app.restart().await;
+    let b = app.get(&format!("/api/v1/studies/{broken}")).await;
+    assert_eq!(
+        (b["state"].as_str(), b["end_reason"].as_str()),
+        (Some("failed"), Some("failed")),
+        "{b}"
+    );
+    assert!(
+        b["error"].as_str().unwrap().contains("spec no longer parses"),
+        "{b}"
+    );
+    assert!(
+        b["end_reason_text"]
+            .as_str()
+            .unwrap()
+            .starts_with("failed: could not resume"),
+        "{b}"
+    );
+    let t2 = app.get(&format!("/api/v1/trials/{}", t2.id)).await;
+    assert_eq!(
+        (t2["state"].as_str(), t2["failure_kind"].as_str()),
+        (Some("failed"), Some("interrupted")),
+        "{t2}"
+    );
+
+    let _w = fake_worker(&app, "w1", vec![]).await;
+    let s = app.wait_study(good, Duration::from_secs(30)).await;
+    assert_eq!(s["state"], "complete", "{s}");
+    let trials = app.trials(good).await;
+    let numbers: Vec<i64> = trials.iter().map(|t| t["number"].as_i64().unwrap()).collect();
+    assert_eq!(numbers, [0, 2, 3, 4, 5], "numbering continues after the gap");
+    // The trial interrupted by the restart is retried first, with its parameters.
+    assert_eq!(trials[2]["retry_of"], t2["id"], "{trials:?}");
+    assert_eq!(trials[2]["params"], t2["params"]);
+    // Budget 4: trial 0 (failed) + 3 complete; the interrupted one used none.
+    assert_eq!(s["progress"]["done"], 4, "{s}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failed_trial_insert_leaves_no_gap_in_the_numbers() {
+    let app = App::spawn().await;
+    let url = format!("sqlite://{}", app.dir.path().join("control/tanren.db").display());
+    sqlx::any::install_default_drivers();
+    let pool = sqlx::AnyPool::connect(&url).await.unwrap();
+    // Every trial insert fails (longer than the scheduler's own retries) until the trigger is dropped.
+    sqlx::query(
+        "CREATE TRIGGER block_trials BEFORE INSERT ON trials BEGIN SELECT RAISE(ABORT, 'disk I/O error (injected)'); END",
+    )
+    .execute(&pool)
+    .await
+    .unwrap();
+    let id = app.study(json!({"budget": {"trials": 2}})).await;
+    let _w = fake_worker(&app, "w1", vec![]).await;
+    tokio::time::sleep(Duration::from_secs(6)).await;
+    assert!(app.trials(id).await.is_empty());
+    sqlx::query("DROP TRIGGER block_trials")
+        .execute(&pool)
+        .await
+        .unwrap();
+    pool.close().await;
+    let s = app.wait_study(id, Duration::from_secs(30)).await;
+    assert_eq!(s["state"], "complete", "{s}");
+    let numbers: Vec<i64> = app
+        .trials(id)
+        .await
+        .iter()
+        .map(|t| t["number"].as_i64().unwrap())
+        .collect();
+    assert_eq!(
+        numbers,
+        [0, 1],
+        "the sampler's trial 0 was inserted once the database took it"
+    );
+    // And a restart restores it.
+    let app = app.restart().await;
+    assert_eq!(
+        app.get(&format!("/api/v1/studies/{id}")).await["state"],
+        "complete"
+    );
+}
+
+// ---- why a study ended ----
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_study_ended_by_its_minutes_budget_reads_as_complete() {
+    let app = App::spawn().await;
+    let id = app
+        .study(json!({"budget": {"trials": 20, "minutes": 0.03}}))
+        .await;
+    let _w = fake_worker(&app, "w1", vec![Step::Complete(Duration::from_millis(400)); 40]).await;
+    let s = app.wait_study(id, Duration::from_secs(30)).await;
+    assert_eq!(
+        (s["state"].as_str(), s["end_reason"].as_str()),
+        (Some("complete"), Some("minutes_budget")),
+        "{s}"
+    );
+    assert_eq!(s["end_reason_text"], "minutes budget reached");
+    let p = &s["progress"];
+    let done = p["done"].as_i64().unwrap();
+    assert!(done > 0 && done < 20, "{s}");
+    assert_eq!(
+        p["total"].as_i64(),
+        Some(done),
+        "reads {done} / {done}, not {done} / 20: {s}"
+    );
+    assert_eq!(s["budget"]["trials"], 20, "the budget itself is still shown");
+    assert_eq!(
+        (p["running"].as_u64(), p["queued"].as_u64()),
+        (Some(0), Some(0)),
+        "{s}"
+    );
+    // The trial running at the deadline was cancelled, not left to finish.
+    let last = app.trials(id).await.last().unwrap().clone();
+    assert_eq!(last["failure_kind"], "stopped", "{last}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stopped_and_trial_budget_end_reasons() {
+    let app = App::spawn().await;
+    let id = app.study(json!({"budget": {"trials": 3}})).await;
+    let (status, s) = app.post(&format!("/api/v1/studies/{id}/stop"), &json!({})).await;
+    assert_eq!(status, 200, "{s}");
+    assert_eq!(
+        (s["end_reason"].as_str(), s["end_reason_text"].as_str()),
+        (Some("stopped"), Some("stopped"))
+    );
+    assert_eq!(
+        s["progress"]["total"], 3,
+        "a stopped study keeps its budget as total"
+    );
+    let id = app.study(json!({"budget": {"trials": 1}})).await;
+    let _w = fake_worker(&app, "w1", vec![]).await;
+    let s = app.wait_study(id, Duration::from_secs(20)).await;
+    assert_eq!(s["end_reason_text"], "trial budget reached", "{s}");
+}
+
+// ---- workers ----
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_duplicate_worker_id_from_another_address_is_refused() {
+    let app = App::spawn().await;
+    assert_eq!(app.register("gpu", "http://10.0.0.1:50051").await.0, 200);
+    assert_eq!(
+        app.register("gpu", "http://10.0.0.1:50051").await.0,
+        200,
+        "its own heartbeat"
+    );
+    let (status, body) = app.register("gpu", "http://10.0.0.2:50051").await;
+    assert_eq!(status, 409, "{body}");
+    let msg = body["error"]["message"].as_str().unwrap();
+    assert!(
+        msg.contains("http://10.0.0.1:50051") && msg.contains("--id"),
+        "{msg}"
+    );
+    let workers = app.get("/api/v1/workers").await;
+    assert_eq!(
+        workers["workers"][0]["grpc_url"], "http://10.0.0.1:50051",
+        "the first keeps its row"
+    );
+}
+
+// ---- uploads ----
+
+fn tiny_zip(seed: u8) -> Vec<u8> {
+    let mut out = std::io::Cursor::new(Vec::new());
+    let mut z = zip::ZipWriter::new(&mut out);
+    let opts = zip::write::SimpleFileOptions::default();
+    for split in ["train", "test"] {
+        for class in ["a", "b"] {
+            for i in 0..6u8 {
+                let img = image::RgbImage::from_fn(8, 8, |x, y| {
+                    image::Rgb([
+                        seed,
+                        i.wrapping_mul(40),
+                        (x * 30 + y) as u8 + (class == "b") as u8 * 100,
+                    ])
+                });
+                let mut png = std::io::Cursor::new(Vec::new());
+                img.write_to(&mut png, image::ImageFormat::Png).unwrap();
+                z.start_file(format!("{split}/{class}/{i}.png"), opts).unwrap();
+                z.write_all(png.get_ref()).unwrap();
+            }
+        }
+    }
+    z.finish().unwrap();
+    out.into_inner()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn identical_uploads_at_once_all_get_the_one_dataset_and_its_files() {
+    let app = App::spawn().await;
+    for round in 0..4u8 {
+        let zip = tiny_zip(round);
+        let uploads = (0..4).map(|_| {
+            let form = reqwest::multipart::Form::new().part(
+                "file",
+                reqwest::multipart::Part::bytes(zip.clone()).file_name("same.zip"),
+            );
+            app.http
+                .post(format!("{}/api/v1/datasets", app.url))
+                .multipart(form)
+                .send()
+        });
+        let mut ids = Vec::new();
+        for r in futures::future::join_all(uploads).await {
+            let r = r.unwrap();
+            let status = r.status().as_u16();
+            let body: Value = r.json().await.unwrap();
+            assert!(status == 200 || status == 201, "round {round}: {status} {body}");
+            ids.push(body["id"].as_i64().unwrap());
+        }
+        assert!(ids.windows(2).all(|w| w[0] == w[1]), "{ids:?}");
+        let row = app.state.store.dataset(ids[0]).await.unwrap();
+        assert!(
+            app.state.files.dataset_zip(&row.sha256).exists(),
+            "round {round}: the zip is gone"
+        );
+        assert!(
+            app.state
+                .files
+                .dataset_dir(&row.sha256)
+                .join("manifest.json")
+                .exists(),
+            "round {round}: the extraction is gone"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_trial_end_the_database_refuses_for_a_while_is_stored_not_dropped() {
+    let app = App::spawn().await;
+    let url = format!("sqlite://{}", app.dir.path().join("control/tanren.db").display());
+    sqlx::any::install_default_drivers();
+    let pool = sqlx::AnyPool::connect(&url).await.unwrap();
+    // Recording a trial complete fails for the next second (the worker takes 300 ms).
+    sqlx::query(
+        "CREATE TRIGGER block_end BEFORE UPDATE OF state ON trials WHEN NEW.state = 'complete'
+         BEGIN SELECT RAISE(ABORT, 'database is locked (injected)'); END",
+    )
+    .execute(&pool)
+    .await
+    .unwrap();
+    let id = app.study(json!({"budget": {"trials": 1}})).await;
+    let _w = fake_worker(&app, "w1", vec![Step::Complete(Duration::from_millis(300))]).await;
+    tokio::time::sleep(Duration::from_millis(1300)).await;
+    sqlx::query("DROP TRIGGER block_end")
+        .execute(&pool)
+        .await
+        .unwrap();
+    pool.close().await;
+    let s = app.wait_study(id, Duration::from_secs(20)).await;
+    assert_eq!(s["state"], "complete", "{s}");
+    let t = app.trials(id).await[0].clone();
+    assert_eq!(
+        t["state"], "complete",
+        "the row says what the search engine was told: {t}"
+    );
+    assert_eq!(s["best_trial"]["id"], t["id"]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_insert_that_committed_but_lost_its_answer_is_not_inserted_twice() {
+    let app = App::spawn().await;
+    let id = app.study(json!({"budget": {"trials": 1}})).await;
+    // The row the scheduler is about to insert (trial 0, the baseline) is already there, as after a
+    // connection dropped between the commit and its answer: the retried insert hits the unique number.
+    let row = app.state.store.study(id).await.unwrap();
+    let spec: tanren_control::study_spec::StudySpec = serde_json::from_str(&row.spec).unwrap();
+    let mut baseline = spec.image_space.baseline();
+    spec.search.space.normalize_params(&mut baseline);
+    let params = serde_json::to_string(&spec.image_space.full_params(&baseline)).unwrap();
+    let pre = app.state.store.insert_trial(id, 0, &params, "{}").await.unwrap();
+    let _w = fake_worker(&app, "w1", vec![]).await;
+    let s = app.wait_study(id, Duration::from_secs(20)).await;
+    assert_eq!(s["state"], "complete", "{s}");
+    let trials = app.trials(id).await;
+    assert_eq!(trials.len(), 1, "{trials:?}");
+    assert_eq!(
+        (trials[0]["id"].as_i64(), trials[0]["state"].as_str()),
+        (Some(pre.id), Some("complete"))
+    );
+}
