@@ -35,7 +35,7 @@ rows = []
 sc = load("self_check.json")
 if sc:
     rows.append(("CUDA seen by the worker", f"libtorch_cuda loaded: {sc['torch_cuda_loaded']}; cuda_available: "
-                 f"{sc['cuda_available']} ({sc['cuda_device_count']} device(s)); --device -> {sc['device']}"))
+                 f"{sc['cuda_available']} ({sc['cuda_device_count']} device(s)); --device -> {sc['device'] or sc.get('device_error')}"))
     rows.append(("device name", sc["device_name"]))
 else:
     rows.append(("CUDA seen by the worker", "- (self-check failed: self_check.log)"))

@@ -20,6 +20,15 @@ pub struct Upload {
 
 /// Decode and resize every upload in parallel (rayon), or say which one is bad and why.
 pub fn decode_all(uploads: &[Upload], size: u32, channels: u32) -> Result<Vec<Vec<u8>>, ServeError> {
+    if let [one] = uploads {
+        // No pool hand-off for a single image.
+        return decode_one(&one.bytes, size, channels)
+            .map(|px| vec![px])
+            .map_err(|reason| ServeError::BadImage {
+                index_label: one.label.clone(),
+                reason,
+            });
+    }
     uploads
         .par_iter()
         .map(|u| {

@@ -106,7 +106,8 @@ pub fn self_check(device_spec: &str) -> (serde_json::Value, bool) {
         "cuda_available": report.cuda_available,
         "cuda_device_count": tch::Cuda::device_count(),
         "cudnn_available": report.cudnn_available,
-        "device": device.as_ref().map(|_| report.device.clone()).map_err(Clone::clone),
+        "device": device.as_ref().ok().map(|_| report.device.clone()),
+        "device_error": device.as_ref().err(),
         "device_name": report.device_name,
     });
     let consistent = matches!(
