@@ -9,4 +9,5 @@ mod restart;
 mod serve;
 mod spine;
 mod worker_loss;
+mod wide_space;
 mod ws;

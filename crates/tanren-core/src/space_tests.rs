@@ -402,3 +402,4 @@ fn the_listing_has_defaults_and_allowed_ranges() {
         distribution(&p, &one[p.name]).unwrap_or_else(|e| panic!("{e}"));
     }
 }
+
