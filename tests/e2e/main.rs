@@ -8,6 +8,6 @@ mod refusals;
 mod restart;
 mod serve;
 mod spine;
-mod worker_loss;
 mod wide_space;
+mod worker_loss;
 mod ws;

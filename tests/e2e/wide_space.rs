@@ -20,7 +20,11 @@ async fn a_study_over_cnn_and_resnet_with_augmentation_completes() {
         .cloned()
         .unwrap();
     assert_eq!(arch["choices"], serde_json::json!(["cnn"]), "{arch}");
-    assert_eq!(arch["allowed"]["choices"], serde_json::json!(["cnn", "resnet"]), "{arch}");
+    assert_eq!(
+        arch["allowed"]["choices"],
+        serde_json::json!(["cnn", "resnet"]),
+        "{arch}"
+    );
 
     let (status, ds) = app.upload(shapes_zip(30, 10, 5), "shapes").await;
     assert_eq!(status, 201, "{ds}");
@@ -69,24 +73,38 @@ async fn a_study_over_cnn_and_resnet_with_augmentation_completes() {
         let arch = p["architecture"].as_str().unwrap().to_string();
         assert_eq!(cfg["model"]["family"], arch.as_str(), "{full}");
         if arch == "resnet" {
-            assert!(p.get("conv_blocks").is_none() && p.get("channels").is_none(), "{p}");
+            assert!(
+                p.get("conv_blocks").is_none() && p.get("channels").is_none(),
+                "{p}"
+            );
             assert_eq!(cfg["model"]["depth"], p["resnet_depth"], "{full}");
             assert_eq!(cfg["model"]["width"], p["resnet_width"], "{full}");
         } else {
             assert!(p.get("resnet_depth").is_none(), "{p}");
-            assert_eq!(cfg["model"]["blocks"].as_array().unwrap().len() as i64, p["conv_blocks"].as_i64().unwrap());
+            assert_eq!(
+                cfg["model"]["blocks"].as_array().unwrap().len() as i64,
+                p["conv_blocks"].as_i64().unwrap()
+            );
         }
         assert_eq!(cfg["crop_padding"], p["crop_padding"], "{full}");
-        assert_eq!(cfg["horizontal_flip"].as_bool().unwrap().to_string(), p["horizontal_flip"].as_str().unwrap());
+        assert_eq!(
+            cfg["horizontal_flip"].as_bool().unwrap().to_string(),
+            p["horizontal_flip"].as_str().unwrap()
+        );
         assert_eq!(cfg["lr_schedule"], p["lr_schedule"], "{full}");
         assert_eq!(cfg["label_smoothing"], p["label_smoothing"], "{full}");
         // Pinned at the seed's behaviour, so not recorded.
-        assert!(p.get("batch_norm").is_none() && p.get("momentum").is_none(), "{p}");
+        assert!(
+            p.get("batch_norm").is_none() && p.get("momentum").is_none(),
+            "{p}"
+        );
         assert_eq!(full["epochs"].as_array().unwrap().len(), 2, "{full}");
         families.push(arch);
     }
     // Trial 0 is the seed's CNN (moved inside the bounds); the sampler then tried both families.
     assert_eq!(families, ["cnn", "resnet", "cnn"]);
     assert_eq!(trials[0]["params"]["crop_padding"], 0);
-    assert!(trials.iter().any(|t| t["params"]["crop_padding"].as_i64() > Some(0)));
+    assert!(trials
+        .iter()
+        .any(|t| t["params"]["crop_padding"].as_i64() > Some(0)));
 }

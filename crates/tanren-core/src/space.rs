@@ -95,7 +95,11 @@ fn activity(cond: &Option<Condition>, states: &BTreeMap<&str, State>) -> Activit
         Some(State::Value(_)) => Activity::Never,
         Some(State::Searched(choices)) => {
             let choices = choices.as_deref().unwrap_or_default();
-            let values: Vec<String> = choices.iter().filter(|c| cond.values.contains(c)).cloned().collect();
+            let values: Vec<String> = choices
+                .iter()
+                .filter(|c| cond.values.contains(c))
+                .cloned()
+                .collect();
             if values.is_empty() {
                 Activity::Never
             } else if values.len() == choices.len() {
@@ -145,7 +149,10 @@ impl ImageSpace {
             let act = activity(&info.condition, &states);
             if let Activity::Never = act {
                 if given.is_some_and(|b| !same_bound(b, &crate::params::bound_of(&info.default))) {
-                    let cond = info.condition.as_ref().expect("only conditional params are never active");
+                    let cond = info
+                        .condition
+                        .as_ref()
+                        .expect("only conditional params are never active");
                     return Err(err(
                         name,
                         format!(
@@ -188,7 +195,9 @@ impl ImageSpace {
 
     /// Combinations that can never train are refused up front rather than as failed trials.
     fn check_consistency(&self) -> Result<(), BoundsError> {
-        let (min_size, _) = self.int_range(param::IMAGE_SIZE).expect("image_size is always active");
+        let (min_size, _) = self
+            .int_range(param::IMAGE_SIZE)
+            .expect("image_size is always active");
         if let Some((_, max_blocks)) = self.int_range(param::CONV_BLOCKS) {
             if min_size >> max_blocks == 0 {
                 return Err(err(
@@ -301,7 +310,9 @@ fn single_value(d: &Distribution) -> Option<ParamValue> {
     match d {
         Distribution::Float { low, high, .. } if low == high => Some(ParamValue::Float(*low)),
         Distribution::Int { low, high, .. } if low == high => Some(ParamValue::Int(*low)),
-        Distribution::Categorical { choices } if choices.len() == 1 => Some(ParamValue::Cat(choices[0].clone())),
+        Distribution::Categorical { choices } if choices.len() == 1 => {
+            Some(ParamValue::Cat(choices[0].clone()))
+        }
         _ => None,
     }
 }
@@ -310,15 +321,37 @@ fn single_value(d: &Distribution) -> Option<ParamValue> {
 fn distribution(info: &ParamInfo, bound: &Bound) -> Result<Distribution, BoundsError> {
     let name = info.name;
     match (&info.allowed, bound) {
-        (Distribution::Float { low: min, high: max, log }, Bound::Range { low: l, high: h }) => {
+        (
+            Distribution::Float {
+                low: min,
+                high: max,
+                log,
+            },
+            Bound::Range { low: l, high: h },
+        ) => {
             let log = *log || (info.log_when_positive && *l > 0.0);
             check_range(name, *l, *h, log)?;
             if *l < *min || *h > *max {
-                return Err(err(name, format!("bounds must lie within {min}..{max}, got {l}..{h}")));
+                return Err(err(
+                    name,
+                    format!("bounds must lie within {min}..{max}, got {l}..{h}"),
+                ));
             }
-            Ok(Distribution::Float { low: *l, high: *h, log })
+            Ok(Distribution::Float {
+                low: *l,
+                high: *h,
+                log,
+            })
         }
-        (Distribution::Int { low: min, high: max, log, step }, Bound::Range { low: l, high: h }) => {
+        (
+            Distribution::Int {
+                low: min,
+                high: max,
+                log,
+                step,
+            },
+            Bound::Range { low: l, high: h },
+        ) => {
             check_range(name, *l, *h, *log)?;
             if l.fract() != 0.0 || h.fract() != 0.0 {
                 return Err(err(name, format!("bounds must be whole numbers, got {l}..{h}")));
@@ -334,7 +367,11 @@ fn distribution(info: &ParamInfo, bound: &Bound) -> Result<Distribution, BoundsE
                 if (l - min) % step != 0 || (h - min) % step != 0 {
                     return Err(err(
                         name,
-                        format!("bounds must be on the grid {min}, {}, {}, ..., got {l}..{h}", min + step, min + 2 * step),
+                        format!(
+                            "bounds must be on the grid {min}, {}, {}, ..., got {l}..{h}",
+                            min + step,
+                            min + 2 * step
+                        ),
                     ));
                 }
             }
@@ -412,7 +449,11 @@ pub fn train_config(params: &Params, num_classes: u32, seed: u64) -> Result<Trai
         params
             .get(n)
             .cloned()
-            .or_else(|| crate::params::param_info(n).filter(|p| p.implicit).map(|p| p.seed))
+            .or_else(|| {
+                crate::params::param_info(n)
+                    .filter(|p| p.implicit)
+                    .map(|p| p.seed)
+            })
             .ok_or_else(|| err(n, "missing"))
     };
     let flag = |n: &str| match implicit(n)?.as_str() {

@@ -171,20 +171,29 @@ fn stored_spaces_from_before_still_read() {
     let full = s.full_params(&base);
     assert_eq!(full.len(), 8);
     let cfg = train_config(&full, 3, 1).unwrap();
-    assert_eq!(cfg.model, ModelSpec::Cnn(CnnSpec {
-        in_channels: 3,
-        num_classes: 3,
-        image_size: 24,
-        blocks: vec![ConvBlock { out_channels: 16, kernel: 3 }],
-        batch_norm: false,
-        dropout: 0.0,
-        head: Head::Flatten,
-    }));
+    assert_eq!(
+        cfg.model,
+        ModelSpec::Cnn(CnnSpec {
+            in_channels: 3,
+            num_classes: 3,
+            image_size: 24,
+            blocks: vec![ConvBlock {
+                out_channels: 16,
+                kernel: 3
+            }],
+            batch_norm: false,
+            dropout: 0.0,
+            head: Head::Flatten,
+        })
+    );
     assert_eq!((cfg.epochs, cfg.batch_size, cfg.learning_rate), (3, 10, 0.001));
     let mut sgd = full.clone();
     sgd.insert("optimizer".into(), ParamValue::Cat("sgd".into()));
     let cfg = train_config(&sgd, 3, 1).unwrap();
-    assert_eq!((cfg.momentum, cfg.nesterov, cfg.lr_schedule), (0.9, false, LrSchedule::Constant));
+    assert_eq!(
+        (cfg.momentum, cfg.nesterov, cfg.lr_schedule),
+        (0.9, false, LrSchedule::Constant)
+    );
 }
 
 #[test]
@@ -195,12 +204,31 @@ fn conditional_parameters_follow_their_parents() {
         ("momentum", range(0.8, 0.95)),
     ]))
     .unwrap();
-    let cond = |n: &str| s.space.get(n).unwrap().condition.clone().map(|c| (c.parent, c.values));
-    assert_eq!(cond("conv_blocks"), Some(("architecture".into(), vec!["cnn".into()])));
-    assert_eq!(cond("resnet_depth"), Some(("architecture".into(), vec!["resnet".into()])));
+    let cond = |n: &str| {
+        s.space
+            .get(n)
+            .unwrap()
+            .condition
+            .clone()
+            .map(|c| (c.parent, c.values))
+    };
+    assert_eq!(
+        cond("conv_blocks"),
+        Some(("architecture".into(), vec!["cnn".into()]))
+    );
+    assert_eq!(
+        cond("resnet_depth"),
+        Some(("architecture".into(), vec!["resnet".into()]))
+    );
     assert_eq!(cond("momentum"), Some(("optimizer".into(), vec!["sgd".into()])));
-    assert!(s.space.get("weight_decay").is_none(), "pinned at the seed's 0: not searched");
-    assert!(s.space.get("adamw_weight_decay").is_none(), "adamw is not a choice");
+    assert!(
+        s.space.get("weight_decay").is_none(),
+        "pinned at the seed's 0: not searched"
+    );
+    assert!(
+        s.space.get("adamw_weight_decay").is_none(),
+        "adamw is not a choice"
+    );
 
     // A resnet configuration needs no CNN parameters, and may not carry them.
     let mut p = s.baseline();
@@ -217,7 +245,14 @@ fn conditional_parameters_follow_their_parents() {
     p.insert("resnet_width".into(), ParamValue::Int(16));
     s.space.validate_params(&p).unwrap();
     let cfg = train_config(&s.full_params(&p), 4, 0).unwrap();
-    assert!(matches!(cfg.model, ModelSpec::Resnet(ResnetSpec { depth: 14, width: 16, .. })));
+    assert!(matches!(
+        cfg.model,
+        ModelSpec::Resnet(ResnetSpec {
+            depth: 14,
+            width: 16,
+            ..
+        })
+    ));
 
     // Only resnet: its parameters are plain, the CNN's are gone, the baseline is a ResNet-20.
     let s = ImageSpace::from_bounds(&b(&[("architecture", choices(&["resnet"]))])).unwrap();
@@ -226,7 +261,14 @@ fn conditional_parameters_follow_their_parents() {
     assert_eq!(s.fixed["architecture"], ParamValue::Cat("resnet".into()));
     let base = s.full_params(&s.baseline());
     let cfg = train_config(&base, 2, 0).unwrap();
-    assert!(matches!(cfg.model, ModelSpec::Resnet(ResnetSpec { depth: 20, width: 16, .. })));
+    assert!(matches!(
+        cfg.model,
+        ModelSpec::Resnet(ResnetSpec {
+            depth: 20,
+            width: 16,
+            ..
+        })
+    ));
 
     // A pinned CNN parameter is left out of resnet trials.
     let s = ImageSpace::from_bounds(&b(&[
@@ -242,11 +284,18 @@ fn conditional_parameters_follow_their_parents() {
     assert_eq!(s.full_params(&cnn)["conv_blocks"], ParamValue::Int(2));
 
     // Widening something the other bounds switch off is refused, naming it; its default is fine.
-    let e = ImageSpace::from_bounds(&b(&[("optimizer", choices(&["adam"])), ("momentum", range(0.5, 0.9))]))
-        .unwrap_err();
+    let e = ImageSpace::from_bounds(&b(&[
+        ("optimizer", choices(&["adam"])),
+        ("momentum", range(0.5, 0.9)),
+    ]))
+    .unwrap_err();
     assert_eq!(e.param, "momentum");
     assert!(e.message.contains("optimizer is sgd"), "{e}");
-    ImageSpace::from_bounds(&b(&[("optimizer", choices(&["adam"])), ("momentum", range(0.9, 0.9))])).unwrap();
+    ImageSpace::from_bounds(&b(&[
+        ("optimizer", choices(&["adam"])),
+        ("momentum", range(0.9, 0.9)),
+    ]))
+    .unwrap();
     let e = ImageSpace::from_bounds(&b(&[("resnet_depth", range(8.0, 14.0))])).unwrap_err();
     assert_eq!(e.param, "resnet_depth");
 }
@@ -282,7 +331,10 @@ fn every_new_parameter_reaches_the_train_config() {
     assert_eq!((cfg.momentum, cfg.nesterov, cfg.weight_decay), (0.85, true, 3e-4));
     assert_eq!(cfg.lr_schedule, LrSchedule::Cosine);
     p.insert("momentum".into(), ParamValue::Float(0.0));
-    assert!(!train_config(&p, 2, 0).unwrap().nesterov, "nesterov without momentum is plain sgd");
+    assert!(
+        !train_config(&p, 2, 0).unwrap().nesterov,
+        "nesterov without momentum is plain sgd"
+    );
 
     p.insert("optimizer".into(), ParamValue::Cat("adamw".into()));
     p.insert("adamw_weight_decay".into(), ParamValue::Float(0.05));
@@ -335,7 +387,10 @@ fn impossible_combinations_are_refused_naming_the_parameter() {
     .unwrap();
     // Weight decay goes log-scaled once it cannot be 0.
     let s = ImageSpace::from_bounds(&b(&[("weight_decay", range(1e-5, 1e-2))])).unwrap();
-    assert!(matches!(s.space.get("weight_decay").unwrap().distribution, Distribution::Float { log: true, .. }));
+    assert!(matches!(
+        s.space.get("weight_decay").unwrap().distribution,
+        Distribution::Float { log: true, .. }
+    ));
 }
 
 /// Property: whatever the sampler draws from the widest consistent space trains (validates), and
@@ -376,7 +431,11 @@ fn samples_from_the_widest_space_always_make_valid_configs() {
                 ModelSpec::Cnn(_) => "cnn",
                 ModelSpec::Resnet(_) => "resnet",
             });
-            seen.insert(if cfg.optimizer == OptimizerKind::Sgd { "sgd" } else { "other" });
+            seen.insert(if cfg.optimizer == OptimizerKind::Sgd {
+                "sgd"
+            } else {
+                "other"
+            });
             let score = cfg.learning_rate.ln() + f64::from(cfg.crop_padding);
             study.tell(n, TellOutcome::Complete(vec![score])).unwrap();
         }
@@ -387,10 +446,20 @@ fn samples_from_the_widest_space_always_make_valid_configs() {
 #[test]
 fn the_listing_has_defaults_and_allowed_ranges() {
     let docs = serde_json::to_value(crate::params::param_docs()).unwrap();
-    let arch = docs.as_array().unwrap().iter().find(|d| d["name"] == "architecture").unwrap();
+    let arch = docs
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|d| d["name"] == "architecture")
+        .unwrap();
     assert_eq!(arch["choices"], serde_json::json!(["cnn"]));
     assert_eq!(arch["allowed"]["choices"], serde_json::json!(["cnn", "resnet"]));
-    let m = docs.as_array().unwrap().iter().find(|d| d["name"] == "momentum").unwrap();
+    let m = docs
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|d| d["name"] == "momentum")
+        .unwrap();
     assert_eq!((m["low"].as_f64(), m["high"].as_f64()), (Some(0.9), Some(0.9)));
     assert_eq!(m["condition"]["parent"], "optimizer");
     assert!(m["help"].as_str().unwrap().contains("sgd"));
@@ -402,4 +471,3 @@ fn the_listing_has_defaults_and_allowed_ranges() {
         distribution(&p, &one[p.name]).unwrap_or_else(|e| panic!("{e}"));
     }
 }
-
