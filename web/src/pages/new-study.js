@@ -145,8 +145,16 @@ function paramRow(p) {
   };
 }
 
+// A conditional parameter counts only while its parent can take a value that switches it on.
+function active(p, rows) {
+  if (!p.condition) return true;
+  const parent = rows.find((r) => r.name === p.condition.parent);
+  if (!parent || parent.kind !== 'cat') return true;
+  return parent.value().choices.some((c) => p.condition.values.includes(c));
+}
+
 function spaceSize(params, rows) {
-  const counts = rows.map((r) => [r.name, r.count()]);
+  const counts = rows.filter((r, i) => active(params[i], rows)).map((r) => [r.name, r.count()]);
   const continuous = counts.filter(([, c]) => c === Infinity).map(([n]) => n);
   const grid = counts.filter(([, c]) => isFinite(c)).reduce((a, [, c]) => a * c, 1);
   if (counts.some(([, c]) => Number.isNaN(c))) return 'Space size: some bounds are inverted.';
