@@ -139,6 +139,8 @@ fn the_default_search_is_unchanged() {
     }
 }
 
+const FORM_DEFAULTS: &str = r#"{"learning_rate":{"low":0.0001,"high":0.01},"batch_size":{"low":8,"high":128},"epochs":{"low":1,"high":10},"image_size":{"low":28,"high":128},"optimizer":{"choices":["adam","adamw","sgd"]},"architecture":{"choices":["cnn"]},"conv_blocks":{"low":1,"high":4},"channels":{"low":8,"high":64},"dropout":{"low":0,"high":0.5},"batch_norm":{"choices":["false"]},"head":{"choices":["flatten"]},"resnet_depth":{"low":8,"high":20},"resnet_width":{"low":16,"high":32},"lr_schedule":{"choices":["constant"]},"momentum":{"low":0.9,"high":0.9},"nesterov":{"choices":["false"]},"weight_decay":{"low":0,"high":0},"adamw_weight_decay":{"low":0.01,"high":0.01},"label_smoothing":{"low":0,"high":0},"crop_padding":{"low":0,"high":0},"horizontal_flip":{"choices":["false"]}}"#;
+
 /// The form sends every parameter's default bounds; that must be the same as sending none.
 #[test]
 fn default_bounds_given_explicitly_are_the_default_search() {
@@ -151,6 +153,9 @@ fn default_bounds_given_explicitly_are_the_default_search() {
         ImageSpace::from_bounds(&all).unwrap(),
         ImageSpace::from_bounds(&Bounds::new()).unwrap()
     );
+    // What the dashboard's form posts untouched (captured from web/src/pages/new-study.js).
+    let form: Bounds = serde_json::from_str(FORM_DEFAULTS).unwrap();
+    assert_eq!(form, all);
 }
 
 /// A spec stored before the wider space (`studies.spec`'s `image_space`) reads and trains the same.
