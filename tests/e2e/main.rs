@@ -8,5 +8,6 @@ mod refusals;
 mod restart;
 mod serve;
 mod spine;
+mod wide_space;
 mod worker_loss;
 mod ws;

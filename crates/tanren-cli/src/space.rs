@@ -10,6 +10,8 @@
 //! [bounds]
 //! learning_rate = { low = 1e-4, high = 1e-2 }
 //! optimizer = ["adam", "sgd"]
+//! architecture = ["cnn", "resnet"]   # the wider space: see GET /api/v1/search-space
+//! horizontal_flip = [false, true]
 //! epochs = 3             # fixed
 //! image_size = "32..64"  # the --set syntax works as well
 //! ```
@@ -47,9 +49,14 @@ fn bound_value(name: &str, v: &Value) -> Result<Value> {
     Ok(match v {
         Value::Number(n) => json!({"low": n, "high": n}),
         Value::String(s) => bound_text(s).with_context(|| format!("bounds.{name}"))?,
-        Value::Array(a) => json!({ "choices": a }),
+        // Flags are categorical on the server (`horizontal_flip = [false, true]` or `= true`).
+        Value::Array(a) => json!({ "choices": a.iter().map(|c| match c {
+            Value::Bool(b) => Value::String(b.to_string()),
+            other => other.clone(),
+        }).collect::<Vec<_>>() }),
+        Value::Bool(b) => json!({ "choices": [b.to_string()] }),
         Value::Object(_) => v.clone(),
-        Value::Bool(_) | Value::Null => {
+        Value::Null => {
             bail!("bounds.{name}: expected a number, \"LOW..HIGH\", a list of choices or {{low, high}}")
         }
     })
@@ -118,5 +125,15 @@ mod tests {
         assert_eq!(f.bounds["epochs"], json!({"low": 3, "high": 3}));
         assert_eq!(f.bounds["image_size"], json!({"low": 16.0, "high": 32.0}));
         assert!(parse_space_file("bogus = 1", "s.toml").is_err());
+        let f = parse_space_file(
+            "[bounds]\narchitecture = [\"cnn\", \"resnet\"]\nhorizontal_flip = [false, true]\nbatch_norm = true\n",
+            "s.toml",
+        )
+        .unwrap();
+        assert_eq!(f.bounds["architecture"], json!({"choices": ["cnn", "resnet"]}));
+        assert_eq!(f.bounds["horizontal_flip"], json!({"choices": ["false", "true"]}));
+        assert_eq!(f.bounds["batch_norm"], json!({"choices": ["true"]}));
+        let (_, b) = parse_bound("horizontal_flip=false,true").unwrap();
+        assert_eq!(b, json!({"choices": ["false", "true"]}));
     }
 }

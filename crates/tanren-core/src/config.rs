@@ -34,6 +34,16 @@ pub enum Head {
     GlobalAvgPool,
 }
 
+impl Head {
+    pub fn parse(s: &str) -> Option<Self> {
+        match s {
+            "flatten" => Some(Self::Flatten),
+            "global_avg_pool" => Some(Self::GlobalAvgPool),
+            _ => None,
+        }
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ConvBlock {
     pub out_channels: u32,
@@ -192,6 +202,19 @@ pub enum LrSchedule {
     /// Warm up from lr/25 to `learning_rate` over the first 30% of steps, then cosine down to lr/1e4
     /// (PyTorch's `OneCycleLR` defaults, without momentum cycling).
     OneCycle,
+}
+
+impl LrSchedule {
+    pub const ALL: [&'static str; 3] = ["constant", "cosine", "one_cycle"];
+
+    pub fn parse(s: &str) -> Option<Self> {
+        match s {
+            "constant" => Some(Self::Constant),
+            "cosine" => Some(Self::Cosine),
+            "one_cycle" => Some(Self::OneCycle),
+            _ => None,
+        }
+    }
 }
 
 /// Everything a worker needs to train one trial, besides the data.

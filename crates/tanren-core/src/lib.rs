@@ -4,10 +4,12 @@
 
 pub mod config;
 pub mod metrics;
+pub mod params;
 pub mod space;
 pub mod state;
 
 pub use config::*;
 pub use metrics::*;
+pub use params::*;
 pub use space::*;
 pub use state::*;

@@ -1,12 +1,14 @@
-//! The image-classification search space: the tunable parameters, their default bounds, how a person's
-//! bounds override them, the seed's baseline configuration, and how sampled parameters become a
-//! `TrainConfig`. REST, the scheduler and the dashboard all use these definitions.
+//! The image-classification search space: how a person's bounds override the catalogue's defaults
+//! (`params.rs`), which parameters that leaves active, searched, pinned or out, the seed's baseline
+//! inside the bounds, and how sampled parameters become a `TrainConfig`. REST, the scheduler and the
+//! dashboard all use these definitions.
 
 use crate::config::{ConvBlock, Head, LrSchedule, ModelSpec, Normalize, OptimizerKind, TrainConfig};
-use crate::CnnSpec;
+use crate::params::{catalogue, param, ParamInfo};
+use crate::{CnnSpec, ResnetSpec};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
-use tanren_search::{Distribution, ParamDef, ParamValue, Params, Space};
+use tanren_search::{Condition, Distribution, ParamDef, ParamValue, Params, Space};
 
 /// A bound a person sets on one parameter. `low == high` fixes the parameter.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -33,148 +35,158 @@ fn err(param: &str, message: impl Into<String>) -> BoundsError {
     }
 }
 
-/// The searched space plus the parameters a person pinned to one value.
+/// The searched space plus the parameters a person pinned to one value. Parameters in neither are
+/// inactive or at the seed's behaviour (`ParamInfo::implicit`); the shape is the one stored in
+/// `studies.spec` since the first release, so older studies read unchanged.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ImageSpace {
     pub space: Space,
     pub fixed: Params,
 }
 
-/// Parameter names, defined once.
-pub mod param {
-    pub const LEARNING_RATE: &str = "learning_rate";
-    pub const BATCH_SIZE: &str = "batch_size";
-    pub const EPOCHS: &str = "epochs";
-    pub const IMAGE_SIZE: &str = "image_size";
-    pub const OPTIMIZER: &str = "optimizer";
-    pub const CONV_BLOCKS: &str = "conv_blocks";
-    pub const CHANNELS: &str = "channels";
-    pub const DROPOUT: &str = "dropout";
-}
-
-/// Default bounds, in the order the dashboard shows them.
-pub fn default_param_defs() -> Vec<ParamDef> {
-    use param::*;
-    let float = |name: &str, low, high, log| ParamDef {
-        name: name.into(),
-        distribution: Distribution::Float { low, high, log },
-        condition: None,
-    };
-    let int = |name: &str, low, high, log| ParamDef {
-        name: name.into(),
-        distribution: Distribution::Int {
-            low,
-            high,
-            log,
-            step: None,
-        },
-        condition: None,
-    };
-    vec![
-        float(LEARNING_RATE, 1e-4, 1e-2, true),
-        int(BATCH_SIZE, 8, 128, true),
-        int(EPOCHS, 1, 10, false),
-        int(IMAGE_SIZE, 28, 128, false),
-        ParamDef {
-            name: OPTIMIZER.into(),
-            distribution: Distribution::Categorical {
-                choices: OptimizerKind::ALL.iter().map(|s| s.to_string()).collect(),
-            },
-            condition: None,
-        },
-        int(CONV_BLOCKS, 1, 4, false),
-        int(CHANNELS, 8, 64, true),
-        float(DROPOUT, 0.0, 0.5, false),
-    ]
-}
-
-/// The seed's configuration, as parameter values.
+/// The seed's configuration, as parameter values (the parameters it has always had; the later ones
+/// are at their implicit seed values when left out).
 pub fn seed_params() -> Params {
     use param::*;
-    let mut p = Params::new();
-    p.insert(LEARNING_RATE.into(), ParamValue::Float(1e-3));
-    p.insert(BATCH_SIZE.into(), ParamValue::Int(10));
-    p.insert(EPOCHS.into(), ParamValue::Int(5));
-    p.insert(IMAGE_SIZE.into(), ParamValue::Int(128));
-    p.insert(OPTIMIZER.into(), ParamValue::Cat("adam".into()));
-    p.insert(CONV_BLOCKS.into(), ParamValue::Int(1));
-    p.insert(CHANNELS.into(), ParamValue::Int(16));
-    p.insert(DROPOUT.into(), ParamValue::Float(0.0));
-    p
+    catalogue()
+        .into_iter()
+        .filter(|p| {
+            [
+                LEARNING_RATE,
+                BATCH_SIZE,
+                EPOCHS,
+                IMAGE_SIZE,
+                OPTIMIZER,
+                CONV_BLOCKS,
+                CHANNELS,
+                DROPOUT,
+            ]
+            .contains(&p.name)
+        })
+        .map(|p| (p.name.to_string(), p.seed))
+        .collect()
+}
+
+/// What bounds made of one parameter while resolving the space.
+enum State {
+    /// Never active for these bounds.
+    Off,
+    /// Always this value when active (pinned, or the implicit seed value).
+    Value(ParamValue),
+    /// In the searched space; the categorical choices when it is a parent.
+    Searched(Option<Vec<String>>),
+}
+
+/// Whether a parameter is active given its parent's state: never, always, or under a condition on a
+/// searched parent (restricted to the parent's choices, as the search engine requires).
+enum Activity {
+    Never,
+    Always,
+    When(Condition),
+}
+
+fn activity(cond: &Option<Condition>, states: &BTreeMap<&str, State>) -> Activity {
+    let Some(cond) = cond else {
+        return Activity::Always;
+    };
+    match states.get(cond.parent.as_str()) {
+        None | Some(State::Off) => Activity::Never,
+        Some(State::Value(v)) if cond.holds(v) => Activity::Always,
+        Some(State::Value(_)) => Activity::Never,
+        Some(State::Searched(choices)) => {
+            let choices = choices.as_deref().unwrap_or_default();
+            let values: Vec<String> = choices
+                .iter()
+                .filter(|c| cond.values.contains(c))
+                .cloned()
+                .collect();
+            if values.is_empty() {
+                Activity::Never
+            } else if values.len() == choices.len() {
+                Activity::Always
+            } else {
+                Activity::When(Condition {
+                    values,
+                    ..cond.clone()
+                })
+            }
+        }
+    }
+}
+
+fn same_bound(a: &Bound, b: &Bound) -> bool {
+    match (a, b) {
+        (Bound::Choices { choices: x }, Bound::Choices { choices: y }) => {
+            x.len() == y.len() && x.iter().all(|c| y.contains(c))
+        }
+        _ => a == b,
+    }
 }
 
 impl ImageSpace {
     /// Apply a person's bounds over the defaults. Unknown names, NaN/inf, lower > upper, log bounds
-    /// that are not positive, and choices outside the known set are refused, naming the parameter.
+    /// that are not positive, bounds outside the allowed range, choices outside the known set, and
+    /// widening a parameter that the other bounds leave inactive are refused, naming the parameter.
     pub fn from_bounds(bounds: &Bounds) -> Result<ImageSpace, BoundsError> {
-        let mut defs = default_param_defs();
-        let mut fixed = Params::new();
-        for (name, bound) in bounds {
-            let Some(pos) = defs.iter().position(|d| &d.name == name) else {
-                let known: Vec<_> = default_param_defs().into_iter().map(|d| d.name).collect();
-                return Err(err(
-                    name,
-                    format!("unknown parameter; known parameters: {}", known.join(", ")),
-                ));
-            };
-            let def = &mut defs[pos];
-            match (&mut def.distribution, bound) {
-                (Distribution::Float { low, high, log }, Bound::Range { low: l, high: h }) => {
-                    check_range(name, *l, *h, *log)?;
-                    if l == h {
-                        fixed.insert(name.clone(), ParamValue::Float(*l));
-                    }
-                    (*low, *high) = (*l, *h);
-                }
-                (Distribution::Int { low, high, log, .. }, Bound::Range { low: l, high: h }) => {
-                    check_range(name, *l, *h, *log)?;
-                    if l.fract() != 0.0 || h.fract() != 0.0 {
-                        return Err(err(name, format!("bounds must be whole numbers, got {l}..{h}")));
-                    }
-                    let (l, h) = (*l as i64, *h as i64);
-                    let (min, max) = int_limits(name);
-                    if l < min || h > max {
-                        return Err(err(
-                            name,
-                            format!("bounds must lie within {min}..{max}, got {l}..{h}"),
-                        ));
-                    }
-                    if l == h {
-                        fixed.insert(name.clone(), ParamValue::Int(l));
-                    }
-                    (*low, *high) = (l, h);
-                }
-                (Distribution::Categorical { choices }, Bound::Choices { choices: c }) => {
-                    if c.is_empty() {
-                        return Err(err(name, "choices must not be empty"));
-                    }
-                    let mut seen = Vec::new();
-                    for x in c {
-                        if !choices.contains(x) {
-                            return Err(err(
-                                name,
-                                format!("unknown choice `{x}`; known: {}", choices.join(", ")),
-                            ));
-                        }
-                        if seen.contains(x) {
-                            return Err(err(name, format!("choice `{x}` is listed twice")));
-                        }
-                        seen.push(x.clone());
-                    }
-                    if c.len() == 1 {
-                        fixed.insert(name.clone(), ParamValue::Cat(c[0].clone()));
-                    }
-                    *choices = c.clone();
-                }
-                (Distribution::Categorical { .. }, Bound::Range { .. }) => {
-                    return Err(err(name, "is categorical: give {\"choices\": [...]}"));
-                }
-                (_, Bound::Choices { .. }) => {
-                    return Err(err(name, "is numeric: give {\"low\": ..., \"high\": ...}"));
-                }
-            }
+        let cat = catalogue();
+        if let Some(name) = bounds.keys().find(|n| !cat.iter().any(|p| p.name == n.as_str())) {
+            let known: Vec<_> = cat.iter().map(|p| p.name).collect();
+            return Err(err(
+                name,
+                format!("unknown parameter; known parameters: {}", known.join(", ")),
+            ));
         }
-        defs.retain(|d| !fixed.contains_key(&d.name));
+        let mut states: BTreeMap<&str, State> = BTreeMap::new();
+        let mut defs = Vec::new();
+        let mut fixed = Params::new();
+        for info in &cat {
+            let name = info.name;
+            let given = bounds.get(name);
+            let dist = match given {
+                Some(b) => distribution(info, b)?,
+                None => info.default.clone(),
+            };
+            let act = activity(&info.condition, &states);
+            if let Activity::Never = act {
+                if given.is_some_and(|b| !same_bound(b, &crate::params::bound_of(&info.default))) {
+                    let cond = info
+                        .condition
+                        .as_ref()
+                        .expect("only conditional params are never active");
+                    return Err(err(
+                        name,
+                        format!(
+                            "only used when {} is {}, which the other bounds rule out; leave it out or widen {}",
+                            cond.parent,
+                            cond.values.join(" or "),
+                            cond.parent
+                        ),
+                    ));
+                }
+                states.insert(name, State::Off);
+                continue;
+            }
+            if let Some(v) = single_value(&dist) {
+                if !(info.implicit && v == info.seed) {
+                    fixed.insert(name.to_string(), v.clone());
+                }
+                states.insert(name, State::Value(v));
+                continue;
+            }
+            let choices = match &dist {
+                Distribution::Categorical { choices } => Some(choices.clone()),
+                _ => None,
+            };
+            defs.push(ParamDef {
+                name: name.into(),
+                distribution: dist,
+                condition: match act {
+                    Activity::When(c) => Some(c),
+                    _ => None,
+                },
+            });
+            states.insert(name, State::Searched(choices));
+        }
         let space = Space::new(defs).map_err(|e| err(e.param().unwrap_or("space"), e.to_string()))?;
         let s = ImageSpace { space, fixed };
         s.check_consistency()?;
@@ -183,44 +195,79 @@ impl ImageSpace {
 
     /// Combinations that can never train are refused up front rather than as failed trials.
     fn check_consistency(&self) -> Result<(), BoundsError> {
-        let (_, max_blocks) = self.int_range(param::CONV_BLOCKS);
-        let (min_size, _) = self.int_range(param::IMAGE_SIZE);
-        if min_size >> max_blocks == 0 {
-            return Err(err(
-                param::CONV_BLOCKS,
-                format!("{max_blocks} pooling blocks need images of at least {} px; raise image_size's lower bound or lower conv_blocks", 1 << max_blocks),
-            ));
+        let (min_size, _) = self
+            .int_range(param::IMAGE_SIZE)
+            .expect("image_size is always active");
+        if let Some((_, max_blocks)) = self.int_range(param::CONV_BLOCKS) {
+            if min_size >> max_blocks == 0 {
+                return Err(err(
+                    param::CONV_BLOCKS,
+                    format!("{max_blocks} pooling blocks need images of at least {} px; raise image_size's lower bound or lower conv_blocks", 1 << max_blocks),
+                ));
+            }
+        }
+        // The trainer pads then crops back; more than half the image would crop mostly padding.
+        if let Some((_, max_pad)) = self.int_range(param::CROP_PADDING) {
+            if max_pad > min_size / 2 {
+                return Err(err(
+                    param::CROP_PADDING,
+                    format!("padding up to {max_pad} px needs images of at least {} px (at most half the image); raise image_size's lower bound or lower crop_padding", 2 * max_pad),
+                ));
+            }
         }
         Ok(())
     }
 
-    fn int_range(&self, name: &str) -> (i64, i64) {
+    /// The range an int parameter can take, or `None` when it is never active.
+    fn int_range(&self, name: &str) -> Option<(i64, i64)> {
         if let Some(v) = self.fixed.get(name).and_then(|v| v.as_i64()) {
-            return (v, v);
+            return Some((v, v));
         }
         match self.space.get(name).map(|d| &d.distribution) {
-            Some(Distribution::Int { low, high, .. }) => (*low, *high),
-            _ => unreachable!("{name} is an int parameter of the image space"),
+            Some(Distribution::Int { low, high, .. }) => Some((*low, *high)),
+            _ => {
+                let info = crate::params::param_info(name)?;
+                // Left out: the seed's value when implicit and active.
+                let active = match &info.condition {
+                    None => true,
+                    Some(c) => self.value_or_implicit(&c.parent).is_some_and(|v| c.holds(&v)),
+                };
+                (info.implicit && active)
+                    .then(|| info.seed.as_i64())
+                    .flatten()
+                    .map(|v| (v, v))
+            }
         }
     }
 
+    fn value_or_implicit(&self, name: &str) -> Option<ParamValue> {
+        if let Some(v) = self.fixed.get(name) {
+            return Some(v.clone());
+        }
+        let info = crate::params::param_info(name)?;
+        (info.implicit && self.space.get(name).is_none()).then_some(info.seed)
+    }
+
     /// The seed's configuration moved inside the person's bounds: every value the bounds allow is kept;
-    /// a value outside is clamped to the nearest bound (a disallowed optimizer becomes the first choice).
+    /// a value outside is clamped to the nearest bound (a disallowed choice becomes the first choice).
+    /// Only parameters active for the resulting configuration are included.
     pub fn baseline(&self) -> Params {
         let mut out = Params::new();
-        for (name, seed) in seed_params() {
-            if self.fixed.contains_key(&name) {
+        for def in self.space.params() {
+            if !self.space.is_active(def, &out) {
                 continue;
             }
-            let Some(def) = self.space.get(&name) else {
+            let Some(seed) = crate::params::param_info(&def.name).map(|i| i.seed) else {
                 continue;
             };
             let v = match (&def.distribution, seed) {
                 (Distribution::Float { low, high, .. }, ParamValue::Float(x)) => {
                     ParamValue::Float(x.clamp(*low, *high))
                 }
-                (Distribution::Int { low, high, .. }, ParamValue::Int(x)) => {
-                    ParamValue::Int(x.clamp(*low, *high))
+                (Distribution::Int { low, high, step, .. }, ParamValue::Int(x)) => {
+                    let step = step.unwrap_or(1);
+                    let x = x.clamp(*low, *high);
+                    ParamValue::Int(low + (x - low) / step * step)
                 }
                 (Distribution::Categorical { choices }, ParamValue::Cat(x)) => {
                     ParamValue::Cat(if choices.contains(&x) {
@@ -231,16 +278,133 @@ impl ImageSpace {
                 }
                 (_, v) => v,
             };
-            out.insert(name, v);
+            out.insert(def.name.clone(), v);
         }
         out
     }
 
-    /// Sampled params + fixed params, complete.
+    /// Sampled params + fixed params, complete: a fixed parameter whose condition does not hold for
+    /// this configuration (a pinned `conv_blocks` in a resnet trial) is left out.
     pub fn full_params(&self, sampled: &Params) -> Params {
         let mut p = sampled.clone();
         p.extend(self.fixed.clone());
+        for info in catalogue() {
+            let Some(cond) = &info.condition else { continue };
+            if !p.contains_key(info.name) {
+                continue;
+            }
+            let parent = p.get(&cond.parent).cloned().or_else(|| {
+                crate::params::param_info(&cond.parent)
+                    .filter(|i| i.implicit)
+                    .map(|i| i.seed)
+            });
+            if !parent.is_some_and(|v| cond.holds(&v)) {
+                p.remove(info.name);
+            }
+        }
         p
+    }
+}
+
+fn single_value(d: &Distribution) -> Option<ParamValue> {
+    match d {
+        Distribution::Float { low, high, .. } if low == high => Some(ParamValue::Float(*low)),
+        Distribution::Int { low, high, .. } if low == high => Some(ParamValue::Int(*low)),
+        Distribution::Categorical { choices } if choices.len() == 1 => {
+            Some(ParamValue::Cat(choices[0].clone()))
+        }
+        _ => None,
+    }
+}
+
+/// A person's bound for one parameter, checked against the catalogue's allowed range.
+fn distribution(info: &ParamInfo, bound: &Bound) -> Result<Distribution, BoundsError> {
+    let name = info.name;
+    match (&info.allowed, bound) {
+        (
+            Distribution::Float {
+                low: min,
+                high: max,
+                log,
+            },
+            Bound::Range { low: l, high: h },
+        ) => {
+            let log = *log || (info.log_when_positive && *l > 0.0);
+            check_range(name, *l, *h, log)?;
+            if *l < *min || *h > *max {
+                return Err(err(
+                    name,
+                    format!("bounds must lie within {min}..{max}, got {l}..{h}"),
+                ));
+            }
+            Ok(Distribution::Float {
+                low: *l,
+                high: *h,
+                log,
+            })
+        }
+        (
+            Distribution::Int {
+                low: min,
+                high: max,
+                log,
+                step,
+            },
+            Bound::Range { low: l, high: h },
+        ) => {
+            check_range(name, *l, *h, *log)?;
+            if l.fract() != 0.0 || h.fract() != 0.0 {
+                return Err(err(name, format!("bounds must be whole numbers, got {l}..{h}")));
+            }
+            let (l, h) = (*l as i64, *h as i64);
+            if l < *min || h > *max {
+                return Err(err(
+                    name,
+                    format!("bounds must lie within {min}..{max}, got {l}..{h}"),
+                ));
+            }
+            if let Some(step) = step {
+                if (l - min) % step != 0 || (h - min) % step != 0 {
+                    return Err(err(
+                        name,
+                        format!(
+                            "bounds must be on the grid {min}, {}, {}, ..., got {l}..{h}",
+                            min + step,
+                            min + 2 * step
+                        ),
+                    ));
+                }
+            }
+            Ok(Distribution::Int {
+                low: l,
+                high: h,
+                log: *log,
+                step: *step,
+            })
+        }
+        (Distribution::Categorical { choices }, Bound::Choices { choices: c }) => {
+            if c.is_empty() {
+                return Err(err(name, "choices must not be empty"));
+            }
+            let mut seen = Vec::new();
+            for x in c {
+                if !choices.contains(x) {
+                    return Err(err(
+                        name,
+                        format!("unknown choice `{x}`; known: {}", choices.join(", ")),
+                    ));
+                }
+                if seen.contains(x) {
+                    return Err(err(name, format!("choice `{x}` is listed twice")));
+                }
+                seen.push(x.clone());
+            }
+            Ok(Distribution::Categorical { choices: c.clone() })
+        }
+        (Distribution::Categorical { .. }, Bound::Range { .. }) => {
+            Err(err(name, "is categorical: give {\"choices\": [...]}"))
+        }
+        (_, Bound::Choices { .. }) => Err(err(name, "is numeric: give {\"low\": ..., \"high\": ...}")),
     }
 }
 
@@ -260,28 +424,12 @@ fn check_range(name: &str, low: f64, high: f64, log: bool) -> Result<(), BoundsE
             format!("is searched on a log scale, so the lower bound must be > 0, got {low}"),
         ));
     }
-    if name == param::DROPOUT && !(0.0..0.95).contains(&high) {
-        return Err(err(name, "must lie within [0, 0.95)"));
-    }
-    if name == param::DROPOUT && low < 0.0 {
-        return Err(err(name, "must lie within [0, 0.95)"));
-    }
     Ok(())
 }
 
-fn int_limits(name: &str) -> (i64, i64) {
-    match name {
-        param::BATCH_SIZE => (1, 4096),
-        param::EPOCHS => (1, 1000),
-        param::IMAGE_SIZE => (8, 512),
-        param::CONV_BLOCKS => (1, 6),
-        param::CHANNELS => (1, 512),
-        _ => (i64::MIN, i64::MAX),
-    }
-}
-
-/// Turn complete parameters into what the worker trains. The channel width doubles per block (capped
-/// at 256) so one `channels` parameter shapes the whole network.
+/// Turn complete parameters into what the worker trains. Inactive parameters are absent and ignored;
+/// an absent implicit parameter means the seed's behaviour. The CNN's channel width doubles per block
+/// (capped at 256) so one `channels` parameter shapes the whole network.
 pub fn train_config(params: &Params, num_classes: u32, seed: u64) -> Result<TrainConfig, BoundsError> {
     use param::*;
     let f = |n: &str| {
@@ -296,6 +444,30 @@ pub fn train_config(params: &Params, num_classes: u32, seed: u64) -> Result<Trai
             .and_then(|v| v.as_i64())
             .ok_or_else(|| err(n, "missing"))
     };
+    // Implicit parameters: absent means the seed's value.
+    let implicit = |n: &str| {
+        params
+            .get(n)
+            .cloned()
+            .or_else(|| {
+                crate::params::param_info(n)
+                    .filter(|p| p.implicit)
+                    .map(|p| p.seed)
+            })
+            .ok_or_else(|| err(n, "missing"))
+    };
+    let flag = |n: &str| match implicit(n)?.as_str() {
+        Some("true") => Ok(true),
+        Some("false") => Ok(false),
+        _ => Err(err(n, "must be \"true\" or \"false\"")),
+    };
+    let num = |n: &str| implicit(n)?.as_f64().ok_or_else(|| err(n, "must be a number"));
+    let choice = |n: &str| -> Result<String, BoundsError> {
+        implicit(n)?
+            .as_str()
+            .map(str::to_string)
+            .ok_or_else(|| err(n, "must be a choice"))
+    };
     let optimizer_name = params
         .get(OPTIMIZER)
         .and_then(|v| v.as_str())
@@ -303,22 +475,36 @@ pub fn train_config(params: &Params, num_classes: u32, seed: u64) -> Result<Trai
     let optimizer =
         OptimizerKind::parse(optimizer_name).ok_or_else(|| err(OPTIMIZER, "unknown optimizer"))?;
     let image_size = i(IMAGE_SIZE)? as u32;
-    let channels = i(CHANNELS)? as u32;
-    let blocks = (0..i(CONV_BLOCKS)? as u32)
-        .map(|b| ConvBlock {
-            out_channels: (channels << b).min(256),
-            kernel: 3,
-        })
-        .collect();
-    let model = ModelSpec::Cnn(CnnSpec {
-        in_channels: 3,
-        num_classes,
-        image_size,
-        blocks,
-        batch_norm: false,
-        dropout: f(DROPOUT)?,
-        head: Head::Flatten,
-    });
+    let model = match choice(ARCHITECTURE)?.as_str() {
+        "cnn" => {
+            let channels = i(CHANNELS)? as u32;
+            let blocks = (0..i(CONV_BLOCKS)? as u32)
+                .map(|b| ConvBlock {
+                    out_channels: (channels << b).min(256),
+                    kernel: 3,
+                })
+                .collect();
+            ModelSpec::Cnn(CnnSpec {
+                in_channels: 3,
+                num_classes,
+                image_size,
+                blocks,
+                batch_norm: flag(BATCH_NORM)?,
+                dropout: f(DROPOUT)?,
+                head: Head::parse(&choice(HEAD)?).ok_or_else(|| err(HEAD, "unknown head"))?,
+            })
+        }
+        "resnet" => ModelSpec::Resnet(ResnetSpec {
+            in_channels: 3,
+            num_classes,
+            image_size,
+            depth: i(RESNET_DEPTH)? as u32,
+            width: i(RESNET_WIDTH)? as u32,
+        }),
+        other => return Err(err(ARCHITECTURE, format!("unknown architecture `{other}`"))),
+    };
+    let sgd = optimizer == OptimizerKind::Sgd;
+    let momentum = if sgd { num(MOMENTUM)? } else { 0.0 };
     let cfg = TrainConfig {
         model,
         image_size,
@@ -326,21 +512,25 @@ pub fn train_config(params: &Params, num_classes: u32, seed: u64) -> Result<Trai
         epochs: i(EPOCHS)? as u32,
         optimizer,
         learning_rate: f(LEARNING_RATE)?,
-        momentum: if optimizer == OptimizerKind::Sgd { 0.9 } else { 0.0 },
+        momentum,
         weight_decay: if optimizer == OptimizerKind::Adamw {
-            1e-2
+            num(ADAMW_WEIGHT_DECAY)?
         } else {
-            0.0
+            num(WEIGHT_DECAY)?
         },
         normalize: Normalize { mean: 0.5, std: 0.5 },
         val_fraction: 0.15,
         seed,
-        // Not searched (yet): the seed's behaviour. The trainer supports them for configs sent directly.
-        nesterov: false,
-        lr_schedule: LrSchedule::Constant,
-        label_smoothing: 0.0,
-        crop_padding: 0,
-        horizontal_flip: false,
+        // Nesterov's look-ahead with no momentum is plain SGD, so momentum 0 just turns it off.
+        nesterov: sgd && flag(NESTEROV)? && momentum > 0.0,
+        lr_schedule: LrSchedule::parse(&choice(LR_SCHEDULE)?)
+            .ok_or_else(|| err(LR_SCHEDULE, "unknown schedule"))?,
+        label_smoothing: num(LABEL_SMOOTHING)?,
+        crop_padding: implicit(CROP_PADDING)?
+            .as_i64()
+            .filter(|p| *p >= 0)
+            .ok_or_else(|| err(CROP_PADDING, "must be a whole number >= 0"))? as u32,
+        horizontal_flip: flag(HORIZONTAL_FLIP)?,
         bf16_autocast: false,
     };
     cfg.validate().map_err(|m| err("config", m))?;
@@ -348,82 +538,5 @@ pub fn train_config(params: &Params, num_classes: u32, seed: u64) -> Result<Trai
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn seed_params_make_the_seed_model() {
-        let cfg = train_config(&seed_params(), 2, 0).unwrap();
-        assert_eq!(cfg.model, ModelSpec::seed_cnn(2, 128));
-        assert_eq!(
-            (cfg.batch_size, cfg.epochs, cfg.optimizer),
-            (10, 5, OptimizerKind::Adam)
-        );
-        assert_eq!(cfg.learning_rate, 1e-3);
-    }
-
-    #[test]
-    fn bounds_override_and_refuse() {
-        let mut b = Bounds::new();
-        b.insert("epochs".into(), Bound::Range { low: 1.0, high: 3.0 });
-        b.insert(
-            "image_size".into(),
-            Bound::Range {
-                low: 28.0,
-                high: 32.0,
-            },
-        );
-        let s = ImageSpace::from_bounds(&b).unwrap();
-        let base = s.baseline();
-        assert_eq!(base["epochs"], ParamValue::Int(3));
-        assert_eq!(base["image_size"], ParamValue::Int(32));
-        assert_eq!(base["batch_size"], ParamValue::Int(10));
-        s.space.validate_params(&base).unwrap();
-
-        let mut bad = Bounds::new();
-        bad.insert("learning_rate".into(), Bound::Range { low: 0.1, high: 0.01 });
-        assert_eq!(ImageSpace::from_bounds(&bad).unwrap_err().param, "learning_rate");
-        let mut bad = Bounds::new();
-        bad.insert("wings".into(), Bound::Range { low: 1.0, high: 2.0 });
-        assert_eq!(ImageSpace::from_bounds(&bad).unwrap_err().param, "wings");
-        let mut bad = Bounds::new();
-        bad.insert(
-            "dropout".into(),
-            Bound::Range {
-                low: f64::NAN,
-                high: 0.2,
-            },
-        );
-        assert_eq!(ImageSpace::from_bounds(&bad).unwrap_err().param, "dropout");
-        let mut bad = Bounds::new();
-        bad.insert(
-            "optimizer".into(),
-            Bound::Choices {
-                choices: vec!["rmsprop".into()],
-            },
-        );
-        assert!(ImageSpace::from_bounds(&bad)
-            .unwrap_err()
-            .message
-            .contains("rmsprop"));
-    }
-
-    #[test]
-    fn equal_bounds_fix_a_parameter() {
-        let mut b = Bounds::new();
-        b.insert("epochs".into(), Bound::Range { low: 2.0, high: 2.0 });
-        let s = ImageSpace::from_bounds(&b).unwrap();
-        assert!(s.space.get("epochs").is_none());
-        let full = s.full_params(&s.baseline());
-        assert_eq!(full["epochs"], ParamValue::Int(2));
-        train_config(&full, 3, 1).unwrap();
-    }
-
-    #[test]
-    fn too_many_blocks_for_tiny_images_is_refused() {
-        let mut b = Bounds::new();
-        b.insert("image_size".into(), Bound::Range { low: 8.0, high: 16.0 });
-        b.insert("conv_blocks".into(), Bound::Range { low: 1.0, high: 4.0 });
-        assert_eq!(ImageSpace::from_bounds(&b).unwrap_err().param, "conv_blocks");
-    }
-}
+#[path = "space_tests.rs"]
+mod tests;

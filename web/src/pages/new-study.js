@@ -107,23 +107,32 @@ async function load(form, datasetId) {
   });
 }
 
+// A row per parameter: prefilled with its default bounds (`choices`, `low`/`high`), offering its
+// allowed range (`allowed`). Parameters pinned by default keep the seed's behaviour until widened.
 function paramRow(p) {
   const name = p.name;
   const err = h('div', { class: 'field-error' });
+  const allowed = p.allowed || p;
+  const when = p.condition ? `only when ${p.condition.parent} is ${p.condition.values.join(' or ')}` : null;
+  const hint = (p.help || when) ? h('div', { class: 'hint muted' }, [p.help, when && !(p.help || '').includes(' only') ? `(${when})` : null].filter(Boolean).join(' ')) : null;
+  const label = h('td', {}, h('code', { title: p.help || '' }, name));
   if (p.type === 'categorical') {
-    const boxes = p.choices.map((c) => h('input', { type: 'checkbox', value: c, checked: true, name: `${name}.${c}` }));
+    const all = allowed.choices || p.choices;
+    const boxes = all.map((c) => h('input', { type: 'checkbox', value: c, checked: p.choices.includes(c), name: `${name}.${c}` }));
     const el = h('tr', { class: 'field', 'data-field': `bounds.${name}` },
-      h('td', {}, h('code', {}, name)), h('td', {}, h('span', { class: 'scale' }, 'choice')),
-      h('td', {}, h('div', { class: 'choices' }, p.choices.map((c, i) => h('label', { class: 'check' }, boxes[i], ` ${c}`))), err));
+      label, h('td', {}, h('span', { class: 'scale' }, 'choice')),
+      h('td', {}, h('div', { class: 'choices' }, all.map((c, i) => h('label', { class: 'check' }, boxes[i], ` ${c}`))), hint, err));
     return { name, el, kind: 'cat', value: () => ({ choices: boxes.filter((b) => b.checked).map((b) => b.value) }), count: () => boxes.filter((b) => b.checked).length };
   }
-  const step = p.type === 'int' ? 1 : 'any';
-  const low = h('input', { type: 'number', step, value: p.low, name: `${name}.low`, 'aria-label': `${name} low` });
-  const high = h('input', { type: 'number', step, value: p.high, name: `${name}.high`, 'aria-label': `${name} high` });
+  const step = p.type === 'int' ? (p.step || 1) : 'any';
+  const limits = allowed.low != null ? { min: allowed.low, max: allowed.high } : {};
+  const low = h('input', { type: 'number', step, ...limits, value: p.low, name: `${name}.low`, 'aria-label': `${name} low` });
+  const high = h('input', { type: 'number', step, ...limits, value: p.high, name: `${name}.high`, 'aria-label': `${name} high` });
+  const range = allowed.low != null ? h('span', { class: 'muted' }, ` allowed ${allowed.low}…${allowed.high}`) : null;
   const el = h('tr', { class: 'field', 'data-field': `bounds.${name}` },
-    h('td', {}, h('code', {}, name)),
+    label,
     h('td', {}, h('span', { class: `scale ${p.log ? 'log' : ''}` }, `${p.type === 'int' ? 'integer' : 'float'}, ${p.log ? 'log' : 'linear'}`)),
-    h('td', {}, h('div', { class: 'range' }, low, h('span', {}, '…'), high), err));
+    h('td', {}, h('div', { class: 'range' }, low, h('span', {}, '…'), high, range), hint, err));
   return {
     name, el, kind: p.type,
     value: () => ({ low: Number(low.value), high: Number(high.value) }),
@@ -131,13 +140,21 @@ function paramRow(p) {
       const a = Number(low.value), b = Number(high.value);
       if (!(b >= a)) return NaN;
       if (a === b) return 1;
-      return p.type === 'int' ? Math.floor(b) - Math.ceil(a) + 1 : Infinity;
+      return p.type === 'int' ? Math.floor((b - a) / (p.step || 1)) + 1 : Infinity;
     },
   };
 }
 
+// A conditional parameter counts only while its parent can take a value that switches it on.
+function active(p, rows) {
+  if (!p.condition) return true;
+  const parent = rows.find((r) => r.name === p.condition.parent);
+  if (!parent || parent.kind !== 'cat') return true;
+  return parent.value().choices.some((c) => p.condition.values.includes(c));
+}
+
 function spaceSize(params, rows) {
-  const counts = rows.map((r) => [r.name, r.count()]);
+  const counts = rows.filter((r, i) => active(params[i], rows)).map((r) => [r.name, r.count()]);
   const continuous = counts.filter(([, c]) => c === Infinity).map(([n]) => n);
   const grid = counts.filter(([, c]) => isFinite(c)).reduce((a, [, c]) => a * c, 1);
   if (counts.some(([, c]) => Number.isNaN(c))) return 'Space size: some bounds are inverted.';

@@ -277,8 +277,8 @@ export function mount(root, { id }) {
     const def = spaceDefs().find((p) => p.name === el.slice.value) || spaceDefs()[0];
     if (def) {
       const cat = def.type === 'categorical';
-      const x = (t) => (cat ? def.choices.indexOf(t.params[def.name]) + (((t.number * 7919) % 100) / 100 - 0.5) * 0.3 : t.params[def.name]);
-      charts.slice.data.datasets[0].data = byX(pts.map((t) => ({ x: x(t), y: t.val_accuracy })));
+      const x = (t) => (t.params[def.name] === undefined ? null : cat ? def.choices.indexOf(t.params[def.name]) + (((t.number * 7919) % 100) / 100 - 0.5) * 0.3 : t.params[def.name]);
+      charts.slice.data.datasets[0].data = byX(pts.filter((t) => x(t) !== null).map((t) => ({ x: x(t), y: t.val_accuracy })));
       charts.slice.options.scales.x = cat
         ? { type: 'linear', min: -0.5, max: def.choices.length - 0.5, ticks: { stepSize: 1, callback: (v) => def.choices[v] ?? '' }, title: { display: true, text: def.name } }
         : { type: def.log ? 'logarithmic' : 'linear', title: { display: true, text: `${def.name} (${def.log ? 'log' : 'linear'})` } };
@@ -289,6 +289,7 @@ export function mount(root, { id }) {
       label: p.name,
       value: (t) => {
         const v = t.params[p.name];
+        if (v === undefined) return null; // a conditional parameter this trial did not use
         if (p.type === 'categorical') return p.choices.indexOf(v);
         return p.log && v > 0 ? Math.log10(v) : v;
       },

@@ -8,7 +8,7 @@ use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::Json;
 use bytes::Bytes;
-use tanren_core::{default_param_defs, EndReason, ImageSpace, StudyState};
+use tanren_core::{param_docs, EndReason, ImageSpace, StudyState};
 use tanren_search::{SamplerConfig, Study};
 use tanren_store::{StoreError, StudyRow, TrialRow};
 
@@ -19,9 +19,13 @@ fn field(field: &str, message: impl Into<String>) -> ApiError {
     }
 }
 
+/// Every parameter: its default bounds in the search engine's `ParamDef` shape (`low`/`high` or
+/// `choices`, and `condition`), the widest bounds accepted (`allowed`), and a sentence (`help`).
+/// Parameters whose default is one value (`architecture: ["cnn"]`, `label_smoothing: 0..0`) keep the
+/// seed's behaviour until a person widens them towards `allowed`.
 pub async fn search_space() -> Json<serde_json::Value> {
     Json(serde_json::json!({
-        "params": default_param_defs(),
+        "params": param_docs(),
         "baseline": tanren_core::seed_params(),
     }))
 }
