@@ -157,6 +157,9 @@ mod tests {
     /// torch we run with has a CUDA half, it ends up mapped in the process, GPU or not.
     #[test]
     fn libtorch_cuda_is_mapped_whenever_torch_has_it() {
+        // This test binary must really link libtorch (with `--as-needed`, an unused libtorch_cpu is
+        // dropped, as a binary that never calls tch would drop it); a CPU tensor asks nothing of CUDA.
+        let _ = tch::Tensor::from_slice(&[1f32]);
         match ensure_loaded() {
             TorchCuda::Loaded { .. } => assert!(mapped_now().is_some()),
             TorchCuda::NotInTorch { .. } => assert!(mapped_now().is_none()),
