@@ -57,7 +57,10 @@ fn seed_cnn_learns() {
 
 #[test]
 fn configurable_cnn_learns() {
-    learns(config(cnn(true, Head::GlobalAvgPool, 0.2), 4));
+    // 6 epochs, not 4: with batch norm, dropout and a pooled head the 4th epoch's validation loss sat
+    // at the threshold (0.434 vs 0.416 in one full-suite run, where libtorch's thread count and so its
+    // reduction order differ from a run alone); learning is what is tested, not its speed.
+    learns(config(cnn(true, Head::GlobalAvgPool, 0.2), 6));
     learns(config(cnn(false, Head::Flatten, 0.0), 3));
 }
 
