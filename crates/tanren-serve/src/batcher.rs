@@ -160,6 +160,11 @@ impl Batcher {
             })
     }
 
+    /// Images per forward pass, at most, for this model.
+    pub fn max_batch(&self) -> usize {
+        self.config.max_batch
+    }
+
     pub fn queued(&self) -> usize {
         self.queued.load(Ordering::Acquire)
     }

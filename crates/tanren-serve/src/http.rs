@@ -86,6 +86,7 @@ async fn list(State(s): State<S>) -> Json<serde_json::Value> {
                         "input": {"channels": sv.info.channels, "size": [sv.info.image_size, sv.info.image_size]},
                         "architecture": sv.info.spec,
                         "provenance": sv.info.provenance,
+                        "max_batch": sv.batcher.max_batch(),
                         "stats": {
                             "images": st.images.load(Ordering::Relaxed),
                             "batches": st.batches.load(Ordering::Relaxed),

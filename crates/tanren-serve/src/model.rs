@@ -62,6 +62,22 @@ pub struct Loaded {
 }
 
 impl Loaded {
+    /// Only the architecture from a model zip's `model.json` (to size batches before loading).
+    pub fn read_spec(path: &Path) -> Result<ModelSpec, ServeError> {
+        let bad = |msg: String| ServeError::BadModel(format!("{}: {msg}", path.display()));
+        let f = std::fs::File::open(path).map_err(|e| bad(e.to_string()))?;
+        let mut z = zip::ZipArchive::new(f).map_err(|e| bad(format!("not a model zip ({e})")))?;
+        let mut card = String::new();
+        z.by_name("model.json")
+            .map_err(|_| bad("no model.json in the zip (is it a tanren model download?)".into()))?
+            .read_to_string(&mut card)
+            .map_err(|e| bad(format!("model.json: {e}")))?;
+        let card: serde_json::Value =
+            serde_json::from_str(&card).map_err(|e| bad(format!("model.json is not JSON: {e}")))?;
+        serde_json::from_value(card["architecture"].clone())
+            .map_err(|e| bad(format!("model.json architecture: {e}")))
+    }
+
     /// Read a model zip, rebuild the network on `device` in `precision`, and warm it up at batch 1
     /// and `max_batch` so the first request pays no allocation or kernel-selection cost.
     pub fn from_zip(

@@ -20,7 +20,7 @@ pub mod train;
 pub use augment::Augment;
 pub use data::{from_packed, prepare, DeviceData};
 pub use device::{device_report, pick_device, DeviceReport};
-pub use model::{build, forward_flops, parameter_count, Net};
+pub use model::{build, forward_flops, parameter_count, peak_activation_elems, Net};
 pub use torch_cuda::{ensure_loaded as ensure_torch_cuda, TorchCuda};
 pub use train::{evaluate, load_model, measure_inference, save_weights, train, EpochControl, Trained};
 

@@ -131,3 +131,24 @@ pub fn forward_flops(spec: &ModelSpec) -> u64 {
         ModelSpec::Resnet(r) => resnet::forward_flops(r),
     }
 }
+
+/// Elements of the largest activation one image produces in a forward pass (a convolution's output
+/// before pooling). Serving uses it to keep a CPU batch's working set near the caches: past that,
+/// a bigger batch only adds memory traffic.
+pub fn peak_activation_elems(spec: &ModelSpec) -> u64 {
+    match spec {
+        ModelSpec::Cnn(c) => {
+            let (mut peak, mut side) = (0u64, c.image_size as u64);
+            for b in &c.blocks {
+                peak = peak.max(b.out_channels as u64 * side * side);
+                side /= 2;
+            }
+            peak.max(c.num_classes as u64)
+        }
+        // Stage 0 (width w at full size) is the largest: later stages double the width and quarter
+        // the area.
+        ModelSpec::Resnet(r) => {
+            (r.width as u64 * r.image_size as u64 * r.image_size as u64).max(r.num_classes as u64)
+        }
+    }
+}
