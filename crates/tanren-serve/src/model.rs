@@ -67,13 +67,7 @@ impl Loaded {
         let bad = |msg: String| ServeError::BadModel(format!("{}: {msg}", path.display()));
         let f = std::fs::File::open(path).map_err(|e| bad(e.to_string()))?;
         let mut z = zip::ZipArchive::new(f).map_err(|e| bad(format!("not a model zip ({e})")))?;
-        let mut card = String::new();
-        z.by_name("model.json")
-            .map_err(|_| bad("no model.json in the zip (is it a tanren model download?)".into()))?
-            .read_to_string(&mut card)
-            .map_err(|e| bad(format!("model.json: {e}")))?;
-        let card: serde_json::Value =
-            serde_json::from_str(&card).map_err(|e| bad(format!("model.json is not JSON: {e}")))?;
+        let card = read_card(&mut z, &bad)?;
         serde_json::from_value(card["architecture"].clone())
             .map_err(|e| bad(format!("model.json architecture: {e}")))
     }
@@ -92,13 +86,7 @@ impl Loaded {
         let version = hex::encode(Sha256::digest(&bytes))[..12].to_string();
         let mut z = zip::ZipArchive::new(std::io::Cursor::new(&bytes))
             .map_err(|e| bad(format!("not a model zip ({e})")))?;
-        let mut card = String::new();
-        z.by_name("model.json")
-            .map_err(|_| bad("no model.json in the zip (is it a tanren model download?)".into()))?
-            .read_to_string(&mut card)
-            .map_err(|e| bad(format!("model.json: {e}")))?;
-        let card: serde_json::Value =
-            serde_json::from_str(&card).map_err(|e| bad(format!("model.json is not JSON: {e}")))?;
+        let card = read_card(&mut z, &bad)?;
         let spec: ModelSpec = serde_json::from_value(card["architecture"].clone())
             .map_err(|e| bad(format!("model.json architecture: {e}")))?;
         spec.validate()
@@ -176,6 +164,19 @@ impl Loaded {
         };
         Ok((to_vec(logits)?, to_vec(probs)?))
     }
+}
+
+/// `model.json` of an open model zip, parsed.
+fn read_card<R: std::io::Read + std::io::Seek>(
+    z: &mut zip::ZipArchive<R>,
+    bad: &dyn Fn(String) -> ServeError,
+) -> Result<serde_json::Value, ServeError> {
+    let mut card = String::new();
+    z.by_name("model.json")
+        .map_err(|_| bad("no model.json in the zip (is it a tanren model download?)".into()))?
+        .read_to_string(&mut card)
+        .map_err(|e| bad(format!("model.json: {e}")))?;
+    serde_json::from_str(&card).map_err(|e| bad(format!("model.json is not JSON: {e}")))
 }
 
 /// A batch for [`Loaded::forward`], NCHW.
