@@ -140,6 +140,14 @@ async fn start(tweak: impl FnOnce(&mut Config)) -> Server {
 }
 
 impl Server {
+    async fn get(&self, path: &str) -> reqwest::Response {
+        self.http.get(format!("{}{path}", self.url)).send().await.unwrap()
+    }
+
+    async fn get_json(&self, path: &str) -> serde_json::Value {
+        self.get(path).await.json().await.unwrap()
+    }
+
     async fn classify(&self, files: &[Vec<u8>]) -> (u16, serde_json::Value) {
         let mut form = reqwest::multipart::Form::new();
         for (i, f) in files.iter().enumerate() {
@@ -248,15 +256,7 @@ async fn concurrent_requests_are_batched_and_each_gets_its_own_answer() {
             );
         }
     }
-    let stats: serde_json::Value = s
-        .http
-        .get(format!("{}/v1/models", s.url))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let stats: serde_json::Value = s.get_json("/v1/models").await;
     let st = &stats["models"][0]["stats"];
     assert!(st["images"].as_u64().unwrap() >= 64, "{st}");
     assert!(st["batches"].as_u64().unwrap() < 64, "no batching happened: {st}");
@@ -266,32 +266,14 @@ async fn concurrent_requests_are_batched_and_each_gets_its_own_answer() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn open_inference_protocol_v2_round_trip() {
     let s = start(|_| {}).await;
-    let live = s
-        .http
-        .get(format!("{}/v2/health/live", s.url))
-        .send()
-        .await
-        .unwrap();
+    let live = s.get("/v2/health/live").await;
     assert_eq!(live.status(), 200);
-    let meta: serde_json::Value = s
-        .http
-        .get(format!("{}/v2/models/best", s.url))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let meta: serde_json::Value = s.get_json("/v2/models/best").await;
     assert_eq!(meta["name"], "best");
     assert_eq!(meta["inputs"][0]["shape"], serde_json::json!([-1, 3, 16, 16]));
     assert_eq!(meta["inputs"][0]["datatype"], "FP32");
     assert_eq!(meta["outputs"][0]["shape"], serde_json::json!([-1, 3]));
-    let ready = s
-        .http
-        .get(format!("{}/v2/models/best/ready", s.url))
-        .send()
-        .await
-        .unwrap();
+    let ready = s.get("/v2/models/best/ready").await;
     assert_eq!(ready.status(), 200);
 
     let files: Vec<Vec<u8>> = (0..3).map(png).collect();
@@ -434,12 +416,7 @@ async fn bad_input_is_refused_clearly_and_the_server_keeps_serving() {
         .await
         .unwrap();
     assert_eq!(r.status(), 404);
-    let r = s
-        .http
-        .get(format!("{}/v2/models/nope", s.url))
-        .send()
-        .await
-        .unwrap();
+    let r = s.get("/v2/models/nope").await;
     assert_eq!(r.status(), 404);
     let b: serde_json::Value = r.json().await.unwrap();
     assert!(
@@ -521,15 +498,7 @@ async fn a_flood_is_refused_with_retry_after_not_queued_without_bound() {
         }
     }
     assert!(ok > 0 && refused > 0, "ok {ok}, refused {refused}");
-    let stats: serde_json::Value = s
-        .http
-        .get(format!("{}/v1/models", s.url))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let stats: serde_json::Value = s.get_json("/v1/models").await;
     assert_eq!(stats["models"][0]["stats"]["queued"], 0, "{stats}");
     assert!(stats["models"][0]["stats"]["largest_batch"].as_u64().unwrap() <= 4);
     let (st, _) = s.classify(&[png(1)]).await;
