@@ -32,6 +32,8 @@ EXPECT = {
 QUANTITY = re.compile(r"^([0-9]+(?:\.[0-9]+)?)(m|k|M|G|T|P|E|Ki|Mi|Gi|Ti|Pi|Ei)?$")
 SUFFIX = {None: 1, "m": 1e-3, "k": 1e3, "M": 1e6, "G": 1e9, "T": 1e12, "P": 1e15, "E": 1e18,
           "Ki": 2**10, "Mi": 2**20, "Gi": 2**30, "Ti": 2**40, "Pi": 2**50, "Ei": 2**60}
+# docker-compose.yml's secrets: .env must set them, there is no default.
+COMPOSE_SECRETS = {"TANREN_ADMIN_TOKEN", "TANREN_JOIN_TOKEN", "TANREN_POSTGRES_PASSWORD"}
 VAR_REF = re.compile(r"(?<!\$)\$\(([A-Za-z_][A-Za-z0-9_]*)\)")
 
 
@@ -265,10 +267,16 @@ def check_compose(r, exe):
     example = ROOT / ".env.example"
     text = (ROOT / "docker-compose.yml").read_text()
     listed = set(re.findall(r"^#?\s*([A-Z_][A-Z0-9_]*)=", example.read_text(), re.M))
-    for var in sorted(set(re.findall(r"\$\{([A-Za-z_][A-Za-z0-9_]*)", text))):
+    # Every $VAR / ${VAR...} use ($$ is a literal dollar); each use of a secret must be ${VAR:?...}.
+    refs = [(m.group(1) or m.group(2), m.group(0)) for m in re.finditer(
+        r"(?<!\$)\$(?:\{([A-Za-z_][A-Za-z0-9_]*)(?::?[-?+])?|([A-Za-z_][A-Za-z0-9_]*))", text)]
+    for var in sorted({v for v, _ in refs}):
         r.check(var in listed, f"docker-compose.yml: ${{{var}}} is listed in .env.example")
-    required = sorted(set(re.findall(r"\$\{([A-Za-z_][A-Za-z0-9_]*):\?", text)))
-    r.check({"TANREN_ADMIN_TOKEN", "TANREN_JOIN_TOKEN"} <= set(required), f"docker-compose.yml: the tokens are required variables, got {required}")
+    for var, use in refs:
+        if var in COMPOSE_SECRETS:
+            r.check(use == "${" + var + ":?", f"docker-compose.yml: every use of {var} is ${{{var}:?...}} (required), got {use}")
+    required = sorted({v for v, use in refs if use.endswith(":?")})
+    r.check(COMPOSE_SECRETS <= set(required), f"docker-compose.yml: {sorted(COMPOSE_SECRETS)} are required variables, got {required}")
 
     for profile in ([], ["--profile", "gpu"]):
         p = compose(exe, *profile, "config", "-q", env_file=str(example))
