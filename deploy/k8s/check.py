@@ -226,7 +226,7 @@ def check_rendering(r, name, objs):
             r.check(device == "cpu", f"{name}: a worker without a GPU has TANREN_DEVICE=cpu, got {device!r}")
             r.check("nvidia.com/gpu" not in json.dumps(wk), f"{name}: no nvidia.com/gpu left in the CPU worker (requests, tolerations)")
         threads = env_map(c).get("TANREN_THREADS", {}).get("valueFrom", {}).get("resourceFieldRef", {})
-        r.check(threads.get("resource") == "limits.cpu", f"{name}: TANREN_THREADS follows limits.cpu")
+        r.check(threads.get("resource") == "requests.cpu", f"{name}: TANREN_THREADS follows requests.cpu")
 
     # tanren: PostgreSQL, bundled or not.
     pg = by.get(("StatefulSet", "tanren-postgres"))
