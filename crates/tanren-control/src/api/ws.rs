@@ -53,14 +53,14 @@ async fn serve_stream(s: &S, study_id: i64, q: EventsQuery, mut socket: WebSocke
         Some(frames) => {
             for f in frames {
                 last_sent = f.seq;
-                if !send(&s, &mut socket, &f.json).await {
+                if !send(s, &mut socket, &f.json).await {
                     return;
                 }
             }
         }
-        None => match snapshot(&s, study_id, sub.last).await {
+        None => match snapshot(s, study_id, sub.last).await {
             Ok(json) => {
-                if !send(&s, &mut socket, &json).await {
+                if !send(s, &mut socket, &json).await {
                     return;
                 }
             }
@@ -83,7 +83,7 @@ async fn serve_stream(s: &S, study_id: i64, q: EventsQuery, mut socket: WebSocke
                         continue;
                     }
                     last_sent = seq;
-                    if !send(&s, &mut socket, &json).await {
+                    if !send(s, &mut socket, &json).await {
                         return;
                     }
                 }
