@@ -110,6 +110,8 @@ pub static ROUTES: &[Route] = &[
     r(Method::GET, "/assets/{name}", Public, B::None),
     r(Method::GET, "/login", Public, B::None),
     r(Method::POST, "/logout", Public, B::None),
+    // The contract is public: it describes the doors, it does not open them.
+    r(Method::GET, "/api/v1/openapi.json", Public, B::None),
     r(Method::GET, "/api/v1/auth/whoami", User(Scope::Read), B::None),
     r(Method::POST, "/api/v1/datasets", User(Scope::Write), B::Multipart),
     r(Method::GET, "/api/v1/datasets", User(Scope::Read), B::None),

@@ -14,6 +14,9 @@ pub enum ApiError {
     InvalidField { field: String, message: String },
     #[error("{0}")]
     NotFound(String),
+    /// The path matches no route at all.
+    #[error("{0}")]
+    NoRoute(String),
     #[error("{0}")]
     Conflict(String),
     #[error("upload is larger than the limit of {limit} bytes; raise {setting} or send less")]
@@ -43,6 +46,7 @@ impl ApiError {
             ApiError::BadRequest(_) => (StatusCode::BAD_REQUEST, "bad_request"),
             ApiError::InvalidField { .. } => (StatusCode::BAD_REQUEST, "invalid_field"),
             ApiError::NotFound(_) => (StatusCode::NOT_FOUND, "not_found"),
+            ApiError::NoRoute(_) => (StatusCode::NOT_FOUND, "no_route"),
             ApiError::Conflict(_) => (StatusCode::CONFLICT, "conflict"),
             ApiError::PayloadTooLarge { .. } => (StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large"),
             ApiError::Dataset { code, .. } => (StatusCode::UNPROCESSABLE_ENTITY, code),
@@ -105,10 +109,16 @@ impl IntoResponse for ApiError {
                 e.to_string()
             }
         };
-        let mut body = serde_json::json!({ "error": { "code": code, "message": message } });
-        if let ApiError::InvalidField { field, .. } = &self {
-            body["error"]["field"] = serde_json::Value::String(field.clone());
-        }
+        let body = tanren_api::ErrorBody {
+            error: tanren_api::ErrorDetail {
+                code: code.into(),
+                message,
+                field: match &self {
+                    ApiError::InvalidField { field, .. } => Some(field.clone()),
+                    _ => None,
+                },
+            },
+        };
         let mut resp = (status, Json(body)).into_response();
         let h = resp.headers_mut();
         match &self {

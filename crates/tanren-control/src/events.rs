@@ -163,26 +163,11 @@ impl From<&TrialRow> for TrialView {
     }
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct WorkerView {
-    pub id: String,
-    pub grpc_url: String,
-    pub device: String,
-    pub device_name: String,
-    pub torch_version: String,
-    pub cuda_available: bool,
-    pub slots: i64,
-    pub registered_at: i64,
-    pub last_seen_at: i64,
-    pub alive: bool,
-    pub busy: bool,
-    /// The trial it runs now, if any.
-    pub study_id: Option<i64>,
-    pub trial_id: Option<i64>,
-}
+pub use tanren_api::WorkerView;
 
-impl WorkerView {
-    pub fn new(w: &WorkerRow, alive: bool, running: Option<(i64, i64)>) -> Self {
+/// A worker row as REST and the event stream show it.
+pub fn worker_view(w: &WorkerRow, alive: bool, running: Option<(i64, i64)>) -> WorkerView {
+    {
         WorkerView {
             id: w.id.clone(),
             grpc_url: w.grpc_url.clone(),
@@ -452,7 +437,7 @@ async fn workers_changed(
         let busy = state.scheduler.busy_workers().await;
         for w in live.iter().filter(|w| !before.contains(&w.id)) {
             state.events.publish_all(Event::WorkerUp {
-                worker: WorkerView::new(w, true, busy.get(&w.id).copied()),
+                worker: worker_view(w, true, busy.get(&w.id).copied()),
             });
         }
         for id in before.iter().filter(|id| !now.contains(*id)) {

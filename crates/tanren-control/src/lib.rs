@@ -15,6 +15,7 @@ pub mod files;
 pub mod metrics;
 pub mod model_card;
 pub mod onnx;
+pub mod openapi;
 pub mod progress;
 pub mod scheduler;
 pub mod study_spec;

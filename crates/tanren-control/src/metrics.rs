@@ -220,5 +220,38 @@ pub async fn observe(State(s): State<Arc<AppState>>, req: Request, next: Next) -
     if let Ok(v) = HeaderValue::from_str(&id) {
         resp.headers_mut().insert("x-request-id", v);
     }
-    resp
+    json_errors(resp).await
+}
+
+/// Every error answer is an `ErrorBody`, including the plain-text rejections axum's extractors make
+/// (a malformed path parameter or query string, a missing WebSocket upgrade header).
+async fn json_errors(resp: Response) -> Response {
+    let status = resp.status();
+    let plain = resp
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_none_or(|ct| ct.starts_with("text/plain"));
+    if !(status.is_client_error() || status.is_server_error()) || !plain {
+        return resp;
+    }
+    let (mut parts, body) = resp.into_parts();
+    let text = axum::body::to_bytes(body, 64 * 1024)
+        .await
+        .map(|b| String::from_utf8_lossy(&b).trim().to_string())
+        .unwrap_or_default();
+    let reason = status.canonical_reason().unwrap_or("error");
+    let body = tanren_api::ErrorBody {
+        error: tanren_api::ErrorDetail {
+            code: reason.to_ascii_lowercase().replace([' ', '-'], "_"),
+            message: if text.is_empty() { reason.to_string() } else { text },
+            field: None,
+        },
+    };
+    let bytes = serde_json::to_vec(&body).unwrap_or_default();
+    parts.headers.remove(header::CONTENT_LENGTH);
+    parts
+        .headers
+        .insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    Response::from_parts(parts, axum::body::Body::from(bytes))
 }

@@ -3,28 +3,10 @@
 //! live workers; when few trials have finished it is a wide range, not a confident number.
 
 use crate::events::TrialView;
-use serde::{Deserialize, Serialize};
 use tanren_core::{EndReason, FailureKind, StudyState, TrialState};
 use tanren_store::{now_ms, StudyRow, TrialRow};
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct Progress {
-    /// Finished trials that count toward the budget (interrupted ones do not).
-    pub done: usize,
-    /// The trial budget while the study runs; `done` once it ended by a budget or an exhausted space.
-    pub total: Option<i64>,
-    pub complete: usize,
-    pub pruned: usize,
-    pub failed: usize,
-    pub interrupted: usize,
-    pub running: usize,
-    pub queued: usize,
-    pub elapsed_seconds: f64,
-    /// Best estimate of the seconds left; 0 once the study ended; null until it can be estimated.
-    pub eta_seconds: Option<f64>,
-    /// An 80% range around `eta_seconds`: wide after one trial, narrowing as durations are measured.
-    pub eta_range_seconds: Option<[f64; 2]>,
-}
+pub use tanren_api::Progress;
 
 /// Failed because its worker or connection went away; retried, so it uses no budget.
 pub fn is_interrupted(t: &TrialRow) -> bool {

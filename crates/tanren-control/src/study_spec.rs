@@ -2,47 +2,11 @@
 //! search space, and the search engine's config. Decoding it is how a restarted control plane resumes.
 
 use serde::{Deserialize, Serialize};
-use tanren_core::{Bounds, ImageSpace};
+use tanren_core::ImageSpace;
 use tanren_search::{Direction, PrunerConfig, SamplerConfig, StudyConfig};
 
-/// The body of `POST /api/v1/studies`.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct CreateStudy {
-    pub dataset_id: i64,
-    #[serde(default)]
-    pub name: Option<String>,
-    #[serde(default)]
-    pub bounds: Bounds,
-    #[serde(default)]
-    pub budget: Budget,
-    /// `random` or `tpe` (default).
-    #[serde(default)]
-    pub sampler: Option<String>,
-    /// Early stopping on the per-epoch validation accuracy: `none` (default), `median`, `asha`,
-    /// `hyperband`, or a full tanren-search `PrunerConfig` object (`{"type": "asha", ...}`).
-    #[serde(default)]
-    pub pruner: Option<serde_json::Value>,
-    #[serde(default)]
-    pub seed: u64,
-    /// Run the seed's configuration (moved inside the bounds) as trial 0. Default true.
-    #[serde(default = "yes")]
-    pub baseline: bool,
-    /// Retries of an interrupted trial (default: the control plane's `--max-retries`).
-    #[serde(default)]
-    pub max_retries: Option<u32>,
-}
-
-fn yes() -> bool {
-    true
-}
-
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct Budget {
-    pub trials: Option<u32>,
-    pub minutes: Option<f64>,
-}
+/// The body of `POST /api/v1/studies` and its budget: the REST contract's types.
+pub use tanren_api::{Budget, CreateStudy};
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct StudySpec {

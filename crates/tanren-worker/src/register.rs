@@ -21,15 +21,15 @@ pub async fn heartbeat(
         .build()
         .expect("http client");
     let url = format!("{}/api/v1/workers", control.trim_end_matches('/'));
-    let body = serde_json::json!({
-        "id": info.worker_id,
-        "grpc_url": grpc_url,
-        "device": info.device,
-        "device_name": info.device_name,
-        "torch_version": info.torch_version,
-        "cuda_available": info.cuda_available,
-        "slots": info.slots,
-    });
+    let body = tanren_api::WorkerRegistration {
+        id: info.worker_id,
+        grpc_url,
+        device: info.device,
+        device_name: info.device_name,
+        torch_version: info.torch_version,
+        cuda_available: info.cuda_available,
+        slots: info.slots,
+    };
     let mut was_ok = None;
     loop {
         let ok = match client
@@ -39,12 +39,12 @@ pub async fn heartbeat(
             .send()
             .await
         {
-            Ok(r) if r.status().is_success() => match r.json::<serde_json::Value>().await {
-                Ok(v) if v["credential"].is_string() => {
-                    credential.set(v["credential"].as_str().unwrap_or_default());
+            Ok(r) if r.status().is_success() => match r.json::<tanren_api::Registered>().await {
+                Ok(v) => {
+                    credential.set(&v.credential);
                     true
                 }
-                Ok(_) | Err(_) => {
+                Err(_) => {
                     if was_ok != Some(false) {
                         tracing::warn!(%url, "control plane answered registration without a credential");
                     }

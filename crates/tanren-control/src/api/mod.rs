@@ -27,6 +27,7 @@ pub fn router(state: S) -> Router {
         .route("/metrics", get(crate::metrics::render))
         .route("/", get(crate::assets::index))
         .route("/assets/{name}", get(crate::assets::asset))
+        .route("/api/v1/openapi.json", get(crate::openapi::serve))
         .route("/login", get(tokens::login))
         .route("/logout", post(tokens::logout))
         .route("/api/v1/auth/whoami", get(tokens::whoami))
@@ -63,6 +64,7 @@ pub fn router(state: S) -> Router {
         )
         .route("/api/v1/workers", post(workers::register).get(workers::list))
         // Every matched route passes the guard (crate::auth::ROUTES); unmatched paths are plain 404s.
+        .fallback(no_route)
         .route_layer(axum::middleware::from_fn_with_state(
             state.clone(),
             crate::auth::guard,
@@ -79,4 +81,12 @@ pub fn router(state: S) -> Router {
 /// the field and position), not axum's default 422.
 pub fn parse_json<T: DeserializeOwned>(body: &[u8]) -> Result<T, ApiError> {
     serde_json::from_slice(body).map_err(|e| ApiError::BadRequest(format!("invalid JSON body: {e}")))
+}
+
+/// No route has this path: a JSON 404 like every other error.
+async fn no_route(uri: axum::http::Uri) -> ApiError {
+    ApiError::NoRoute(format!(
+        "no route `{}`; the API is described at /api/v1/openapi.json",
+        uri.path()
+    ))
 }

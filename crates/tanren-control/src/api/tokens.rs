@@ -10,21 +10,25 @@ use axum::response::{IntoResponse, Response};
 use axum::{Extension, Json};
 use bytes::Bytes;
 use serde::Deserialize;
-use tanren_store::now_ms;
+use tanren_api::{NewToken, Token, TokenCreated, TokenList, Whoami};
+use tanren_store::{now_ms, TokenRow};
 
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct NewToken {
-    #[serde(default)]
-    name: Option<String>,
-    scope: String,
+fn view(t: TokenRow) -> Token {
+    Token {
+        id: t.id,
+        name: t.name,
+        scope: t.scope,
+        created_at: t.created_at,
+        last_used_at: t.last_used_at,
+        revoked_at: t.revoked_at,
+    }
 }
 
 pub async fn create(
     State(s): State<S>,
     Extension(who): Extension<Principal>,
     body: Bytes,
-) -> ApiResult<(StatusCode, Json<serde_json::Value>)> {
+) -> ApiResult<(StatusCode, Json<TokenCreated>)> {
     let n: NewToken = parse_json(&body)?;
     let scope = Scope::parse(&n.scope).ok_or_else(|| ApiError::InvalidField {
         field: "scope".into(),
@@ -43,20 +47,25 @@ pub async fn create(
         .insert_token(name.trim(), scope.as_str(), &auth::sha256_hex(&secret))
         .await?;
     tracing::info!(token_id = row.id, scope = %row.scope, by = %who.token_name, "API token created");
-    let mut v = serde_json::to_value(&row).unwrap_or_default();
-    v["token"] = serde_json::Value::String(secret);
-    Ok((StatusCode::CREATED, Json(v)))
+    Ok((
+        StatusCode::CREATED,
+        Json(TokenCreated {
+            token: view(row),
+            secret,
+        }),
+    ))
 }
 
-pub async fn list(State(s): State<S>) -> ApiResult<Json<serde_json::Value>> {
-    Ok(Json(serde_json::json!({ "tokens": s.store.tokens().await? })))
+pub async fn list(State(s): State<S>) -> ApiResult<Json<TokenList>> {
+    let tokens = s.store.tokens().await?.into_iter().map(view).collect();
+    Ok(Json(TokenList { tokens }))
 }
 
 pub async fn revoke(
     State(s): State<S>,
     Extension(who): Extension<Principal>,
     Path(id): Path<i64>,
-) -> ApiResult<Json<serde_json::Value>> {
+) -> ApiResult<Json<Token>> {
     let tokens = s.store.tokens().await?;
     let target = tokens
         .iter()
@@ -74,16 +83,16 @@ pub async fn revoke(
     }
     let row = s.store.revoke_token(id).await?;
     tracing::info!(token_id = id, by = %who.token_name, "API token revoked");
-    Ok(Json(serde_json::to_value(&row).unwrap_or_default()))
+    Ok(Json(view(row)))
 }
 
-pub async fn whoami(Extension(who): Extension<Principal>) -> Json<serde_json::Value> {
-    Json(serde_json::json!({
-        "token_id": who.token_id,
-        "name": who.token_name,
-        "scope": who.scope.as_str(),
-        "via": if who.via_session { "session" } else { "bearer" },
-    }))
+pub async fn whoami(Extension(who): Extension<Principal>) -> Json<Whoami> {
+    Json(Whoami {
+        token_id: who.token_id,
+        name: who.token_name,
+        scope: who.scope.as_str().into(),
+        via: if who.via_session { "session" } else { "bearer" }.into(),
+    })
 }
 
 #[derive(Deserialize)]

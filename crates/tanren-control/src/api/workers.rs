@@ -3,34 +3,15 @@
 
 use super::{parse_json, S};
 use crate::error::{ApiError, ApiResult};
-use crate::events::WorkerView;
+use crate::events::{worker_view, WorkerView};
 use axum::extract::State;
 use axum::Json;
 use bytes::Bytes;
-use serde::Deserialize;
+use tanren_api::{Registered, WorkerList, WorkerRegistration};
 use tanren_store::{now_ms, WorkerRow};
 
-#[derive(Deserialize)]
-struct Register {
-    id: String,
-    grpc_url: String,
-    device: String,
-    #[serde(default)]
-    device_name: String,
-    #[serde(default)]
-    torch_version: String,
-    #[serde(default)]
-    cuda_available: bool,
-    #[serde(default = "one")]
-    slots: u32,
-}
-
-fn one() -> u32 {
-    1
-}
-
-pub async fn register(State(s): State<S>, body: Bytes) -> ApiResult<Json<serde_json::Value>> {
-    let r: Register = parse_json(&body)?;
+pub async fn register(State(s): State<S>, body: Bytes) -> ApiResult<Json<Registered>> {
+    let r: WorkerRegistration = parse_json(&body)?;
     if r.id.is_empty() || r.id.len() > 128 {
         return Err(ApiError::InvalidField {
             field: "id".into(),
@@ -82,11 +63,13 @@ pub async fn register(State(s): State<S>, body: Bytes) -> ApiResult<Json<serde_j
         tracing::info!(worker_id = %row.id, grpc_url = %row.grpc_url, device = %row.device, "worker registered");
         s.scheduler.wake();
     }
-    Ok(Json(serde_json::json!({ "ok": true, "credential": credential })))
+    Ok(Json(Registered { ok: true, credential }))
 }
 
-pub async fn list(State(s): State<S>) -> ApiResult<Json<serde_json::Value>> {
-    Ok(Json(serde_json::json!({ "workers": views(&s).await? })))
+pub async fn list(State(s): State<S>) -> ApiResult<Json<WorkerList>> {
+    Ok(Json(WorkerList {
+        workers: views(&s).await?,
+    }))
 }
 
 /// Every known worker with liveness (heartbeat within the timeout) and whether it runs a trial now.
@@ -101,6 +84,6 @@ pub async fn views(s: &S) -> ApiResult<Vec<WorkerView>> {
     let busy = s.scheduler.busy_workers().await;
     Ok(all
         .iter()
-        .map(|w| WorkerView::new(w, live.contains(&w.id), busy.get(&w.id).copied()))
+        .map(|w| worker_view(w, live.contains(&w.id), busy.get(&w.id).copied()))
         .collect())
 }
