@@ -3,6 +3,7 @@
 
 mod datasets;
 pub use datasets::UploadLocks;
+mod importance;
 mod studies;
 mod trials;
 mod workers;
@@ -44,6 +45,7 @@ pub fn router(state: S) -> Router {
         .route("/api/v1/studies", post(studies::create).get(studies::list))
         .route("/api/v1/studies/{id}", get(studies::get_one))
         .route("/api/v1/studies/{id}/stop", post(studies::stop))
+        .route("/api/v1/studies/{id}/importance", get(importance::get))
         .route("/api/v1/studies/{id}/events", get(ws::events))
         .route("/api/v1/studies/{id}/trials", get(trials::list))
         .route("/api/v1/studies/{id}/model", get(trials::study_model))
