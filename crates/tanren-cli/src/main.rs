@@ -309,20 +309,25 @@ fn importance_lines(id: i64, dataset: &Value, v: &Value) -> Vec<String> {
         .as_object()
         .into_iter()
         .flatten()
-        .map(|(k, b)| match (b["low"].as_f64(), b["high"].as_f64(), b["choices"].as_array()) {
-            (Some(l), Some(h), _) if l == h => format!("--set {k}={l}"),
-            (Some(l), Some(h), _) => format!("--set {k}={l}..{h}"),
-            (_, _, Some(c)) => format!(
-                "--set {k}={}",
-                c.iter().filter_map(Value::as_str).collect::<Vec<_>>().join(",")
-            ),
-            _ => String::new(),
-        })
+        .map(
+            |(k, b)| match (b["low"].as_f64(), b["high"].as_f64(), b["choices"].as_array()) {
+                (Some(l), Some(h), _) if l == h => format!("--set {k}={l}"),
+                (Some(l), Some(h), _) => format!("--set {k}={l}..{h}"),
+                (_, _, Some(c)) => format!(
+                    "--set {k}={}",
+                    c.iter().filter_map(Value::as_str).collect::<Vec<_>>().join(",")
+                ),
+                _ => String::new(),
+            },
+        )
         .filter(|s| !s.is_empty())
         .collect();
     out.push(String::new());
     out.push("  narrow the bounds and run again:".into());
-    out.push(format!("  tanren study create --dataset {dataset} {}", sets.join(" ")));
+    out.push(format!(
+        "  tanren study create --dataset {dataset} {}",
+        sets.join(" ")
+    ));
     out
 }
 

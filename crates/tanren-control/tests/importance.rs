@@ -37,7 +37,9 @@ impl App {
         c.tick = Duration::from_millis(50);
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let shutdown = CancellationToken::new();
-        let server = tanren_control::start(c, listener, shutdown.clone()).await.unwrap();
+        let server = tanren_control::start(c, listener, shutdown.clone())
+            .await
+            .unwrap();
         let url = server.url().to_string();
         let ds = server
             .state
@@ -64,7 +66,10 @@ impl App {
     }
 
     async fn get(&self, path: &str) -> (u16, Value) {
-        let r = send(self.http.get(format!("{}{path}", self.url))).send().await.unwrap();
+        let r = send(self.http.get(format!("{}{path}", self.url)))
+            .send()
+            .await
+            .unwrap();
         (r.status().as_u16(), r.json().await.unwrap_or_default())
     }
 
@@ -158,19 +163,26 @@ impl Worker for Fake {
 async fn fake_worker(app: &App, stop: CancellationToken) {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let grpc_url = format!("http://{}", listener.local_addr().unwrap());
-    let fake = Fake { http: app.http.clone() };
+    let fake = Fake {
+        http: app.http.clone(),
+    };
     let s = stop.clone();
     tokio::spawn(async move {
         tonic::transport::Server::builder()
             .add_service(WorkerServer::new(fake))
-            .serve_with_incoming_shutdown(tokio_stream::wrappers::TcpListenerStream::new(listener), s.cancelled())
+            .serve_with_incoming_shutdown(
+                tokio_stream::wrappers::TcpListenerStream::new(listener),
+                s.cancelled(),
+            )
             .await
     });
     let (http, url) = (app.http.clone(), app.url.clone());
     tokio::spawn(async move {
         loop {
             let body = json!({"id": "fake", "grpc_url": grpc_url, "device": "cpu"});
-            let _ = send(http.post(format!("{url}/api/v1/workers")).json(&body)).send().await;
+            let _ = send(http.post(format!("{url}/api/v1/workers")).json(&body))
+                .send()
+                .await;
             tokio::select! {
                 _ = stop.cancelled() => return,
                 _ = tokio::time::sleep(Duration::from_millis(100)) => {}
@@ -214,7 +226,10 @@ async fn importance_names_the_learning_rate_and_narrows_it() {
             assert_eq!(s["state"], "complete", "{s}");
             break;
         }
-        assert!(start.elapsed() < Duration::from_secs(60), "study still running: {s}");
+        assert!(
+            start.elapsed() < Duration::from_secs(60),
+            "study still running: {s}"
+        );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     stop.cancel();
@@ -240,8 +255,14 @@ async fn importance_names_the_learning_rate_and_narrows_it() {
     let lr = &body["narrowed"]["learning_rate"];
     let (low, high) = (lr["low"].as_f64().unwrap(), lr["high"].as_f64().unwrap());
     let best = &imps[0]["best_range"];
-    assert!(low <= best["low"].as_f64().unwrap() && high >= best["high"].as_f64().unwrap(), "{body}");
-    assert!(low >= 1e-4 && high <= 1e-2 && (low, high) != (1e-4, 1e-2), "{body}");
+    assert!(
+        low <= best["low"].as_f64().unwrap() && high >= best["high"].as_f64().unwrap(),
+        "{body}"
+    );
+    assert!(
+        low >= 1e-4 && high <= 1e-2 && (low, high) != (1e-4, 1e-2),
+        "{body}"
+    );
     let again = json!({"dataset_id": dataset_id, "bounds": body["narrowed"], "budget": {"trials": 1}});
     let (status, created) = app.post("/api/v1/studies", &again).await;
     assert_eq!(status, 201, "{created}");

@@ -96,7 +96,10 @@ fn best_range(param: &str, d: &Distribution, best: &[&Observation]) -> Option<Bo
             (!choices.is_empty()).then_some(Bound::Choices { choices })
         }
         _ => {
-            let xs: Vec<f64> = values.filter_map(ParamValue::as_f64).filter(|x| x.is_finite()).collect();
+            let xs: Vec<f64> = values
+                .filter_map(ParamValue::as_f64)
+                .filter(|x| x.is_finite())
+                .collect();
             let low = xs.iter().copied().reduce(f64::min)?;
             let high = xs.iter().copied().reduce(f64::max)?;
             Some(Bound::Range { low, high })
@@ -134,9 +137,13 @@ fn range_text(param: &str, d: &Distribution, b: &Bound, best: &[&Observation]) -
         }
         Bound::Choices { choices } => {
             // Most used first; "adam" alone, or "adam (4) or sgd (1)".
-            let count = |c: &str| best.iter().filter(|o| o.params.get(param).and_then(ParamValue::as_str) == Some(c)).count();
+            let count = |c: &str| {
+                best.iter()
+                    .filter(|o| o.params.get(param).and_then(ParamValue::as_str) == Some(c))
+                    .count()
+            };
             let mut cs: Vec<(&String, usize)> = choices.iter().map(|c| (c, count(c))).collect();
-            cs.sort_by(|a, b| b.1.cmp(&a.1));
+            cs.sort_by_key(|c| std::cmp::Reverse(c.1));
             if let [(c, _)] = cs[..] {
                 return c.clone();
             }
@@ -170,7 +177,9 @@ pub fn sentences(importances: &[ParamInsight]) -> Vec<String> {
     for (i, p) in importances.iter().enumerate() {
         let pct = (100.0 * p.importance).round();
         let used = |s: String| match (&p.best_range_text, &p.best_range) {
-            (Some(t), Some(Bound::Range { low, high })) if low == high => format!("{s}; the best trials all used {t}."),
+            (Some(t), Some(Bound::Range { low, high })) if low == high => {
+                format!("{s}; the best trials all used {t}.")
+            }
             (Some(t), Some(Bound::Choices { choices })) if choices.len() == 1 => {
                 format!("{s}; the best trials all used {t}.")
             }
@@ -294,11 +303,15 @@ fn narrowed(d: &Distribution, best: &Bound) -> Option<Bound> {
 /// `[l, h]` widened by a quarter of its width (at least 5% of `[low, high]`) each side on the
 /// parameter's scale, clipped to `[low, high]`.
 fn widen(low: f64, high: f64, l: f64, h: f64, log: bool) -> (f64, f64) {
-    let (to, from): (fn(f64) -> f64, fn(f64) -> f64) = if log { (f64::ln, f64::exp) } else { (|x| x, |x| x) };
+    let to = |x: f64| if log { x.ln() } else { x };
+    let from = |x: f64| if log { x.exp() } else { x };
     let (a, b) = (to(low), to(high));
     let (x, y) = (to(l.clamp(low, high)), to(h.clamp(low, high)));
     let margin = (0.25 * (y - x)).max(0.05 * (b - a));
-    (from((x - margin).max(a)).max(low), from((y + margin).min(b)).min(high))
+    (
+        from((x - margin).max(a)).max(low),
+        from((y + margin).min(b)).min(high),
+    )
 }
 
 /// `x` rounded to two significant digits, up or down.
@@ -307,7 +320,11 @@ fn round_sig(x: f64, up: bool) -> f64 {
         return x;
     }
     let scale = 10f64.powi(x.abs().log10().floor() as i32 - 1);
-    let r = if up { (x / scale).ceil() } else { (x / scale).floor() } * scale;
+    let r = if up {
+        (x / scale).ceil()
+    } else {
+        (x / scale).floor()
+    } * scale;
     // Undo float noise such as 0.0021000000000000003.
     format!("{r:.12e}").parse().unwrap_or(r)
 }

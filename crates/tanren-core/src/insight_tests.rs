@@ -118,7 +118,12 @@ fn sentences_for_a_flat_top_a_single_value_a_branch_not_taken_and_mixed_choices(
         best_range_text: text.map(str::to_string),
     };
     let s = sentences(&[
-        imp(param::OPTIMIZER, 0.3, Some(choices(&["adam", "sgd"])), Some("adam (2) or sgd (1)")),
+        imp(
+            param::OPTIMIZER,
+            0.3,
+            Some(choices(&["adam", "sgd"])),
+            Some("adam (2) or sgd (1)"),
+        ),
         imp(param::IMAGE_SIZE, 0.3, Some(range(64.0, 64.0)), Some("64")),
         imp(param::RESNET_DEPTH, 0.2, None, None),
         imp(param::ARCHITECTURE, 0.2, Some(choices(&["cnn"])), Some("cnn")),
@@ -215,15 +220,28 @@ fn narrowing_an_optimizer_drops_the_momentum_it_switches_off_and_steps_stay_on_t
             &[(param::OPTIMIZER, c("adam")), (param::RESNET_DEPTH, i(depth))],
         )
     };
-    let trials = vec![t(0.9, 20), t(0.8, 26), t(0.85, 20), t(0.1, 8), t(0.2, 56), t(0.3, 50)];
+    let trials = vec![
+        t(0.9, 20),
+        t(0.8, 26),
+        t(0.85, 20),
+        t(0.1, 8),
+        t(0.2, 56),
+        t(0.3, 50),
+    ];
     let rep = report(&[(param::OPTIMIZER, 0.6), (param::RESNET_DEPTH, 0.4)], 6);
     let b = explain(&space, &rep, &trials, Direction::Maximize).narrowed;
     assert_eq!(b.get(param::OPTIMIZER), Some(&choices(&["adam"])));
-    assert!(!b.contains_key(param::MOMENTUM) && !b.contains_key(param::NESTEROV), "{b:?}");
+    assert!(
+        !b.contains_key(param::MOMENTUM) && !b.contains_key(param::NESTEROV),
+        "{b:?}"
+    );
     let Some(Bound::Range { low, high }) = b.get(param::RESNET_DEPTH) else {
         panic!("{b:?}")
     };
-    assert!(*low <= 20.0 && *high >= 26.0 && (*low, *high) != (8.0, 56.0), "{low}..{high}");
+    assert!(
+        *low <= 20.0 && *high >= 26.0 && (*low, *high) != (8.0, 56.0),
+        "{low}..{high}"
+    );
     assert_eq!((*low as i64 - 8) % 6, 0);
     assert_eq!((*high as i64 - 8) % 6, 0);
     let again = ImageSpace::from_bounds(&b).unwrap();
@@ -263,20 +281,35 @@ fn narrowed_bounds_always_validate() {
             let full: Params = space.full_params(&p);
             let lr = full[param::LEARNING_RATE].as_f64().unwrap();
             let mut v = -(lr.log10() + 2.5).abs();
-            if full.get(param::OPTIMIZER).and_then(ParamValue::as_str) == Some(["adam", "sgd", "adamw"][seed as usize % 3]) {
+            if full.get(param::OPTIMIZER).and_then(ParamValue::as_str)
+                == Some(["adam", "sgd", "adamw"][seed as usize % 3])
+            {
                 v += 1.0;
             }
             if let Some(d) = full.get(param::RESNET_DEPTH) {
                 v += d.as_f64().unwrap() / 100.0;
             }
             study.tell(n, TellOutcome::Complete(vec![v])).unwrap();
-            observations.push(Observation { params: full, value: v });
+            observations.push(Observation {
+                params: full,
+                value: v,
+            });
         }
-        let rep = ped_anova(&space.space, &observations, Direction::Maximize, &PedAnova::default()).unwrap();
+        let rep = ped_anova(
+            &space.space,
+            &observations,
+            Direction::Maximize,
+            &PedAnova::default(),
+        )
+        .unwrap();
         let insight = explain(&space, &rep, &observations, Direction::Maximize);
         let narrowed = ImageSpace::from_bounds(&insight.narrowed)
             .unwrap_or_else(|e| panic!("seed {seed}: {e}: {:?}", insight.narrowed));
-        assert_ne!(insight.narrowed, current_bounds(&space), "seed {seed}: nothing narrowed");
+        assert_ne!(
+            insight.narrowed,
+            current_bounds(&space),
+            "seed {seed}: nothing narrowed"
+        );
         for def in narrowed.space.params() {
             let old = &space.space.get(&def.name).unwrap().distribution;
             match (old, &def.distribution) {
@@ -287,7 +320,11 @@ fn narrowed_bounds_always_validate() {
                     assert!(l >= low && h <= high, "seed {seed}: {}", def.name)
                 }
                 (Distribution::Categorical { choices }, Distribution::Categorical { choices: cs }) => {
-                    assert!(cs.iter().all(|x| choices.contains(x)), "seed {seed}: {}", def.name)
+                    assert!(
+                        cs.iter().all(|x| choices.contains(x)),
+                        "seed {seed}: {}",
+                        def.name
+                    )
                 }
                 _ => panic!("seed {seed}: {} changed type", def.name),
             }

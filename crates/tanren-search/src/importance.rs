@@ -160,7 +160,11 @@ pub fn ped_anova(
     if n < needed {
         return Err(ImportanceError::TooFewTrials { complete: n, needed });
     }
-    let varied: Vec<bool> = space.params().iter().map(|d| !single_valued(&d.distribution)).collect();
+    let varied: Vec<bool> = space
+        .params()
+        .iter()
+        .map(|d| !single_valued(&d.distribution))
+        .collect();
     if !varied.iter().any(|&v| v) {
         return Err(ImportanceError::NothingSearched);
     }
@@ -185,7 +189,11 @@ pub fn ped_anova(
         let mut all = Vec::new();
         let mut top = Vec::new();
         for (o, &t) in obs.iter().zip(&is_top) {
-            if let Some(cell) = o.params.get(&def.name).and_then(|v| Grid::cell_of(&def.distribution, v, cfg)) {
+            if let Some(cell) = o
+                .params
+                .get(&def.name)
+                .and_then(|v| Grid::cell_of(&def.distribution, v, cfg))
+            {
                 all.push(cell);
                 if t {
                     top.push(cell);
@@ -258,7 +266,9 @@ impl Grid {
         match d {
             Distribution::Categorical { choices } => choices.len(),
             Distribution::Float { .. } => n,
-            Distribution::Int { low, high, log: true, .. } => {
+            Distribution::Int {
+                low, high, log: true, ..
+            } => {
                 let doublings = ((high - low + 1) as f64).log2().ceil() as usize + 1;
                 n.min(doublings).max(2)
             }

@@ -28,7 +28,12 @@ pub async fn get(State(s): State<S>, Path(id): Path<i64>) -> ApiResult<Json<serd
             Some(Observation { params, value })
         })
         .collect();
-    let direction = spec.search.directions.first().copied().unwrap_or(Direction::Maximize);
+    let direction = spec
+        .search
+        .directions
+        .first()
+        .copied()
+        .unwrap_or(Direction::Maximize);
     let space = &spec.image_space;
     let body = match ped_anova(&space.space, &observations, direction, &PedAnova::default()) {
         Ok(report) => {
