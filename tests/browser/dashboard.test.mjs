@@ -1,7 +1,8 @@
 // The dashboard in a real browser (Debian chromium via playwright-core) against a real control plane
 // and a real CPU worker started here: upload a zip through the page, create a study in the form (a bad
 // bound first, flagged on its field), watch trials arrive and the progress bar move without a reload,
-// download the best model. Then a seeded study of 10,000 trials: first paint and bytes downloaded.
+// download the best model. Then a seeded study of 10,000 trials: first paint and bytes downloaded, what
+// mattered in bars and sentences, and "narrow the bounds and run again" prefilling the form.
 // Screenshots go to tests/browser/out/ (gitignored).
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
@@ -118,6 +119,9 @@ test('upload, create a study, watch it live, download the model', { timeout: 600
   assert.ok(texts.size >= 3, `the progress text changed live: ${[...texts].join(' | ')}`);
   await page.waitForFunction(() => document.querySelectorAll('#trials-table tbody tr').length === 4);
   await page.waitForSelector('#progress-text >> text=4 / 4 done');
+  // Four trials are too few for importance: the card says how many it needs.
+  await page.waitForFunction(() => /at least 6 complete trials/.test(document.getElementById('importance-note').textContent));
+  assert.equal(await page.locator('#narrow-rerun').isHidden(), true);
   await page.waitForTimeout(500); // let the throttled charts draw
   await page.screenshot({ path: join(out, 'study.png'), fullPage: true });
 
@@ -171,5 +175,30 @@ test('a study of 10,000 stored trials: first paint and bytes downloaded', { time
   writeFileSync(join(out, 'measure-10k.json'), JSON.stringify(m, null, 2));
   assert.ok(m.first_contentful_paint_ms < 3000, JSON.stringify(m));
   assert.ok(ready < 30000, JSON.stringify(m));
+
+  // What mattered: the seeded accuracy depends on the learning rate alone, so it leads the sentences.
+  await page.waitForSelector('#importance-sentences li');
+  const sentences = await page.locator('#importance-sentences li').allTextContents();
+  assert.match(sentences[0], /^Learning rate (decided most of the result|mattered most)/, sentences.join(' | '));
+  const imp = await (await fetch(`${url}/api/v1/studies/${id}/importance`)).json();
+  assert.deepEqual(sentences, imp.sentences);
+  await page.locator('#importance-card').screenshot({ path: join(out, 'importance.png') });
+  // Narrow and run again: the form opens on the same dataset with the narrowed bounds.
+  const study = await (await fetch(`${url}/api/v1/studies/${id}`)).json();
+  await page.click('#narrow-rerun');
+  await page.waitForSelector('#prefill-note');
+  assert.equal(await page.inputValue('select[name="dataset_id"]'), String(study.dataset_id));
+  for (const [k, b] of Object.entries(imp.narrowed)) {
+    if (b.choices) {
+      const checked = await page.locator(`[data-field="bounds.${k}"] input[type=checkbox]:checked`).evaluateAll((xs) => xs.map((x) => x.value));
+      assert.deepEqual(checked, b.choices, k);
+    } else {
+      assert.equal(Number(await page.inputValue(`input[name="${k}.low"]`)), b.low, k);
+      assert.equal(Number(await page.inputValue(`input[name="${k}.high"]`)), b.high, k);
+    }
+  }
+  assert.match(await page.textContent('#prefill-note'), new RegExp(`^Prefilled from study #${id} `));
+  assert.equal(await page.inputValue('input[name="name"]'), `${study.name} (narrowed)`);
+  await page.screenshot({ path: join(out, 'new-study-narrowed.png'), fullPage: true });
   await ctx.close();
 });
