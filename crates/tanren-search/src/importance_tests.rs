@@ -203,6 +203,36 @@ fn a_conditional_parameter_no_top_trial_has_gets_zero() {
 }
 
 #[test]
+fn a_parameter_whose_values_bunch_up_is_not_made_important_by_smoothing() {
+    // `batch` takes only 8, 16 or 32 of 8..32 (a person's favourite sizes; most trials at 32) and
+    // does not matter. Smoothed each with its own Scott's-rule bandwidth, the 2,000 trials come out
+    // sharper than the 400 best, and the gaps between the bunches read as a difference.
+    let space = Space::new(vec![float("a", 0.0, 1.0, false), int("batch", 8, 32, true)]).unwrap();
+    let mut rng = Rng::new(9);
+    let obs: Vec<Observation> = (0..2000)
+        .map(|i| {
+            let a = rng.f64();
+            Observation {
+                params: Params::from([
+                    ("a".to_string(), ParamValue::Float(a)),
+                    ("batch".to_string(), ParamValue::Int([8, 16, 32, 32, 32][i % 5])),
+                ]),
+                value: a + 0.05 * gauss(&mut rng),
+            }
+        })
+        .collect();
+    let shared = importances(&space, &obs);
+    let own_cfg = PedAnova {
+        shared_bandwidth: false,
+        ..PedAnova::default()
+    };
+    let own = ped_anova(&space, &obs, Direction::Maximize, &own_cfg).unwrap();
+    eprintln!("shared bandwidth: {shared:?}\nown bandwidths: {own:?}");
+    // Measured: batch 0.0004 shared, 0.025 with its own bandwidths (60 times more).
+    assert!(share(&shared, "batch") < 0.005, "{shared:?}");
+}
+
+#[test]
 fn a_single_valued_parameter_is_listed_with_zero() {
     let space = Space::new(vec![float("a", 0.0, 1.0, false), cat("only", &["one"])]).unwrap();
     let obs = run(&space, SamplerConfig::Random, 1, 20, |p, _| num(p, "a"));
@@ -434,8 +464,22 @@ fn two_seeded_runs_of_a_study_agree_on_what_mattered() {
     let pairs = 20;
     let global = |c: PedAnova| PedAnova { local: false, ..c };
     let configs = [
-        ("tanren q=0.2 min 3", PedAnova::default()),
-        ("optuna q=0.1 min 2", PedAnova::optuna()),
+        ("tanren: q=0.2 min 3 shared bw", PedAnova::default()),
+        ("optuna: q=0.1 min 2 own bw", PedAnova::optuna()),
+        (
+            "q=0.2 min 3 own bw",
+            PedAnova {
+                shared_bandwidth: false,
+                ..PedAnova::default()
+            },
+        ),
+        (
+            "q=0.1 min 2 shared bw",
+            PedAnova {
+                shared_bandwidth: true,
+                ..PedAnova::optuna()
+            },
+        ),
         ("q=0.2 min 3 global", global(PedAnova::default())),
         ("q=0.1 min 2 global", global(PedAnova::optuna())),
     ];
@@ -445,7 +489,7 @@ fn two_seeded_runs_of_a_study_agree_on_what_mattered() {
             for (name, cfg) in &configs {
                 let a = agreement(&sampler, cfg, trials, pairs);
                 eprintln!(
-                    "{sampler_name:6} {trials:3} trials  {name:20} spearman {:.2}  same top {:.0}%  lr first {:.0}%",
+                    "{sampler_name:6} {trials:3} trials  {name:30} spearman {:.2}  same top {:.0}%  lr first {:.0}%",
                     a.spearman,
                     100.0 * a.same_top,
                     100.0 * a.lr_first
@@ -457,7 +501,7 @@ fn two_seeded_runs_of_a_study_agree_on_what_mattered() {
     let get =
         |s: &str, t: usize, c: &str| &table.iter().find(|r| r.0 == s && r.1 == t && r.2 == c).unwrap().3;
     let (ours, optuna) = (configs[0].0, configs[1].0);
-    // Margins, measured 0.71 / 90% / 0.73 (deterministic: every run is seeded). With random search
+    // Margins, measured 0.73 / 92% / 0.74 (deterministic: every run is seeded). With random search
     // the learning rate's effect is plain and must be found; two TPE runs must rank broadly alike.
     let random50 = get("random", 50, ours);
     assert!(
@@ -467,20 +511,10 @@ fn two_seeded_runs_of_a_study_agree_on_what_mattered() {
     );
     assert!(random50.spearman >= 0.6, "spearman {:.2}", random50.spearman);
     assert!(get("tpe", 50, ours).spearman >= 0.6);
-    // The default settings were chosen for agreeing at least as well as Optuna's, on average.
-    let mean = |c: &str| {
-        let rows: Vec<f64> = table.iter().filter(|r| r.2 == c).map(|r| r.3.spearman).collect();
-        rows.iter().sum::<f64>() / rows.len() as f64
-    };
-    eprintln!(
-        "mean spearman: ours {:.2}, optuna's settings {:.2}",
-        mean(ours),
-        mean(optuna)
-    );
-    assert!(
-        mean(ours) >= mean(optuna),
-        "{:.2} < {:.2}",
-        mean(ours),
-        mean(optuna)
-    );
+    // The default settings were chosen for agreeing better than Optuna's, and finding the
+    // learning rate more often, in every setting.
+    for (s, t) in [("tpe", 20), ("tpe", 50), ("random", 20), ("random", 50)] {
+        let (a, b) = (get(s, t, ours), get(s, t, optuna));
+        assert!(a.spearman >= b.spearman && a.lr_first >= b.lr_first, "{s} {t}");
+    }
 }
