@@ -243,8 +243,9 @@ async fn importance_names_the_learning_rate_and_narrows_it() {
     assert_eq!(imps.len(), 8, "the default search's eight parameters: {body}");
     assert_eq!(imps[0]["param"], "learning_rate", "{body}");
     assert_eq!(imps[0]["label"], "learning rate");
-    // Measured 0.39 (seeded random search, one worker: deterministic); 24 trials leave noise.
-    assert!(imps[0]["importance"].as_f64().unwrap() > 0.3, "{body}");
+    // Measured 0.46, conv blocks second at 0.29 (seeded random search and one worker, so
+    // deterministic; 24 trials leave that much noise).
+    assert!(imps[0]["importance"].as_f64().unwrap() > 0.4, "{body}");
     let sum: f64 = imps.iter().map(|p| p["importance"].as_f64().unwrap()).sum();
     assert!((sum - 1.0).abs() < 1e-9, "{sum}");
     let first = body["sentences"][0].as_str().unwrap();
