@@ -1,5 +1,6 @@
-//! PED-ANOVA on objectives whose answer is known, the refusals, and how well two independently
-//! seeded runs of one study agree on the ranking (the number the default settings were chosen by).
+//! PED-ANOVA and fANOVA on objectives whose answer is known, the refusals, and how well two
+//! independently seeded runs of one study agree on the ranking (the number the default settings
+//! were chosen by, and the comparison of the two methods).
 
 use super::*;
 use crate::rng::Rng;
@@ -334,6 +335,47 @@ fn ties_and_order_do_not_change_the_answer() {
 }
 
 #[test]
+fn fanova_finds_what_matters_and_skips_conditional_parameters() {
+    let space = abcd();
+    for seed in 0..3 {
+        let obs = run(&space, SamplerConfig::Random, seed, 60, |p, rng| {
+            -(num(p, "a").log10() + 2.5).powi(2) + 0.02 * gauss(rng)
+        });
+        let r = fanova(&space, &obs, Direction::Maximize, 64, 0).unwrap();
+        assert_eq!(r.importances[0].param, "a", "seed {seed}: {r:?}");
+        assert!(r.importances[0].importance > 0.8, "seed {seed}: {r:?}");
+        let sum: f64 = r.importances.iter().map(|p| p.importance).sum();
+        assert!((sum - 1.0).abs() < 1e-9);
+        // Seeded: the same forest every time.
+        assert_eq!(r, fanova(&space, &obs, Direction::Maximize, 64, 0).unwrap());
+
+        let obs = run(&space, SamplerConfig::Random, seed, 60, |p, rng| {
+            f64::from(p["d"].as_str() == Some("x")) + 0.05 * gauss(rng)
+        });
+        let r = fanova(&space, &obs, Direction::Maximize, 64, 0).unwrap();
+        assert_eq!(r.importances[0].param, "d", "seed {seed}: {r:?}");
+    }
+    let space = conditional_space();
+    let obs = run(&space, SamplerConfig::Random, 1, 40, |p, _| num(p, "lr"));
+    let r = fanova(&space, &obs, Direction::Maximize, 16, 0).unwrap();
+    assert_eq!(r.importances[0].param, "lr", "{r:?}");
+    let zero = |name: &str| {
+        r.importances
+            .iter()
+            .any(|p| p.param == name && p.importance == 0.0)
+    };
+    assert!(zero("momentum") && zero("unused"), "{r:?}");
+    let few = run(&space, SamplerConfig::Random, 1, 5, |p, _| num(p, "lr"));
+    assert_eq!(
+        fanova(&space, &few, Direction::Maximize, 16, 0).unwrap_err(),
+        ImportanceError::TooFewTrials {
+            complete: 5,
+            needed: 6
+        }
+    );
+}
+
+#[test]
 fn top_count_is_a_fifth_at_least_three() {
     assert_eq!(
         [0, 1, 3, 5, 10, 15, 16, 20, 21, 100].map(top_count),
@@ -398,9 +440,19 @@ fn spearman(x: &[f64], y: &[f64]) -> f64 {
     cov / (vx * vy).sqrt()
 }
 
+/// How importances are computed: PED-ANOVA with some settings, or fANOVA.
+#[derive(Clone)]
+enum Method {
+    Ped(PedAnova),
+    Fanova,
+}
+
 /// Importances of every parameter of the space, in the space's order.
-fn vector(space: &Space, obs: &[Observation], cfg: &PedAnova) -> Vec<f64> {
-    let r = ped_anova(space, obs, Direction::Maximize, cfg).unwrap();
+fn vector(space: &Space, obs: &[Observation], method: &Method) -> Vec<f64> {
+    let r = match method {
+        Method::Ped(cfg) => ped_anova(space, obs, Direction::Maximize, cfg).unwrap(),
+        Method::Fanova => fanova(space, obs, Direction::Maximize, 64, 0).unwrap(),
+    };
     space
         .params()
         .iter()
@@ -423,7 +475,7 @@ struct Agreement {
     lr_first: f64,
 }
 
-fn agreement(sampler: &SamplerConfig, cfg: &PedAnova, trials: usize, pairs: u64) -> Agreement {
+fn agreement(sampler: &SamplerConfig, cfg: &Method, trials: usize, pairs: u64) -> Agreement {
     let space = classifier_space();
     let (mut rho, mut same, mut lr) = (0.0, 0.0, 0.0);
     for pair in 0..pairs {
@@ -464,24 +516,25 @@ fn two_seeded_runs_of_a_study_agree_on_what_mattered() {
     let pairs = 20;
     let global = |c: PedAnova| PedAnova { local: false, ..c };
     let configs = [
-        ("tanren: q=0.2 min 3 shared bw", PedAnova::default()),
-        ("optuna: q=0.1 min 2 own bw", PedAnova::optuna()),
+        ("tanren: q=0.2 min 3 shared bw", Method::Ped(PedAnova::default())),
+        ("optuna: q=0.1 min 2 own bw", Method::Ped(PedAnova::optuna())),
         (
             "q=0.2 min 3 own bw",
-            PedAnova {
+            Method::Ped(PedAnova {
                 shared_bandwidth: false,
                 ..PedAnova::default()
-            },
+            }),
         ),
         (
             "q=0.1 min 2 shared bw",
-            PedAnova {
+            Method::Ped(PedAnova {
                 shared_bandwidth: true,
                 ..PedAnova::optuna()
-            },
+            }),
         ),
-        ("q=0.2 min 3 global", global(PedAnova::default())),
-        ("q=0.1 min 2 global", global(PedAnova::optuna())),
+        ("q=0.2 min 3 global", Method::Ped(global(PedAnova::default()))),
+        ("q=0.1 min 2 global", Method::Ped(global(PedAnova::optuna()))),
+        ("fanova: 64 trees", Method::Fanova),
     ];
     let mut table = Vec::new();
     for (sampler_name, sampler) in [("tpe", SamplerConfig::tpe()), ("random", SamplerConfig::Random)] {
@@ -511,6 +564,10 @@ fn two_seeded_runs_of_a_study_agree_on_what_mattered() {
     );
     assert!(random50.spearman >= 0.6, "spearman {:.2}", random50.spearman);
     assert!(get("tpe", 50, ours).spearman >= 0.6);
+    // fANOVA (measured: spearman 0.73-0.85, learning rate first in 88-100% of runs) is checked
+    // here only for finding the learning rate; the control plane serves PED-ANOVA (see
+    // importance.rs for why).
+    assert!(get("random", 50, "fanova: 64 trees").lr_first >= 0.9);
     // The default settings were chosen for agreeing better than Optuna's, and finding the
     // learning rate more often, in every setting.
     for (s, t) in [("tpe", 20), ("tpe", 50), ("random", 20), ("random", 50)] {

@@ -8,6 +8,7 @@
 //! stopped.
 
 mod config;
+mod fanova;
 mod grid;
 pub mod importance;
 mod multi;
