@@ -129,6 +129,9 @@ enum StudyCmd {
     /// trials.
     Importance {
         id: i64,
+        /// ped-anova (default) or fanova.
+        #[arg(long)]
+        method: Option<String>,
     },
     Stop {
         id: i64,
@@ -280,12 +283,18 @@ fn importance_lines(id: i64, dataset: &Value, v: &Value) -> Vec<String> {
         ));
         return out;
     }
-    out.push(format!(
-        "study {id}: what mattered ({} over {} complete trials, best {} compared with the rest)",
-        v["method"].as_str().unwrap_or(""),
-        v["trials_used"],
-        v["top_trials"]
-    ));
+    out.push(match v["top_trials"].as_u64().filter(|&n| n > 0) {
+        Some(top) => format!(
+            "study {id}: what mattered ({} over {} complete trials, best {top} compared with the rest)",
+            v["method"].as_str().unwrap_or(""),
+            v["trials_used"],
+        ),
+        None => format!(
+            "study {id}: what mattered ({} over {} complete trials)",
+            v["method"].as_str().unwrap_or(""),
+            v["trials_used"],
+        ),
+    });
     for s in v["sentences"].as_array().into_iter().flatten() {
         out.push(format!("  {}", s.as_str().unwrap_or("")));
     }
@@ -524,8 +533,11 @@ async fn run(cli: Cli) -> Result<()> {
                 print_study(&api.get(&format!("/api/v1/studies/{id}")).await?);
             }
         }
-        Cmd::Study(StudyCmd::Importance { id }) => {
-            let v = api.get(&format!("/api/v1/studies/{id}/importance")).await?;
+        Cmd::Study(StudyCmd::Importance { id, method }) => {
+            let query = method.map(|m| format!("?method={m}")).unwrap_or_default();
+            let v = api
+                .get(&format!("/api/v1/studies/{id}/importance{query}"))
+                .await?;
             let dataset = if cli.json {
                 Value::Null
             } else {

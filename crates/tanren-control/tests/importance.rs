@@ -251,6 +251,18 @@ async fn importance_names_the_learning_rate_and_narrows_it() {
     let first = body["sentences"][0].as_str().unwrap();
     assert!(first.starts_with("Learning rate"), "{body}");
 
+    // fANOVA on request says the same; an unknown method is refused, naming the field.
+    let (status, fa) = app
+        .get(&format!("/api/v1/studies/{id}/importance?method=fanova"))
+        .await;
+    assert_eq!(status, 200, "{fa}");
+    assert_eq!(fa["method"], "fanova");
+    assert_eq!(fa["importances"][0]["param"], "learning_rate", "{fa}");
+    let (status, bad) = app
+        .get(&format!("/api/v1/studies/{id}/importance?method=shap"))
+        .await;
+    assert_eq!((status, &bad["error"]["field"]), (400, &json!("method")), "{bad}");
+
     // The best trials' learning rates lie around 10^-2.5; the narrowed range holds them, is
     // narrower than 1e-4..1e-2, and a study can be created from it as is.
     let lr = &body["narrowed"]["learning_rate"];
