@@ -57,7 +57,9 @@ async function load(form, datasetId, from) {
       `Prefilled from study #${study.id} (${study.name}): `,
       narrowed.length
         ? `${narrowed.join(', ')} narrowed around its best ${importance.best_trials} trials; the rest keep that study’s bounds.`
-        : `no parameter stood out${importance.note ? ` (${importance.note})` : ''}, so these are that study’s bounds.`);
+        : importance.importances?.length
+          ? `its best ${importance.best_trials} trials spread over the whole bounds of what mattered (${importance.importances[0].label}), so these are that study’s bounds.`
+          : `no importances yet (${importance.note}), so these are that study’s bounds.`);
   }
   const size = h('div', { class: 'space-size', id: 'space-size' });
   const formError = h('div', { class: 'form-error error' });
