@@ -243,6 +243,11 @@ async fn importance_names_the_learning_rate_and_narrows_it() {
     assert_eq!(imps.len(), 8, "the default search's eight parameters: {body}");
     assert_eq!(imps[0]["param"], "learning_rate", "{body}");
     assert_eq!(imps[0]["label"], "learning rate");
+    assert_eq!(
+        (&imps[0]["notable"], &imps[0]["narrowed"]),
+        (&json!(true), &json!(true)),
+        "{body}"
+    );
     // Measured 0.46, conv blocks second at 0.29 (seeded random search and one worker, so
     // deterministic; 24 trials leave that much noise).
     assert!(imps[0]["importance"].as_f64().unwrap() > 0.4, "{body}");

@@ -27,6 +27,11 @@ pub struct ParamInsight {
     pub best_range: Option<Bound>,
     /// The same in words: "2e-3 to 6e-3", "64", "adam or sgd".
     pub best_range_text: Option<String>,
+    /// Important enough to narrow ([`NOTABLE`] or more).
+    pub notable: bool,
+    /// The follow-up study's bound differs from this study's (a notable parameter whose best
+    /// trials spread over its whole range keeps it).
+    pub narrowed: bool,
 }
 
 /// The whole explanation of a study.
@@ -56,7 +61,7 @@ pub fn explain(
         .into_iter()
         .map(|i| &observations[i])
         .collect();
-    let importances: Vec<ParamInsight> = report
+    let mut importances: Vec<ParamInsight> = report
         .importances
         .iter()
         .map(|p| {
@@ -71,13 +76,20 @@ pub fn explain(
                     .zip(dist)
                     .map(|(b, d)| range_text(&p.param, d, b, &best)),
                 best_range,
+                notable: p.importance >= NOTABLE,
+                narrowed: false,
             }
         })
         .collect();
+    let narrowed = narrow(space, &importances);
+    let before = current_bounds(space);
+    for p in &mut importances {
+        p.narrowed = narrowed.get(&p.param) != before.get(&p.param);
+    }
     Insight {
         best_trials: best.len(),
         sentences: sentences(&importances),
-        narrowed: narrow(space, &importances),
+        narrowed,
         importances,
     }
 }
@@ -239,7 +251,7 @@ pub fn current_bounds(space: &ImageSpace) -> Bounds {
 pub fn narrow(space: &ImageSpace, importances: &[ParamInsight]) -> Bounds {
     let original = current_bounds(space);
     let mut b = original.clone();
-    for p in importances.iter().filter(|p| p.importance >= NOTABLE) {
+    for p in importances.iter().filter(|p| p.notable) {
         let (Some(def), Some(best)) = (space.space.get(&p.param), &p.best_range) else {
             continue;
         };

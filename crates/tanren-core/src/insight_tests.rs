@@ -116,6 +116,8 @@ fn sentences_for_a_flat_top_a_single_value_a_branch_not_taken_and_mixed_choices(
         importance,
         best_range,
         best_range_text: text.map(str::to_string),
+        notable: importance >= NOTABLE,
+        narrowed: false,
     };
     let s = sentences(&[
         imp(
@@ -197,6 +199,21 @@ fn narrowing_keeps_what_mattered_near_the_best_trials() {
     assert_eq!(format!("{low}"), "0.0015");
     assert_eq!(b.get(param::OPTIMIZER), Some(&choices(&["adam"])));
     assert_eq!(b.get(param::CONV_BLOCKS), Some(&range(3.0, 4.0)));
+    let flags: Vec<(&str, bool, bool)> = insight
+        .importances
+        .iter()
+        .map(|p| (p.param.as_str(), p.notable, p.narrowed))
+        .collect();
+    assert_eq!(
+        flags,
+        [
+            (param::LEARNING_RATE, true, true),
+            (param::OPTIMIZER, true, true),
+            (param::CONV_BLOCKS, true, true),
+            (param::DROPOUT, false, false),
+            (param::EPOCHS, false, false),
+        ]
+    );
     // Below NOTABLE: the study's own bounds.
     assert_eq!(b.get(param::DROPOUT), Some(&range(0.0, 0.5)));
     assert_eq!(b.get(param::EPOCHS), Some(&range(1.0, 10.0)));

@@ -48,18 +48,18 @@ async function load(form, datasetId, from) {
     if (study.budget?.minutes) minutes.value = study.budget.minutes;
     if (study.sampler?.type === 'random') sampler.value = 'random';
     if (['median', 'asha', 'hyperband'].includes(study.pruner?.type)) pruner.value = study.pruner.type;
-    const narrowed = (importance.importances || []).filter((p) => {
-      const was = importance.narrowed?.[p.param];
-      const def = (study.space?.space || []).find((d) => d.name === p.param);
-      return was && def && (was.choices ? was.choices.length < (def.choices || []).length : was.low !== def.low || was.high !== def.high);
-    }).map((p) => p.label);
+    const imps = importance.importances || [];
+    const narrowed = imps.filter((p) => p.narrowed).map((p) => p.label);
+    const notable = imps.filter((p) => p.notable).map((p) => p.label);
     prefill = h('p', { class: 'prefill', id: 'prefill-note' },
       `Prefilled from study #${study.id} (${study.name}): `,
       narrowed.length
         ? `${narrowed.join(', ')} narrowed around its best ${importance.best_trials} trials; the rest keep that study’s bounds.`
-        : importance.importances?.length
-          ? `its best ${importance.best_trials} trials spread over the whole bounds of what mattered (${importance.importances[0].label}), so these are that study’s bounds.`
-          : `no importances yet (${importance.note}), so these are that study’s bounds.`);
+        : notable.length
+          ? `its best ${importance.best_trials} trials spread over the whole bounds of what mattered (${notable.join(', ')}), so these are that study’s bounds.`
+          : imps.length
+            ? 'no parameter stood out, so these are that study’s bounds.'
+            : `no importances yet (${importance.note}), so these are that study’s bounds.`);
   }
   const size = h('div', { class: 'space-size', id: 'space-size' });
   const formError = h('div', { class: 'form-error error' });
