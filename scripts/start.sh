@@ -23,11 +23,14 @@ for _ in $(seq 1 100); do
   kill -0 "${pids[0]}" 2>/dev/null || { echo "tanren: control plane failed to start" >&2; exit 1; }
   sleep 0.1
 done
+# The control plane made the join token on its first start (unless TANREN_JOIN_TOKEN was given).
+export TANREN_JOIN_TOKEN="${TANREN_JOIN_TOKEN:-$(cat "$TANREN_DATA_DIR/join-token")}"
 "$BIN/tanren-worker" & pids+=($!)
 cat <<MSG
 
   tanren is running:  http://$LISTEN   (REST API under /api/v1)
-  CLI:                $BIN/tanren --help
+  sign in:            the login URL printed above (the admin token is in $TANREN_DATA_DIR/admin-token)
+  CLI:                $BIN/tanren --help   (finds the admin token in ~/.config/tanren/credentials.json)
   data:               $TANREN_DATA_DIR (database, datasets, models), $TANREN_WORKER_DATA (worker cache)
   stop:               Ctrl-C
 

@@ -21,6 +21,13 @@ const bin = process.env.TANREN_BIN || join(process.env.CARGO_TARGET_DIR || join(
 const tmp = mkdtempSync(join(tmpdir(), 'tanren-browser-'));
 const procs = [];
 let url, browser;
+// The control plane accepts this admin token (TANREN_ADMIN_TOKEN); pages sign in through its login URL.
+const ADMIN = 'tnr_browser_test_admin_0123456789';
+const JOIN = 'browser-test-join-token-0123456789';
+const signIn = async (page) => {
+  await page.goto(`${url}/login?token=${ADMIN}`);
+  await page.waitForURL(`${url}/`);
+};
 
 const freePort = () => new Promise((res) => { const s = createServer(); s.listen(0, '127.0.0.1', () => { const p = s.address().port; s.close(() => res(p)); }); });
 
@@ -43,9 +50,9 @@ before(async () => {
   mkdirSync(out, { recursive: true });
   const port = await freePort();
   url = `http://127.0.0.1:${port}`;
-  start('tanren-control', { TANREN_LISTEN: `127.0.0.1:${port}`, TANREN_DATA_DIR: join(tmp, 'control'), TANREN_WORKER_TIMEOUT: '10' });
+  start('tanren-control', { TANREN_LISTEN: `127.0.0.1:${port}`, TANREN_DATA_DIR: join(tmp, 'control'), TANREN_WORKER_TIMEOUT: '10', TANREN_ADMIN_TOKEN: ADMIN, TANREN_JOIN_TOKEN: JOIN, TANREN_CREDENTIALS_FILE: 'none' });
   await waitHttp(`${url}/healthz`, 30000);
-  start('tanren-worker', { TANREN_CONTROL_URL: url, TANREN_WORKER_LISTEN: '127.0.0.1:0', TANREN_WORKER_ID: 'browser-w1', TANREN_WORKER_DATA: join(tmp, 'worker'), TANREN_DEVICE: 'cpu', TANREN_THREADS: '1', TANREN_HEARTBEAT_MS: '500' });
+  start('tanren-worker', { TANREN_CONTROL_URL: url, TANREN_WORKER_LISTEN: '127.0.0.1:0', TANREN_WORKER_ID: 'browser-w1', TANREN_WORKER_DATA: join(tmp, 'worker'), TANREN_DEVICE: 'cpu', TANREN_THREADS: '1', TANREN_HEARTBEAT_MS: '500', TANREN_JOIN_TOKEN: JOIN });
   browser = await chromium.launch({ executablePath: process.env.CHROMIUM || '/usr/bin/chromium', args: ['--headless', '--no-sandbox', '--disable-gpu', '--disable-background-networking'] });
 });
 
@@ -60,6 +67,7 @@ test('upload, create a study, watch it live, download the model', { timeout: 600
   const page = await browser.newPage({ viewport: { width: 1400, height: 1000 }, acceptDownloads: true });
   const errors = [];
   page.on('pageerror', (e) => errors.push(e.message));
+  await signIn(page);
   await page.goto(`${url}/#/datasets`);
 
   // Upload through the file picker; the progress bar fills, then classes, counts and thumbnails show.
@@ -161,6 +169,8 @@ test('a study of 10,000 stored trials: first paint and bytes downloaded', { time
   let http = 0, ws = 0;
   cdp.on('Network.loadingFinished', (e) => { http += e.encodedDataLength; });
   cdp.on('Network.webSocketFrameReceived', (e) => { ws += e.response.payloadData.length; });
+  await signIn(page);
+  http = 0; ws = 0;
   const t0 = Date.now();
   await page.goto(`${url}/#/studies/${id}`);
   await page.waitForFunction(() => document.querySelector('#trials-table')?.closest('.card')?.textContent.includes('of 10,000'), null, { timeout: 60000 });

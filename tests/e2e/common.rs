@@ -6,6 +6,29 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 use tokio_util::sync::CancellationToken;
 
+/// The admin token and join token every test control plane is started with.
+pub const ADMIN_TOKEN: &str = "tnr_test_admin_0123456789abcdef";
+pub const JOIN_TOKEN: &str = "test-join-token-0123456789abcdef";
+
+/// A client that sends `token` as a bearer with every request.
+pub fn client_with(token: &str) -> reqwest::Client {
+    let mut h = reqwest::header::HeaderMap::new();
+    h.insert(
+        reqwest::header::AUTHORIZATION,
+        format!("Bearer {token}").parse().unwrap(),
+    );
+    reqwest::Client::builder().default_headers(h).build().unwrap()
+}
+
+/// A WebSocket request to `url` carrying the admin token.
+pub fn ws_request(url: &str) -> tokio_tungstenite::tungstenite::handshake::client::Request {
+    use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+    let mut req = url.into_client_request().unwrap();
+    req.headers_mut()
+        .insert("authorization", format!("Bearer {ADMIN_TOKEN}").parse().unwrap());
+    req
+}
+
 pub struct TestApp {
     pub url: String,
     pub dir: tempfile::TempDir,
@@ -26,7 +49,8 @@ impl Drop for TestApp {
 }
 
 impl TestApp {
-    /// A control plane on 127.0.0.1:0 with a temp data dir and SQLite database; no workers yet.
+    /// A control plane on 127.0.0.1:0 with a temp data dir and SQLite database; no workers yet. `http`
+    /// carries the admin token.
     pub async fn spawn() -> TestApp {
         Self::spawn_with(|_| {}).await
     }
@@ -37,6 +61,8 @@ impl TestApp {
         let mut config = tanren_control::Config::new(dir.path().join("control"));
         config.worker_timeout = Duration::from_secs(3);
         config.tick = Duration::from_millis(100);
+        config.admin_token = Some(ADMIN_TOKEN.into());
+        config.join_token = Some(JOIN_TOKEN.into());
         tweak(&mut config);
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let url = format!("http://{}", listener.local_addr().unwrap());
@@ -49,7 +75,7 @@ impl TestApp {
         let app = TestApp {
             url,
             dir,
-            http: reqwest::Client::new(),
+            http: client_with(ADMIN_TOKEN),
             shutdown: CancellationToken::new(),
             control_shutdown,
             control: Some(control),
@@ -93,6 +119,7 @@ impl TestApp {
             device: "cpu".into(),
             threads: Some(2),
             heartbeat: Duration::from_millis(300),
+            join_token: JOIN_TOKEN.into(),
         };
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         tokio::spawn(tanren_worker::run(config, listener, self.shutdown.clone()));
@@ -109,6 +136,7 @@ impl TestApp {
             .env("TANREN_DEVICE", "cpu")
             .env("TANREN_THREADS", "1")
             .env("TANREN_HEARTBEAT_MS", "300")
+            .env("TANREN_JOIN_TOKEN", JOIN_TOKEN)
             .stdout(Stdio::null())
             .stderr(Stdio::inherit())
             .spawn()

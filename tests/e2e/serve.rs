@@ -36,7 +36,7 @@ async fn served_predictions_equal_the_workers_test_predictions() {
         name: "best".into(),
         control_url: app.url.clone(),
         study: id,
-        token: None,
+        token: Some(crate::common::ADMIN_TOKEN.into()),
     }]);
     config.device = "cpu".into();
     config.data_dir = dir.path().join("serve");

@@ -2,7 +2,7 @@
 //! while a real study runs, a late client's snapshot, resuming with `?since=`, unknown studies refused,
 //! and a slow client dropped with a reason while publishing never waits.
 
-use crate::common::{shapes_zip, TestApp};
+use crate::common::{shapes_zip, ws_request, TestApp};
 use futures::StreamExt;
 use serde_json::Value;
 use std::time::{Duration, Instant};
@@ -18,7 +18,7 @@ async fn connect(base: &str, study: i64, query: &str) -> Client {
         "{}/api/v1/studies/{study}/events{query}",
         base.replacen("http", "ws", 1)
     );
-    tokio_tungstenite::connect_async(url)
+    tokio_tungstenite::connect_async(ws_request(&url))
         .await
         .expect("websocket connects")
         .0
@@ -189,7 +189,7 @@ async fn a_running_study_streams_snapshot_then_gapless_deltas_and_late_clients_r
 async fn an_unknown_study_is_refused_before_the_upgrade() {
     let app = TestApp::spawn().await;
     let url = format!("{}/api/v1/studies/999/events", app.url.replacen("http", "ws", 1));
-    match tokio_tungstenite::connect_async(url).await {
+    match tokio_tungstenite::connect_async(ws_request(&url)).await {
         Err(tokio_tungstenite::tungstenite::Error::Http(r)) => assert_eq!(r.status(), 404),
         other => panic!("expected a 404, got {other:?}"),
     }

@@ -9,8 +9,21 @@ export class ApiError extends Error {
   }
 }
 
+/** Not signed in (no session, or it ended): say how to sign in, once, above the page. */
+export function signedOut() {
+  if (document.getElementById('signin')) return;
+  const d = document.createElement('div');
+  d.id = 'signin';
+  d.className = 'signin';
+  d.innerHTML = '<strong>Sign in to see this.</strong> Open the login URL <code>tanren-control</code> printed when it '
+    + 'started (<code>/login?token=…</code>; the admin token is in its data dir\'s <code>admin-token</code> file), '
+    + 'or ask an admin for a token: <code>tanren token create --scope read</code>.';
+  document.body.prepend(d);
+}
+
 async function handle(r) {
   const body = await r.json().catch(() => null);
+  if (r.status === 401) signedOut();
   if (!r.ok) throw new ApiError(r.status, body);
   return body;
 }
@@ -35,6 +48,7 @@ export function upload(file, onProgress) {
     xhr.onload = () => {
       let body = null;
       try { body = JSON.parse(xhr.responseText); } catch { /* not JSON */ }
+      if (xhr.status === 401) signedOut();
       if (xhr.status >= 200 && xhr.status < 300) resolve(body);
       else reject(new ApiError(xhr.status, body));
     };
@@ -43,6 +57,8 @@ export function upload(file, onProgress) {
     xhr.send(form);
   });
 }
+
+export const signOut = () => fetch('/logout', { method: 'POST' }).then(() => location.reload());
 
 export function eventsUrl(studyId, since, stream) {
   const proto = location.protocol === 'https:' ? 'wss' : 'ws';

@@ -5,6 +5,7 @@ import * as newStudy from './pages/new-study.js';
 import * as study from './pages/study.js';
 import * as studies from './pages/studies.js';
 import * as workers from './pages/workers.js';
+import { signOut } from './api.js';
 
 const routes = [
   [/^#\/datasets(?:\/(\d+))?$/, datasets, 'datasets', (m) => ({ id: m[1] && Number(m[1]) })],
@@ -35,4 +36,5 @@ function route() {
 }
 
 window.addEventListener('hashchange', route);
+document.getElementById('signout')?.addEventListener('click', signOut);
 route();

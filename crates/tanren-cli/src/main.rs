@@ -32,6 +32,10 @@ struct Cli {
         default_value = "http://127.0.0.1:8080"
     )]
     url: String,
+    /// API token (default: the one tanren-control saved for this URL in
+    /// ~/.config/tanren/credentials.json, or $TANREN_CREDENTIALS_FILE).
+    #[arg(long, global = true, env = "TANREN_TOKEN", hide_env_values = true)]
+    token: Option<String>,
     /// Print JSON instead of text.
     #[arg(long, global = true)]
     json: bool,
@@ -55,6 +59,9 @@ enum Cmd {
     Model(ModelCmd),
     /// List workers.
     Workers,
+    /// API tokens (admin): create, list, revoke.
+    #[command(subcommand)]
+    Token(TokenCmd),
     /// Classify image files with a running tanren-serve: one line per image (file, class, probability).
     Predict {
         /// Image files.
@@ -144,6 +151,23 @@ enum TrialCmd {
 }
 
 #[derive(Subcommand)]
+enum TokenCmd {
+    /// Create a token; its secret is printed once.
+    Create {
+        /// read (look), write (upload, create and stop studies) or admin (also manage tokens).
+        #[arg(long, value_parser = ["read", "write", "admin"])]
+        scope: String,
+        /// A name to recognise it by in `token list`.
+        #[arg(long)]
+        name: Option<String>,
+    },
+    /// List tokens (never their secrets).
+    List,
+    /// Revoke a token; its dashboard sessions end too. Rotation: create the new one, then revoke.
+    Revoke { id: i64 },
+}
+
+#[derive(Subcommand)]
 enum ModelCmd {
     /// Download the best model of a study (or one trial's) as a zip: weights, model.json, model.onnx.
     Download {
@@ -161,6 +185,37 @@ enum ModelCmd {
 struct Api {
     base: String,
     http: reqwest::Client,
+    token: Option<String>,
+}
+
+/// `$TANREN_CREDENTIALS_FILE`, else `$XDG_CONFIG_HOME/tanren/credentials.json`, else
+/// `~/.config/tanren/credentials.json` (where tanren-control writes its first admin token).
+fn credentials_file() -> Option<PathBuf> {
+    if let Some(p) = std::env::var_os("TANREN_CREDENTIALS_FILE") {
+        return Some(p.into());
+    }
+    let base = std::env::var_os("XDG_CONFIG_HOME")
+        .map(PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".config")))?;
+    Some(base.join("tanren").join("credentials.json"))
+}
+
+/// The token saved for this server URL, if any.
+fn saved_token(base: &str) -> Option<String> {
+    let doc: Value = serde_json::from_str(&std::fs::read_to_string(credentials_file()?).ok()?).ok()?;
+    doc["servers"][base]["token"].as_str().map(String::from)
+}
+
+/// A client that sends the token with every request.
+fn http_client(token: Option<&str>) -> Result<reqwest::Client> {
+    let mut headers = reqwest::header::HeaderMap::new();
+    if let Some(t) = token {
+        let mut v = reqwest::header::HeaderValue::from_str(&format!("Bearer {t}"))
+            .context("the API token has characters a header cannot carry")?;
+        v.set_sensitive(true);
+        headers.insert(reqwest::header::AUTHORIZATION, v);
+    }
+    Ok(reqwest::Client::builder().default_headers(headers).build()?)
 }
 
 impl Api {
@@ -170,6 +225,16 @@ impl Api {
         }
         let status = r.status();
         let body: Value = r.json().await.unwrap_or_default();
+        if status == reqwest::StatusCode::UNAUTHORIZED {
+            // The server's first clause says why (no token, revoked…); the rest is for other clients.
+            let why = body["error"]["message"].as_str().unwrap_or("not signed in");
+            bail!(
+                "{} ({status}): pass --token or set TANREN_TOKEN, or use the account whose \
+                 credentials file tanren-control wrote (~/.config/tanren/credentials.json); an admin \
+                 makes tokens with `tanren token create --scope write`",
+                why.split(':').next().unwrap_or(why)
+            );
+        }
         match body["error"]["message"].as_str() {
             Some(m) => bail!("{m} ({status})"),
             None => bail!("server answered {status}"),
@@ -349,9 +414,12 @@ async fn main() {
 }
 
 async fn run(cli: Cli) -> Result<()> {
+    let base = cli.url.trim_end_matches('/').to_string();
+    let token = cli.token.clone().or_else(|| saved_token(&base));
     let api = Api {
-        base: cli.url.trim_end_matches('/').to_string(),
-        http: reqwest::Client::new(),
+        http: http_client(token.as_deref())?,
+        base,
+        token,
     };
     let out = |v: &Value, text: &dyn Fn(&Value)| {
         if cli.json {
@@ -528,7 +596,7 @@ async fn run(cli: Cli) -> Result<()> {
         Cmd::Study(StudyCmd::Watch { id }) => {
             // A plain GET first: an unknown study gets the server's own message, not a handshake error.
             api.get(&format!("/api/v1/studies/{id}")).await?;
-            watch::watch(&api.base, id, cli.json).await?;
+            watch::watch(&api.base, api.token.as_deref(), id, cli.json).await?;
             if !cli.json {
                 print_study(&api.get(&format!("/api/v1/studies/{id}")).await?);
             }
@@ -632,6 +700,51 @@ async fn run(cli: Cli) -> Result<()> {
                     );
                 }
             });
+        }
+        Cmd::Token(TokenCmd::Create { scope, name }) => {
+            let mut body = json!({ "scope": scope });
+            if let Some(n) = name {
+                body["name"] = json!(n);
+            }
+            let v = api.post("/api/v1/tokens", &body).await?;
+            out(&v, &|v| {
+                outln!("{}", v["token"].as_str().unwrap_or(""));
+                errln!(
+                    "token {} `{}` ({}): shown once, keep it safe. Use it as TANREN_TOKEN, or sign in at {}/login?token=…",
+                    v["id"],
+                    v["name"].as_str().unwrap_or(""),
+                    v["scope"].as_str().unwrap_or(""),
+                    api.base
+                );
+            });
+        }
+        Cmd::Token(TokenCmd::List) => {
+            let v = api.get("/api/v1/tokens").await?;
+            out(&v, &|v| {
+                for t in v["tokens"].as_array().into_iter().flatten() {
+                    outln!(
+                        "{}\t{}\t{}\t{}",
+                        t["id"],
+                        t["scope"].as_str().unwrap_or(""),
+                        if t["revoked_at"].is_null() {
+                            "live"
+                        } else {
+                            "revoked"
+                        },
+                        t["name"].as_str().unwrap_or("")
+                    );
+                }
+            });
+        }
+        Cmd::Token(TokenCmd::Revoke { id }) => {
+            let r = api
+                .http
+                .delete(format!("{}/api/v1/tokens/{id}", api.base))
+                .send()
+                .await
+                .with_context(|| api.unreachable())?;
+            let v: Value = Api::check(r).await?.json().await?;
+            out(&v, &|_| outln!("token {id} revoked"));
         }
     }
     Ok(())

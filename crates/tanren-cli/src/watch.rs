@@ -8,6 +8,7 @@ use futures::StreamExt;
 use serde_json::Value;
 use std::io::IsTerminal;
 use std::time::Duration;
+use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::tungstenite::Message;
 
 #[derive(Default)]
@@ -106,17 +107,35 @@ fn apply(v: &mut View, m: &Value) {
 }
 
 /// Follow until the study ends. Returns its final state; the caller prints the summary.
-pub async fn watch(base: &str, id: i64, json: bool) -> Result<String> {
+pub async fn watch(base: &str, token: Option<&str>, id: i64, json: bool) -> Result<String> {
     let tty = std::io::stdout().is_terminal() && !json;
     let mut v = View::default();
     let mut failures = 0u32;
     let mut last_line = String::new();
     loop {
         let url = ws_url(base, id, v.resume);
-        let mut ws = match tokio_tungstenite::connect_async(&url).await {
+        let mut req = url.as_str().into_client_request()?;
+        if let Some(t) = token {
+            req.headers_mut()
+                .insert("authorization", format!("Bearer {t}").parse()?);
+        }
+        let mut ws = match tokio_tungstenite::connect_async(req).await {
             Ok((ws, _)) => {
                 failures = 0;
                 ws
+            }
+            // Refused (no or wrong token, unknown study): retrying cannot help.
+            Err(tokio_tungstenite::tungstenite::Error::Http(r)) if r.status().is_client_error() => {
+                let body: serde_json::Value = r
+                    .body()
+                    .as_deref()
+                    .and_then(|b| serde_json::from_slice(b).ok())
+                    .unwrap_or_default();
+                anyhow::bail!(
+                    "cannot follow study {id}: {} ({})",
+                    body["error"]["message"].as_str().unwrap_or("refused"),
+                    r.status()
+                );
             }
             Err(e) => {
                 failures += 1;

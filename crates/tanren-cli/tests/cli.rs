@@ -19,19 +19,27 @@ impl Drop for Control {
     }
 }
 
+/// Each control plane's credentials file, by URL: the CLI finds its token there, as it finds the one
+/// a real first start writes to ~/.config/tanren/credentials.json.
+static CREDENTIALS: std::sync::Mutex<Vec<(String, std::path::PathBuf)>> = std::sync::Mutex::new(Vec::new());
+
 async fn control() -> Control {
     let dir = tempfile::tempdir().unwrap();
     let mut config = tanren_control::Config::new(dir.path().join("control"));
     config.tick = Duration::from_millis(100);
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let url = format!("http://{}", listener.local_addr().unwrap());
+    let creds = dir.path().join("credentials.json");
+    config.credentials_file = Some(creds.clone());
+    CREDENTIALS.lock().unwrap().push((url.clone(), creds.clone()));
     let shutdown = CancellationToken::new();
     tokio::spawn(tanren_control::run(config, listener, shutdown.clone()));
+    // Serving (and the credentials file written) only once start-up is done: wait for both.
     for _ in 0..200 {
-        if tokio::net::TcpStream::connect(url.trim_start_matches("http://"))
+        let healthy = reqwest::get(format!("{url}/healthz"))
             .await
-            .is_ok()
-        {
+            .is_ok_and(|r| r.status().is_success());
+        if healthy && creds.exists() {
             break;
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
@@ -39,9 +47,20 @@ async fn control() -> Control {
     Control { url, dir, shutdown }
 }
 
-async fn tanren(url: &str, args: &[&str]) -> Output {
+fn tanren_cmd(url: &str) -> Command {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_tanren"));
-    cmd.arg("--url").arg(url).args(args);
+    cmd.arg("--url").arg(url).env_remove("TANREN_TOKEN");
+    let creds = CREDENTIALS.lock().unwrap();
+    match creds.iter().find(|(u, _)| u == url) {
+        Some((_, path)) => cmd.env("TANREN_CREDENTIALS_FILE", path),
+        None => cmd.env("TANREN_CREDENTIALS_FILE", "/nonexistent/credentials.json"),
+    };
+    cmd
+}
+
+async fn tanren(url: &str, args: &[&str]) -> Output {
+    let mut cmd = tanren_cmd(url);
+    cmd.args(args);
     tokio::task::spawn_blocking(move || cmd.output().unwrap())
         .await
         .unwrap()
@@ -51,8 +70,8 @@ async fn tanren(url: &str, args: &[&str]) -> Output {
 /// with EPIPE (Rust ignores SIGPIPE). Closing before the command writes makes that deterministic;
 /// `head -1` would race with the pipe's buffer.
 async fn tanren_into_closed_pipe(url: &str, args: &[&str]) -> Output {
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_tanren"));
-    cmd.arg("--url").arg(url).args(args);
+    let mut cmd = tanren_cmd(url);
+    cmd.args(args);
     cmd.stdout(Stdio::piped()).stderr(Stdio::piped());
     tokio::task::spawn_blocking(move || {
         let mut child = cmd.spawn().unwrap();

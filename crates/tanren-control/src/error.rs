@@ -1,7 +1,7 @@
 //! The REST boundary's one error type. Every variant maps to exactly one HTTP status (exhaustive match,
 //! no wildcard) and a JSON body `{"error": {"code": ..., "message": ...}}`; causes are logged here.
 
-use axum::http::StatusCode;
+use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use tanren_store::StoreError;
@@ -16,10 +16,23 @@ pub enum ApiError {
     NotFound(String),
     #[error("{0}")]
     Conflict(String),
-    #[error("upload is larger than the limit of {limit} bytes; raise TANREN_MAX_UPLOAD_BYTES or send a smaller zip")]
-    PayloadTooLarge { limit: u64 },
+    #[error("upload is larger than the limit of {limit} bytes; raise {setting} or send less")]
+    PayloadTooLarge { limit: u64, setting: &'static str },
     #[error("{message}")]
     Dataset { code: &'static str, message: String },
+    #[error("{0}")]
+    Unauthorized(String),
+    #[error("{0}")]
+    Forbidden(String),
+    #[error("{0}")]
+    MethodNotAllowed(String),
+    #[error("{0}")]
+    UnsupportedMediaType(String),
+    #[error("too many requests with this token; retry in {retry_after} s")]
+    TooManyRequests { retry_after: u64 },
+    #[error("{message}")]
+    Busy { message: String, retry_after: u64 },
+    /// The cause is logged in full under an id; the client gets only the id.
     #[error("internal error: {0}")]
     Internal(String),
 }
@@ -33,6 +46,14 @@ impl ApiError {
             ApiError::Conflict(_) => (StatusCode::CONFLICT, "conflict"),
             ApiError::PayloadTooLarge { .. } => (StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large"),
             ApiError::Dataset { code, .. } => (StatusCode::UNPROCESSABLE_ENTITY, code),
+            ApiError::Unauthorized(_) => (StatusCode::UNAUTHORIZED, "unauthorized"),
+            ApiError::Forbidden(_) => (StatusCode::FORBIDDEN, "forbidden"),
+            ApiError::MethodNotAllowed(_) => (StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed"),
+            ApiError::UnsupportedMediaType(_) => {
+                (StatusCode::UNSUPPORTED_MEDIA_TYPE, "unsupported_media_type")
+            }
+            ApiError::TooManyRequests { .. } => (StatusCode::TOO_MANY_REQUESTS, "rate_limited"),
+            ApiError::Busy { .. } => (StatusCode::SERVICE_UNAVAILABLE, "busy"),
             ApiError::Internal(_) => (StatusCode::INTERNAL_SERVER_ERROR, "internal"),
         }
     }
@@ -68,16 +89,41 @@ impl From<tanren_core::BoundsError> for ApiError {
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let (status, code) = self.status_and_code();
-        if status.is_server_error() {
-            tracing::error!(error = %self, "request failed");
-        } else {
-            tracing::info!(error = %self, %status, "request refused");
-        }
-        let mut body = serde_json::json!({ "error": { "code": code, "message": self.to_string() } });
+        let message = match &self {
+            // Database text and file paths stay in the log; the id finds them there.
+            ApiError::Internal(cause) => {
+                let id = &crate::auth::random_secret()[..12];
+                tracing::error!(error_id = %id, error = %cause, "request failed");
+                format!("internal error (id {id}); the server's log has the details under that id")
+            }
+            e if status.is_server_error() => {
+                tracing::warn!(error = %e, %status, "request not served");
+                e.to_string()
+            }
+            e => {
+                tracing::info!(error = %e, %status, "request refused");
+                e.to_string()
+            }
+        };
+        let mut body = serde_json::json!({ "error": { "code": code, "message": message } });
         if let ApiError::InvalidField { field, .. } = &self {
             body["error"]["field"] = serde_json::Value::String(field.clone());
         }
-        (status, Json(body)).into_response()
+        let mut resp = (status, Json(body)).into_response();
+        let h = resp.headers_mut();
+        match &self {
+            ApiError::Unauthorized(_) => {
+                h.insert(
+                    header::WWW_AUTHENTICATE,
+                    HeaderValue::from_static("Bearer realm=\"tanren\""),
+                );
+            }
+            ApiError::TooManyRequests { retry_after } | ApiError::Busy { retry_after, .. } => {
+                h.insert(header::RETRY_AFTER, HeaderValue::from(*retry_after));
+            }
+            _ => {}
+        }
+        resp
     }
 }
 

@@ -8,6 +8,7 @@
 
 pub mod api;
 pub mod assets;
+pub mod auth;
 pub mod error;
 pub mod events;
 pub mod files;
@@ -46,6 +47,26 @@ pub struct Config {
     pub trial_silence: Duration,
     /// How often the scheduler looks for work when nothing wakes it.
     pub tick: Duration,
+    /// An admin API token to accept (`TANREN_ADMIN_TOKEN`, e.g. from a Kubernetes Secret). Without one,
+    /// the first start creates an admin token and keeps it in `<data_dir>/admin-token`.
+    pub admin_token: Option<String>,
+    /// The secret workers register with (`TANREN_JOIN_TOKEN`); default: made once and kept in
+    /// `<data_dir>/join-token`.
+    pub join_token: Option<String>,
+    /// Where the admin token is also written for the CLI (`~/.config/tanren/credentials.json`);
+    /// `None` writes nowhere outside the data dir.
+    pub credentials_file: Option<PathBuf>,
+    /// Host names (besides loopback, the listen address and the public URL's host) requests may name
+    /// in `Host`; `*` allows any.
+    pub allowed_hosts: Vec<String>,
+    /// Serve REST on a non-loopback address without TLS (behind a TLS-terminating proxy).
+    pub insecure_http: bool,
+    /// State-changing requests per second per token (a minute's worth as burst, at most 120); 0 = off.
+    pub mutations_per_second: f64,
+    /// Largest weights upload from a worker, in bytes.
+    pub max_weights_bytes: u64,
+    /// Dataset uploads processed at once; more get 503 with Retry-After.
+    pub max_concurrent_uploads: usize,
     /// How many events a WebSocket client may fall behind before it is dropped.
     pub event_buffer: usize,
     /// How many recent events per study are kept for clients resuming with `?since=`.
@@ -69,6 +90,14 @@ impl Config {
             event_buffer: 1024,
             event_ring: 4096,
             event_send_timeout: Duration::from_secs(10),
+            admin_token: None,
+            join_token: None,
+            credentials_file: None,
+            allowed_hosts: Vec::new(),
+            insecure_http: false,
+            mutations_per_second: 10.0,
+            max_weights_bytes: 1 << 30,
+            max_concurrent_uploads: 4,
         }
     }
 }
@@ -84,6 +113,10 @@ pub struct AppState {
     pub shutdown: CancellationToken,
     /// One lock per dataset sha256 being ingested, so identical uploads at once take turns.
     pub upload_locks: api::UploadLocks,
+    /// Trial tokens, rate limits, allowed hosts (API tokens and sessions are in the store).
+    pub auth: auth::Auth,
+    /// Dataset uploads being processed (bounded by `max_concurrent_uploads`).
+    pub uploads: Arc<tokio::sync::Semaphore>,
 }
 
 pub async fn run(config: Config, listener: TcpListener, shutdown: CancellationToken) -> anyhow::Result<()> {
@@ -125,6 +158,14 @@ pub async fn start(
     listener: TcpListener,
     shutdown: CancellationToken,
 ) -> anyhow::Result<Server> {
+    let addr = listener.local_addr()?;
+    if !addr.ip().is_loopback() && !config.insecure_http {
+        anyhow::bail!(
+            "refusing to serve REST on {addr} without TLS: API tokens and session cookies would cross \
+             the network in clear. Bind 127.0.0.1, or put a TLS-terminating proxy (or Ingress) in front \
+             and pass --insecure-http (TANREN_INSECURE_HTTP=true) to say so"
+        );
+    }
     let files = files::Files::new(&config.data_dir)?;
     let url = config
         .database_url
@@ -140,12 +181,39 @@ pub async fn start(
             "trials left running by a previous control plane were marked failed"
         );
     }
-    let addr = listener.local_addr()?;
     let public_url = config
         .public_url
         .clone()
         .unwrap_or_else(|| format!("http://{addr}"));
     let scheduler = scheduler::Scheduler::new(public_url.clone(), config.worker_timeout, config.max_retries);
+    let browse_url = if addr.ip().is_unspecified() {
+        format!("http://127.0.0.1:{}", addr.port())
+    } else {
+        format!("http://{addr}")
+    };
+    auth::bootstrap(
+        &store,
+        &config.data_dir,
+        config.admin_token.as_deref(),
+        config.credentials_file.as_deref(),
+        &browse_url,
+    )
+    .await?;
+    let join_token = auth::join_token(&config.data_dir, config.join_token.as_deref())?;
+    let allowed_hosts = if config.allowed_hosts.iter().any(|h| h.trim() == "*") {
+        None
+    } else {
+        let mut hosts: Vec<String> = ["localhost", "127.0.0.1", "[::1]"].map(String::from).to_vec();
+        hosts.push(match addr.ip() {
+            std::net::IpAddr::V6(ip) => format!("[{ip}]"),
+            ip => ip.to_string(),
+        });
+        if let Some(h) = public_url.split("://").nth(1).and_then(|r| r.split('/').next()) {
+            hosts.push(h.to_string());
+        }
+        hosts.extend(config.allowed_hosts.iter().cloned());
+        Some(hosts)
+    };
     let state = Arc::new(AppState {
         config: config.clone(),
         store,
@@ -154,6 +222,8 @@ pub async fn start(
         events: events::Hub::new(config.event_buffer, config.event_ring),
         shutdown,
         upload_locks: Default::default(),
+        auth: auth::Auth::new(join_token, allowed_hosts, config.mutations_per_second),
+        uploads: Arc::new(tokio::sync::Semaphore::new(config.max_concurrent_uploads.max(1))),
     });
     // A study that cannot be resumed is marked failed; only an unreadable database stops the start.
     state.scheduler.restore(&state).await?;

@@ -36,6 +36,36 @@ struct Args {
     /// Minutes one trial may take at most (preparation included) before it is interrupted and retried.
     #[arg(long, env = "TANREN_TRIAL_TIMEOUT", default_value_t = 1440)]
     trial_timeout: u64,
+    /// An admin API token to accept (at least 16 characters). Without it the first start creates one,
+    /// keeps it in <data-dir>/admin-token and prints its login URL.
+    #[arg(long, env = "TANREN_ADMIN_TOKEN", hide_env_values = true)]
+    admin_token: Option<String>,
+    /// The secret workers register with (same value on every worker). Default: made once and kept in
+    /// <data-dir>/join-token.
+    #[arg(long, env = "TANREN_JOIN_TOKEN", hide_env_values = true)]
+    join_token: Option<String>,
+    /// Where the admin token is also written for the `tanren` CLI (default:
+    /// ~/.config/tanren/credentials.json); `none` to write nowhere.
+    #[arg(long, env = "TANREN_CREDENTIALS_FILE")]
+    credentials_file: Option<PathBuf>,
+    /// Host name the dashboard and API may be reached by, besides loopback, the listen address and the
+    /// public URL's host (repeat, or comma-separated in the env var); `*` allows any (DNS-rebinding
+    /// protection off).
+    #[arg(long = "allowed-host", env = "TANREN_ALLOWED_HOSTS", value_delimiter = ',')]
+    allowed_hosts: Vec<String>,
+    /// Serve REST on a non-loopback address without TLS: only behind a TLS-terminating proxy or on a
+    /// network you trust.
+    #[arg(long, env = "TANREN_INSECURE_HTTP")]
+    insecure_http: bool,
+    /// State-changing requests per second per API token (bursts of a minute's worth, at most 120).
+    #[arg(long, env = "TANREN_MUTATIONS_PER_SECOND", default_value_t = 10.0)]
+    mutations_per_second: f64,
+    /// Largest weights upload a worker may make, in bytes.
+    #[arg(long, env = "TANREN_MAX_WEIGHTS_BYTES", default_value_t = 1 << 30)]
+    max_weights_bytes: u64,
+    /// Dataset uploads processed at once; more are answered 503 with Retry-After.
+    #[arg(long, env = "TANREN_MAX_CONCURRENT_UPLOADS", default_value_t = 4)]
+    max_concurrent_uploads: usize,
 }
 
 #[tokio::main]
@@ -54,6 +84,18 @@ async fn main() -> anyhow::Result<()> {
     config.worker_timeout = Duration::from_secs(a.worker_timeout);
     config.max_retries = a.max_retries;
     config.trial_timeout = Duration::from_secs(a.trial_timeout * 60);
+    config.admin_token = a.admin_token;
+    config.join_token = a.join_token;
+    config.credentials_file = match a.credentials_file {
+        Some(p) if p.as_os_str() == "none" => None,
+        Some(p) => Some(p),
+        None => tanren_control::auth::default_credentials_file(),
+    };
+    config.allowed_hosts = a.allowed_hosts;
+    config.insecure_http = a.insecure_http;
+    config.mutations_per_second = a.mutations_per_second;
+    config.max_weights_bytes = a.max_weights_bytes;
+    config.max_concurrent_uploads = a.max_concurrent_uploads;
     let shutdown = CancellationToken::new();
     let s = shutdown.clone();
     tokio::spawn(async move {

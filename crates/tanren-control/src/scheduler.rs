@@ -58,6 +58,9 @@ pub struct Scheduler {
     /// gets nothing at all): it gets no trial until it registers (heartbeats) again after the first, and
     /// not before the second (a hung worker that still heartbeats sits out a while).
     down: Mutex<HashMap<String, (i64, i64)>>,
+    /// worker id -> the secret this process shows it on every RPC (crate::auth); in memory only, so a
+    /// restarted control plane dispatches to a worker only after it registered again.
+    credentials: Mutex<HashMap<String, String>>,
     wake: Notify,
     /// Trial tasks, drained at shutdown so each records its interruption before the store closes.
     tasks: TaskTracker,
@@ -304,6 +307,7 @@ impl Scheduler {
             max_retries,
             inner: Mutex::new(Inner::default()),
             down: Mutex::new(HashMap::new()),
+            credentials: Mutex::new(HashMap::new()),
             wake: Notify::new(),
             tasks: TaskTracker::new(),
             shutting_down: AtomicBool::new(false),
@@ -322,6 +326,20 @@ impl Scheduler {
 
     pub fn wake(&self) {
         self.wake.notify_one();
+    }
+
+    /// The credential this control plane presents to a worker over gRPC, made when the worker first
+    /// registers (with the join token) in this process and answered on every registration after.
+    pub fn issue_credential(&self, worker_id: &str) -> String {
+        let mut c = self.credentials.lock().unwrap_or_else(|p| p.into_inner());
+        c.entry(worker_id.to_string())
+            .or_insert_with(crate::auth::random_secret)
+            .clone()
+    }
+
+    fn credential(&self, worker_id: &str) -> Option<String> {
+        let c = self.credentials.lock().unwrap_or_else(|p| p.into_inner());
+        c.get(worker_id).cloned()
     }
 
     /// Load every running study from the database (start-up). A study that cannot be resumed (its spec
@@ -445,6 +463,8 @@ impl Scheduler {
         workers
             .into_iter()
             .filter(|w| w.last_seen_at >= cutoff)
+            // Registered with this process: only then do both sides hold its credential.
+            .filter(|w| self.credential(&w.id).is_some())
             .filter(|w| {
                 down.get(&w.id)
                     .is_none_or(|&(at, until)| w.last_seen_at > at && now >= until)
@@ -786,6 +806,8 @@ async fn dispatch(state: Arc<AppState>, d: Dispatch) {
 
 /// Record how a trial ended, then tell the search engine and the study's counters.
 async fn finish(state: &Arc<AppState>, d: &Dispatch, outcome: Outcome, unsaved_epochs: &[EpochMetrics]) {
+    // First: an upload still streaming can no longer land, and the worker's trial token is dead.
+    state.auth.end_trial(d.trial_id);
     let sched = &state.scheduler;
     let shutting_down = sched.shutting_down.load(Ordering::SeqCst);
     let store = &state.store;
@@ -1040,8 +1062,12 @@ async fn run_on_worker(
             Err(e) => return lost(format!("is unreachable at {}: {e}", worker.grpc_url)),
         }
     };
+    let Some(credential) = state.scheduler.credential(&worker.id) else {
+        return lost("has not registered with this control plane yet".into());
+    };
+    let trial_token = state.auth.grant_trial(trial_id, &d.dataset_sha);
     let base = &state.scheduler.public_url;
-    let req = TrialRequest {
+    let mut req = tonic::Request::new(TrialRequest {
         trial_id,
         study_id: d.study_id,
         dataset_sha256: d.dataset_sha.clone(),
@@ -1049,7 +1075,14 @@ async fn run_on_worker(
         artifact_url: format!("{base}/api/v1/internal/trials/{trial_id}/weights"),
         config_json: tanren_proto::encode_config(&d.cfg),
         split_seed: d.split_seed,
-    };
+        trial_token,
+    });
+    match format!("Bearer {credential}").parse() {
+        Ok(v) => {
+            req.metadata_mut().insert("authorization", v);
+        }
+        Err(_) => return lost("has a credential that is not a valid header".into()),
+    }
     let mut client = WorkerClient::new(channel).max_decoding_message_size(MAX_RESULT_BYTES);
     let mut stream = tokio::select! {
         _ = d.token.cancelled() => return stopped(),
@@ -1144,7 +1177,9 @@ fn classify(s: tonic::Status, worker: &WorkerRow) -> Outcome {
         | Code::Unavailable
         | Code::Cancelled
         | Code::DeadlineExceeded
-        | Code::ResourceExhausted => true,
+        | Code::ResourceExhausted
+        // The worker restarted (it forgot our credential) and has not registered again yet.
+        | Code::Unauthenticated => true,
         Code::Ok
         | Code::InvalidArgument
         | Code::NotFound
@@ -1155,8 +1190,7 @@ fn classify(s: tonic::Status, worker: &WorkerRow) -> Outcome {
         | Code::OutOfRange
         | Code::Unimplemented
         | Code::Internal
-        | Code::DataLoss
-        | Code::Unauthenticated => false,
+        | Code::DataLoss => false,
     };
     if interrupted {
         Outcome::Failed {

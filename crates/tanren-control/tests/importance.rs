@@ -12,9 +12,13 @@ use tanren_proto::v1::{trial_event::Event, InfoRequest, TrialEvent, TrialRequest
 use tokio_util::sync::CancellationToken;
 use tonic::{Request, Response, Status};
 
-/// Every HTTP request of this file goes through here: the one place to add credentials.
+const ADMIN: &str = "tnr_importance_test_admin_token";
+const JOIN: &str = "importance-test-join-token";
+
+/// Every REST call of this file goes through here: the one place that adds credentials. (The fake
+/// worker registers with the join token and uploads weights with its trial token instead.)
 fn send(req: reqwest::RequestBuilder) -> reqwest::RequestBuilder {
-    req
+    req.bearer_auth(ADMIN)
 }
 
 struct App {
@@ -35,6 +39,8 @@ impl App {
         let dir = tempfile::tempdir().unwrap();
         let mut c = tanren_control::Config::new(dir.path().join("control"));
         c.tick = Duration::from_millis(50);
+        c.admin_token = Some(ADMIN.into());
+        c.join_token = Some(JOIN.into());
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let shutdown = CancellationToken::new();
         let server = tanren_control::start(c, listener, shutdown.clone())
@@ -107,7 +113,11 @@ impl Worker for Fake {
     async fn run_trial(&self, req: Request<TrialRequest>) -> Result<Response<EventStream>, Status> {
         let req = req.into_inner();
         let acc = accuracy(&req.config_json);
-        let weights = send(self.http.put(&req.artifact_url).body(vec![7u8; 64]))
+        let weights = self
+            .http
+            .put(&req.artifact_url)
+            .bearer_auth(&req.trial_token)
+            .body(vec![7u8; 64])
             .send()
             .await
             .map_err(|e| Status::internal(e.to_string()))?;
@@ -180,7 +190,10 @@ async fn fake_worker(app: &App, stop: CancellationToken) {
     tokio::spawn(async move {
         loop {
             let body = json!({"id": "fake", "grpc_url": grpc_url, "device": "cpu"});
-            let _ = send(http.post(format!("{url}/api/v1/workers")).json(&body))
+            let _ = http
+                .post(format!("{url}/api/v1/workers"))
+                .bearer_auth(JOIN)
+                .json(&body)
                 .send()
                 .await;
             tokio::select! {

@@ -18,6 +18,15 @@ use tonic::{Request, Response, Status};
 
 // ---- the control plane ----
 
+const ADMIN: &str = "tnr_scheduler_test_admin_token";
+const JOIN: &str = "scheduler-test-join-token";
+
+fn admin_client() -> reqwest::Client {
+    let mut h = reqwest::header::HeaderMap::new();
+    h.insert("authorization", format!("Bearer {ADMIN}").parse().unwrap());
+    reqwest::Client::builder().default_headers(h).build().unwrap()
+}
+
 struct App {
     url: String,
     dir: tempfile::TempDir,
@@ -38,6 +47,8 @@ fn config(dir: &std::path::Path) -> Config {
     // Defaults (worker timeout 20 s, 2 retries) except a quicker tick.
     let mut c = Config::new(dir.join("control"));
     c.tick = Duration::from_millis(50);
+    c.admin_token = Some(ADMIN.into());
+    c.join_token = Some(JOIN.into());
     c
 }
 
@@ -76,7 +87,7 @@ impl App {
         App {
             url,
             dir,
-            http: reqwest::Client::new(),
+            http: admin_client(),
             state,
             shutdown,
             server: Some(handle),
@@ -144,11 +155,15 @@ impl App {
     }
 
     async fn register(&self, id: &str, grpc_url: &str) -> (u16, Value) {
-        self.post(
-            "/api/v1/workers",
-            &json!({"id": id, "grpc_url": grpc_url, "device": "cpu"}),
-        )
-        .await
+        let r = self
+            .http
+            .post(format!("{}/api/v1/workers", self.url))
+            .bearer_auth(JOIN)
+            .json(&json!({"id": id, "grpc_url": grpc_url, "device": "cpu"}))
+            .send()
+            .await
+            .unwrap();
+        (r.status().as_u16(), r.json().await.unwrap_or_default())
     }
 }
 
@@ -248,6 +263,7 @@ impl Worker for Fake {
                     tokio::time::sleep(after).await;
                     let r = http
                         .put(&req.artifact_url)
+                        .bearer_auth(&req.trial_token)
                         .body(vec![7u8; 64])
                         .send()
                         .await
@@ -334,6 +350,7 @@ async fn fake_worker(app: &App, id: &str, script: Vec<Step>) -> FakeWorker {
         loop {
             let _ = http
                 .post(format!("{url}/api/v1/workers"))
+                .bearer_auth(JOIN)
                 .json(&json!({"id": id, "grpc_url": g, "device": "cpu"}))
                 .send()
                 .await;

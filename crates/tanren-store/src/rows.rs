@@ -97,3 +97,17 @@ pub struct WorkerRow {
     pub registered_at: i64,
     pub last_seen_at: i64,
 }
+
+/// An API token as stored: its secret only as a SHA-256.
+#[derive(Debug, Clone, Serialize, sqlx::FromRow)]
+pub struct TokenRow {
+    pub id: i64,
+    pub name: String,
+    /// `read`, `write` or `admin` (each includes the ones before it).
+    pub scope: String,
+    #[serde(skip)]
+    pub token_sha256: String,
+    pub created_at: i64,
+    pub last_used_at: Option<i64>,
+    pub revoked_at: Option<i64>,
+}

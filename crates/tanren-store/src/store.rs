@@ -1,7 +1,7 @@
 //! The `Store`: a pool plus the queries the control plane needs. Placeholders are `$n`, which both
 //! SQLite and PostgreSQL accept.
 
-use crate::{now_ms, DatasetRow, EpochRow, StoreError, StudyRow, TrialRow, WorkerRow};
+use crate::{now_ms, DatasetRow, EpochRow, StoreError, StudyRow, TokenRow, TrialRow, WorkerRow};
 use sqlx::any::AnyPoolOptions;
 use sqlx::{AnyPool, Executor};
 use tanren_core::{EndReason, EpochMetrics, FailureKind, StudyState, TrialResult, TrialState};
@@ -447,5 +447,118 @@ impl Store {
         Ok(sqlx::query_as("SELECT * FROM workers ORDER BY id")
             .fetch_all(&self.pool)
             .await?)
+    }
+
+    // ---- API tokens and dashboard sessions (secrets only as SHA-256) ----
+
+    pub async fn insert_token(
+        &self,
+        name: &str,
+        scope: &str,
+        token_sha256: &str,
+    ) -> Result<TokenRow, StoreError> {
+        Ok(sqlx::query_as(
+            "INSERT INTO api_tokens (name, scope, token_sha256, created_at) VALUES ($1, $2, $3, $4) RETURNING *",
+        )
+        .bind(name)
+        .bind(scope)
+        .bind(token_sha256)
+        .bind(now_ms())
+        .fetch_one(&self.pool)
+        .await?)
+    }
+
+    /// A token that is not revoked, by the SHA-256 of its secret.
+    pub async fn live_token(&self, token_sha256: &str) -> Result<Option<TokenRow>, StoreError> {
+        Ok(
+            sqlx::query_as("SELECT * FROM api_tokens WHERE token_sha256 = $1 AND revoked_at IS NULL")
+                .bind(token_sha256)
+                .fetch_optional(&self.pool)
+                .await?,
+        )
+    }
+
+    pub async fn tokens(&self) -> Result<Vec<TokenRow>, StoreError> {
+        Ok(sqlx::query_as("SELECT * FROM api_tokens ORDER BY id")
+            .fetch_all(&self.pool)
+            .await?)
+    }
+
+    /// Whether any admin token is still valid (the first start creates one when none is).
+    pub async fn has_live_admin_token(&self) -> Result<bool, StoreError> {
+        let n: i64 = sqlx::query_scalar(
+            "SELECT COUNT(*) FROM api_tokens WHERE scope = 'admin' AND revoked_at IS NULL",
+        )
+        .fetch_one(&self.pool)
+        .await?;
+        Ok(n > 0)
+    }
+
+    /// Revoke a token and end its sessions, in one transaction.
+    pub async fn revoke_token(&self, id: i64) -> Result<TokenRow, StoreError> {
+        let mut tx = self.pool.begin().await?;
+        let row: Option<TokenRow> = sqlx::query_as(
+            "UPDATE api_tokens SET revoked_at = COALESCE(revoked_at, $2) WHERE id = $1 RETURNING *",
+        )
+        .bind(id)
+        .bind(now_ms())
+        .fetch_optional(&mut *tx)
+        .await?;
+        let row = row.ok_or_else(|| StoreError::NotFound(format!("token {id}")))?;
+        sqlx::query("DELETE FROM sessions WHERE token_id = $1")
+            .bind(id)
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        Ok(row)
+    }
+
+    /// Best effort, at most once a minute per token (the caller decides): when a token was last used.
+    pub async fn touch_token(&self, id: i64) -> Result<(), StoreError> {
+        sqlx::query("UPDATE api_tokens SET last_used_at = $2 WHERE id = $1")
+            .bind(id)
+            .bind(now_ms())
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    pub async fn insert_session(
+        &self,
+        session_sha256: &str,
+        token_id: i64,
+        expires_at: i64,
+    ) -> Result<(), StoreError> {
+        sqlx::query(
+            "INSERT INTO sessions (session_sha256, token_id, created_at, expires_at) VALUES ($1, $2, $3, $4)",
+        )
+        .bind(session_sha256)
+        .bind(token_id)
+        .bind(now_ms())
+        .bind(expires_at)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    /// The live token behind an unexpired session.
+    pub async fn session_token(&self, session_sha256: &str) -> Result<Option<TokenRow>, StoreError> {
+        Ok(sqlx::query_as(
+            "SELECT t.* FROM sessions s JOIN api_tokens t ON t.id = s.token_id
+             WHERE s.session_sha256 = $1 AND s.expires_at > $2 AND t.revoked_at IS NULL",
+        )
+        .bind(session_sha256)
+        .bind(now_ms())
+        .fetch_optional(&self.pool)
+        .await?)
+    }
+
+    pub async fn delete_session(&self, session_sha256: &str) -> Result<(), StoreError> {
+        sqlx::query("DELETE FROM sessions WHERE session_sha256 = $1 OR expires_at <= $2")
+            .bind(session_sha256)
+            .bind(now_ms())
+            .execute(&self.pool)
+            .await?;
+        Ok(())
     }
 }

@@ -29,6 +29,10 @@ struct Args {
     /// CPU threads for libtorch (default: libtorch's choice).
     #[arg(long, env = "TANREN_THREADS")]
     threads: Option<i32>,
+    /// The control plane's join token (it writes one to <its data dir>/join-token unless given
+    /// TANREN_JOIN_TOKEN); required to register.
+    #[arg(long, env = "TANREN_JOIN_TOKEN", hide_env_values = true)]
+    join_token: Option<String>,
     /// Milliseconds between registrations (heartbeats) with the control plane.
     #[arg(long, env = "TANREN_HEARTBEAT_MS", default_value_t = 5000)]
     heartbeat_ms: u64,
@@ -111,6 +115,12 @@ pub async fn main() -> anyhow::Result<()> {
     if args.self_check {
         std::process::exit(tanren_trainer::torch_cuda::self_check_main(&args.device));
     }
+    let Some(join_token) = args.join_token.filter(|t| !t.trim().is_empty()) else {
+        anyhow::bail!(
+            "set TANREN_JOIN_TOKEN (or --join-token) to the control plane's join token: the value it was \
+             started with, or the contents of its data dir's `join-token` file"
+        );
+    };
     let listener = tokio::net::TcpListener::bind(&args.listen).await?;
     let port = listener.local_addr()?.port();
     let config = crate::Config {
@@ -124,6 +134,7 @@ pub async fn main() -> anyhow::Result<()> {
         device: args.device,
         threads: args.threads,
         heartbeat: Duration::from_millis(args.heartbeat_ms),
+        join_token: join_token.trim().to_string(),
     };
     let shutdown = CancellationToken::new();
     let s = shutdown.clone();

@@ -20,6 +20,7 @@ pub async fn ensure(
     data_dir: &Path,
     sha: &str,
     url: &str,
+    trial_token: &str,
     split_seed: u64,
 ) -> Result<(PathBuf, Manifest, bool), Status> {
     if !valid_sha(sha) {
@@ -43,6 +44,7 @@ pub async fn ensure(
         .map_err(io)?;
     let resp = http
         .get(url)
+        .bearer_auth(trial_token)
         .send()
         .await
         .and_then(|r| r.error_for_status())

@@ -10,6 +10,7 @@ mod register;
 mod service;
 
 use std::path::PathBuf;
+use std::sync::{Arc, RwLock};
 use std::time::Duration;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
@@ -30,6 +31,49 @@ pub struct Config {
     /// CPU threads for libtorch; `None` keeps libtorch's default.
     pub threads: Option<i32>,
     pub heartbeat: Duration,
+    /// The control plane's join token (`TANREN_JOIN_TOKEN`), sent with every registration.
+    pub join_token: String,
+}
+
+/// The secret the control plane handed this worker at registration; every RPC must present it as
+/// `authorization: Bearer …`. Empty until the first registration succeeds: until then nothing is served.
+#[derive(Clone, Default)]
+pub struct Credential(Arc<RwLock<Option<String>>>);
+
+impl Credential {
+    pub fn set(&self, v: &str) {
+        let mut c = self.0.write().unwrap_or_else(|p| p.into_inner());
+        if c.as_deref() != Some(v) {
+            *c = Some(v.to_string());
+        }
+    }
+
+    /// The gRPC interceptor: the request must carry the current credential.
+    #[allow(clippy::result_large_err)]
+    pub fn check(&self, req: tonic::Request<()>) -> Result<tonic::Request<()>, tonic::Status> {
+        let current = self.0.read().unwrap_or_else(|p| p.into_inner()).clone();
+        let Some(current) = current else {
+            return Err(tonic::Status::unauthenticated(
+                "this worker has not registered with its control plane yet",
+            ));
+        };
+        let presented = req
+            .metadata()
+            .get("authorization")
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix("Bearer "));
+        match presented {
+            Some(p) if same(p.as_bytes(), current.as_bytes()) => Ok(req),
+            _ => Err(tonic::Status::unauthenticated(
+                "only the control plane this worker registered with may call it",
+            )),
+        }
+    }
+}
+
+/// Constant-time comparison (the length of the credential is not secret).
+fn same(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
 pub async fn run(config: Config, listener: TcpListener, shutdown: CancellationToken) -> anyhow::Result<()> {
@@ -59,18 +103,24 @@ pub async fn run(config: Config, listener: TcpListener, shutdown: CancellationTo
         .unwrap_or_else(|| format!("http://{addr}"));
     let service = WorkerService::new(config.clone(), device, report.clone());
     let info = service.info_message();
+    let credential = Credential::default();
     if let Some(control) = config.control_url.clone() {
         tokio::spawn(register::heartbeat(
             control,
             advertise.clone(),
             info,
             config.heartbeat,
+            config.join_token.clone(),
+            credential.clone(),
             shutdown.clone(),
         ));
     }
     tracing::info!(%addr, %advertise, "worker listening (gRPC)");
     tonic::transport::Server::builder()
-        .add_service(tanren_proto::v1::worker_server::WorkerServer::new(service))
+        .add_service(tanren_proto::v1::worker_server::WorkerServer::with_interceptor(
+            service,
+            move |req| credential.check(req),
+        ))
         .serve_with_incoming_shutdown(
             tokio_stream::wrappers::TcpListenerStream::new(listener),
             shutdown.cancelled(),

@@ -1,5 +1,7 @@
-//! Registration with the control plane: a POST of this worker's description, repeated as a heartbeat,
-//! so a restarted control plane or worker finds the other without any ordering.
+//! Registration with the control plane: a POST of this worker's description with the join token,
+//! repeated as a heartbeat, so a restarted control plane or worker finds the other without any
+//! ordering. The answer carries the credential the control plane will present on every gRPC call; the
+//! worker's interceptor accepts only that (crate::Credential).
 
 use std::time::Duration;
 use tanren_proto::v1::WorkerInfo;
@@ -10,6 +12,8 @@ pub async fn heartbeat(
     grpc_url: String,
     info: WorkerInfo,
     every: Duration,
+    join_token: String,
+    credential: crate::Credential,
     shutdown: CancellationToken,
 ) {
     let client = reqwest::Client::builder()
@@ -28,8 +32,25 @@ pub async fn heartbeat(
     });
     let mut was_ok = None;
     loop {
-        let ok = match client.post(&url).json(&body).send().await {
-            Ok(r) if r.status().is_success() => true,
+        let ok = match client
+            .post(&url)
+            .bearer_auth(&join_token)
+            .json(&body)
+            .send()
+            .await
+        {
+            Ok(r) if r.status().is_success() => match r.json::<serde_json::Value>().await {
+                Ok(v) if v["credential"].is_string() => {
+                    credential.set(v["credential"].as_str().unwrap_or_default());
+                    true
+                }
+                Ok(_) | Err(_) => {
+                    if was_ok != Some(false) {
+                        tracing::warn!(%url, "control plane answered registration without a credential");
+                    }
+                    false
+                }
+            },
             Ok(r) => {
                 if was_ok != Some(false) {
                     let status = r.status();

@@ -121,6 +121,7 @@ async fn run(inner: Arc<Inner>, req: v1::TrialRequest, cfg: TrainConfig, tx: Tx)
         &inner.config.data_dir,
         &req.dataset_sha256,
         &req.dataset_url,
+        &req.trial_token,
         req.split_seed,
     )
     .await?;
@@ -213,6 +214,7 @@ async fn run(inner: Arc<Inner>, req: v1::TrialRequest, cfg: TrainConfig, tx: Tx)
     inner
         .http
         .put(&req.artifact_url)
+        .bearer_auth(&req.trial_token)
         .body(body)
         .send()
         .await

@@ -90,6 +90,18 @@ pub async fn upload(
     Query(q): Query<UploadQuery>,
     mut mp: Multipart,
 ) -> ApiResult<Response> {
+    // Each upload holds its zip on disk and an ingest thread: a bounded number at once.
+    let _permit = s
+        .uploads
+        .clone()
+        .try_acquire_owned()
+        .map_err(|_| ApiError::Busy {
+            message: format!(
+                "{} dataset uploads are being processed; retry shortly",
+                s.config.max_concurrent_uploads
+            ),
+            retry_after: 5,
+        })?;
     let limit = s.config.max_upload_bytes;
     let mut field = loop {
         match mp
@@ -126,7 +138,10 @@ pub async fn upload(
         size += chunk.len() as u64;
         if size > limit {
             drain(&mut field).await;
-            return Err(ApiError::PayloadTooLarge { limit });
+            return Err(ApiError::PayloadTooLarge {
+                limit,
+                setting: "TANREN_MAX_UPLOAD_BYTES",
+            });
         }
         hasher.update(&chunk);
         file.write_all(&chunk).await?;

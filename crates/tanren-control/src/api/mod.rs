@@ -1,10 +1,12 @@
 //! Routes: REST under `/api/v1`, the study event WebSocket, and the dashboard at `/`. Handlers are thin:
-//! parse, call the store/scheduler/files, shape JSON.
+//! parse, call the store/scheduler/files, shape JSON. Who may call each route is in crate::auth::ROUTES,
+//! enforced by one middleware before any handler runs.
 
 mod datasets;
 pub use datasets::UploadLocks;
 mod importance;
 mod studies;
+mod tokens;
 mod trials;
 mod workers;
 mod ws;
@@ -12,7 +14,7 @@ mod ws;
 use crate::error::ApiError;
 use crate::AppState;
 use axum::extract::DefaultBodyLimit;
-use axum::routing::{get, post, put};
+use axum::routing::{delete, get, post, put};
 use axum::Router;
 use serde::de::DeserializeOwned;
 use std::sync::Arc;
@@ -25,6 +27,11 @@ pub fn router(state: S) -> Router {
         .route("/healthz", get(|| async { "ok" }))
         .route("/", get(crate::assets::index))
         .route("/assets/{name}", get(crate::assets::asset))
+        .route("/login", get(tokens::login))
+        .route("/logout", post(tokens::logout))
+        .route("/api/v1/auth/whoami", get(tokens::whoami))
+        .route("/api/v1/tokens", post(tokens::create).get(tokens::list))
+        .route("/api/v1/tokens/{id}", delete(tokens::revoke))
         .route(
             "/api/v1/datasets",
             post(datasets::upload)
@@ -56,6 +63,11 @@ pub fn router(state: S) -> Router {
             put(trials::upload_weights).layer(DefaultBodyLimit::max(4 << 30)),
         )
         .route("/api/v1/workers", post(workers::register).get(workers::list))
+        // Every matched route passes the guard (crate::auth::ROUTES); unmatched paths are plain 404s.
+        .route_layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            crate::auth::guard,
+        ))
         .with_state(state)
 }
 

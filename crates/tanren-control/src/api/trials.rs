@@ -8,7 +8,7 @@ use crate::error::{ApiError, ApiResult};
 use crate::{model_card, onnx};
 use axum::body::Body;
 use axum::extract::{Path, Query, State};
-use axum::http::header;
+use axum::http::{header, HeaderMap};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use futures::StreamExt;
@@ -46,14 +46,17 @@ pub async fn get_one(State(s): State<S>, Path(id): Path<i64>) -> ApiResult<Json<
     Ok(Json(v))
 }
 
-/// Workers PUT the trained weights here before reporting the result. Only a running trial takes them,
-/// and the file appears atomically and durably (temp file, fsync, rename, fsync of the directory), so a
-/// trial recorded complete never points at weights a power cut lost.
+/// Workers PUT the trained weights here before reporting the result, with the trial's own token, once,
+/// up to `max_weights_bytes`. Only a running trial takes them, and the file appears atomically and
+/// durably (temp file, fsync, rename, fsync of the directory) and only while the trial has not ended,
+/// so a trial recorded complete never points at weights a power cut lost or a late upload replaced.
 pub async fn upload_weights(
     State(s): State<S>,
     Path(id): Path<i64>,
+    headers: HeaderMap,
     body: Body,
 ) -> ApiResult<Json<serde_json::Value>> {
+    s.auth.begin_upload(id, crate::auth::bearer(&headers))?;
     let t = s.store.trial(id).await?;
     if t.state != TrialState::Running.as_str() {
         return Err(ApiError::Conflict(format!(
@@ -61,6 +64,7 @@ pub async fn upload_weights(
             t.state
         )));
     }
+    let limit = s.config.max_weights_bytes;
     let dir = s.files.model_dir(id);
     tokio::fs::create_dir_all(&dir).await?;
     let tmp = tempfile::Builder::new().suffix(".part").tempfile_in(&dir)?;
@@ -70,6 +74,12 @@ pub async fn upload_weights(
     while let Some(chunk) = stream.next().await {
         let chunk = chunk.map_err(|e| ApiError::BadRequest(format!("upload interrupted: {e}")))?;
         n += chunk.len() as u64;
+        if n > limit {
+            return Err(ApiError::PayloadTooLarge {
+                limit,
+                setting: "TANREN_MAX_WEIGHTS_BYTES",
+            });
+        }
         file.write_all(&chunk).await?;
     }
     file.flush().await?;
@@ -78,7 +88,9 @@ pub async fn upload_weights(
     }
     file.sync_all().await?;
     drop(file);
-    tmp.persist(s.files.weights(id))
+    let target = s.files.weights(id);
+    s.auth
+        .finish_upload(id, || tmp.persist(target))?
         .map_err(|e| ApiError::Internal(format!("disk: {e}")))?;
     let dir2 = dir.clone();
     tokio::task::spawn_blocking(move || std::fs::File::open(dir2)?.sync_all())

@@ -1,4 +1,5 @@
-//! Worker registration (also the heartbeat) and the worker list.
+//! Worker registration (also the heartbeat; needs the join token, answers the worker's gRPC credential)
+//! and the worker list.
 
 use super::{parse_json, S};
 use crate::error::{ApiError, ApiResult};
@@ -74,12 +75,14 @@ pub async fn register(State(s): State<S>, body: Bytes) -> ApiResult<Json<serde_j
         )));
     }
     let fresh = same_id.is_none();
+    // The join token was checked by the guard; from here on this worker trusts only this credential.
+    let credential = s.scheduler.issue_credential(&row.id);
     s.store.upsert_worker(&row).await?;
     if fresh {
         tracing::info!(worker_id = %row.id, grpc_url = %row.grpc_url, device = %row.device, "worker registered");
         s.scheduler.wake();
     }
-    Ok(Json(serde_json::json!({ "ok": true })))
+    Ok(Json(serde_json::json!({ "ok": true, "credential": credential })))
 }
 
 pub async fn list(State(s): State<S>) -> ApiResult<Json<serde_json::Value>> {
