@@ -191,7 +191,7 @@ fn route_for(method: &Method, path: &str) -> Option<&'static Route> {
     } else {
         method
     };
-    ROUTES.iter().find(|r| r.path == path && &r.method == method)
+    ROUTES.iter().find(|r| r.path == path && r.method == *method)
 }
 
 /// The caller, once authenticated (handlers read it from the request extensions).
