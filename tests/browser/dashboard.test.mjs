@@ -24,6 +24,8 @@ let url, browser;
 // The control plane accepts this admin token (TANREN_ADMIN_TOKEN); pages sign in through its login URL.
 const ADMIN = 'tnr_browser_test_admin_0123456789';
 const JOIN = 'browser-test-join-token-0123456789';
+// REST calls from the test itself, with the admin token.
+const api = async (path) => (await fetch(`${url}${path}`, { headers: { authorization: `Bearer ${ADMIN}` } })).json();
 const signIn = async (page) => {
   await page.goto(`${url}/login?token=${ADMIN}`);
   await page.waitForURL(`${url}/`);
@@ -190,11 +192,11 @@ test('a study of 10,000 stored trials: first paint and bytes downloaded', { time
   await page.waitForSelector('#importance-sentences li');
   const sentences = await page.locator('#importance-sentences li').allTextContents();
   assert.match(sentences[0], /^Learning rate (decided most of the result|mattered most)/, sentences.join(' | '));
-  const imp = await (await fetch(`${url}/api/v1/studies/${id}/importance`)).json();
+  const imp = await api(`/api/v1/studies/${id}/importance`);
   assert.deepEqual(sentences, imp.sentences);
   await page.locator('#importance-card').screenshot({ path: join(out, 'importance.png') });
   // Narrow and run again: the form opens on the same dataset with the narrowed bounds.
-  const study = await (await fetch(`${url}/api/v1/studies/${id}`)).json();
+  const study = await api(`/api/v1/studies/${id}`);
   await page.click('#narrow-rerun');
   await page.waitForSelector('#prefill-note');
   assert.equal(await page.inputValue('select[name="dataset_id"]'), String(study.dataset_id));
