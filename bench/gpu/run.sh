@@ -37,6 +37,9 @@ echo "exit $?" >>"$OUT/self_check.log"
 { echo "ldd:"; ldd "$BIN/tanren-worker" | grep -E 'torch' ; echo "readelf NEEDED:"; readelf -d "$BIN/tanren-worker" 2>/dev/null | grep NEEDED; } >"$OUT/link.txt" 2>&1
 
 log "2. a small study on the MNIST sample (control plane + one worker on $DEVICE)"
+# The control plane accepts this admin token (the scripts below send it) and this join token (the worker).
+export TANREN_TOKEN="tnr_bench_$(od -An -N16 -tx1 /dev/urandom | tr -d ' \n')" TANREN_JOIN_TOKEN="join_$(od -An -N16 -tx1 /dev/urandom | tr -d ' \n')"
+export TANREN_ADMIN_TOKEN="$TANREN_TOKEN" TANREN_CREDENTIALS_FILE=none
 if [ -n "$ZIP" ] && [ -x "$BIN/tanren-control" ]; then
   port=$((18000 + RANDOM % 1000)); wport=$((port + 1000))
   "$BIN/tanren-control" --listen "127.0.0.1:$port" --data-dir "$work/control" >"$OUT/control.log" 2>&1 & pids+=($!)

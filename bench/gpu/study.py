@@ -6,14 +6,23 @@ upload the dataset zip, create a study, wait for it, print one JSON object with 
 
 import argparse
 import json
+import os
 import time
 import urllib.request
 import uuid
 
 
+def authed(url, method="GET", body=None, headers=None):
+    """A request carrying the API token from $TANREN_TOKEN (the bench scripts start the control plane
+    with that value as TANREN_ADMIN_TOKEN)."""
+    h = dict(headers or {})
+    if os.environ.get("TANREN_TOKEN"):
+        h["Authorization"] = f"Bearer {os.environ['TANREN_TOKEN']}"
+    return urllib.request.Request(url, data=body, method=method, headers=h)
+
+
 def call(url, method="GET", body=None, headers=None):
-    req = urllib.request.Request(url, data=body, method=method, headers=headers or {})
-    with urllib.request.urlopen(req, timeout=60) as r:
+    with urllib.request.urlopen(authed(url, method, body, headers), timeout=60) as r:
         return json.loads(r.read())
 
 
@@ -58,7 +67,7 @@ def main():
     secs = [t["train_seconds"] for t in done if t.get("train_seconds") is not None]
     best = s.get("best_trial") or {}
     if a.model_out and best:
-        with urllib.request.urlopen(f"{base}/api/v1/studies/{sid}/model", timeout=120) as r, open(a.model_out, "wb") as f:
+        with urllib.request.urlopen(authed(f"{base}/api/v1/studies/{sid}/model"), timeout=120) as r, open(a.model_out, "wb") as f:
             f.write(r.read())
     print(json.dumps({
         "state": s["state"],

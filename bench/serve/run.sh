@@ -53,6 +53,9 @@ wait_http() { for _ in $(seq 1 300); do curl -fsS "$1" >/dev/null 2>&1 && return
 
 echo "== training the two models (control plane + one worker)" >&2
 cport=$(port); wport=$(port)
+# The control plane accepts this admin token (the scripts below send it) and this join token (the worker).
+export TANREN_TOKEN="tnr_bench_$(od -An -N16 -tx1 /dev/urandom | tr -d ' \n')" TANREN_JOIN_TOKEN="join_$(od -An -N16 -tx1 /dev/urandom | tr -d ' \n')"
+export TANREN_ADMIN_TOKEN="$TANREN_TOKEN" TANREN_CREDENTIALS_FILE=none
 "$bin/tanren-control" --listen "127.0.0.1:$cport" --data-dir "$work/control" >"$work/control.log" 2>&1 & pids+=($!)
 wait_http "http://127.0.0.1:$cport/healthz"
 "$bin/tanren-worker" --listen "127.0.0.1:$wport" --control-url "http://127.0.0.1:$cport" --data-dir "$work/worker" \

@@ -10,7 +10,7 @@ import time
 import urllib.request
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "gpu"))
-from study import call, upload  # noqa: E402
+from study import authed, call, upload  # noqa: E402
 
 
 def run_study(base, spec):
@@ -25,7 +25,7 @@ def run_study(base, spec):
 
 
 def download(url, path):
-    with urllib.request.urlopen(url, timeout=600) as r, open(path, "wb") as f:
+    with urllib.request.urlopen(authed(url), timeout=600) as r, open(path, "wb") as f:
         f.write(r.read())
 
 

@@ -108,6 +108,7 @@ fn cuda_without_a_gpu_fails_with_the_reason() {
             "--control-url",
             "http://127.0.0.1:9",
         ])
+        .env("TANREN_JOIN_TOKEN", "join-token-for-this-test")
         .output()
         .unwrap();
     assert!(!out.status.success());

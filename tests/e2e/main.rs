@@ -1,6 +1,7 @@
 //! End-to-end tests: a real control plane and real libtorch workers (in-process or as processes) on
 //! ephemeral ports, each with a fresh temp data dir and SQLite database.
 
+mod auth;
 mod common;
 mod cuda_link;
 mod pruning;

@@ -203,6 +203,7 @@ async fn a_slow_client_is_dropped_with_a_reason_and_can_resume() {
     let mut config = tanren_control::Config::new(dir.path().join("control"));
     config.event_buffer = 16;
     config.event_ring = 10_000;
+    config.admin_token = Some(crate::common::ADMIN_TOKEN.into());
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let shutdown = tokio_util::sync::CancellationToken::new();
     let server = tanren_control::start(config, listener, shutdown.clone())

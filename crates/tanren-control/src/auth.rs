@@ -104,6 +104,8 @@ use BodyKind as B;
 /// Every route the router serves, and who may call it. The auth tests walk this table.
 pub static ROUTES: &[Route] = &[
     r(Method::GET, "/healthz", Public, B::None),
+    // Prometheus scrapes with a read token (`bearer_token_file` in its scrape config).
+    r(Method::GET, "/metrics", User(Scope::Read), B::None),
     r(Method::GET, "/", Public, B::None),
     r(Method::GET, "/assets/{name}", Public, B::None),
     r(Method::GET, "/login", Public, B::None),
@@ -191,7 +193,7 @@ fn route_for(method: &Method, path: &str) -> Option<&'static Route> {
     } else {
         method
     };
-    ROUTES.iter().find(|r| r.path == path && r.method == *method)
+    ROUTES.iter().find(|r| r.path == path && r.method == method)
 }
 
 /// The caller, once authenticated (handlers read it from the request extensions).

@@ -12,6 +12,7 @@ pub mod auth;
 pub mod error;
 pub mod events;
 pub mod files;
+pub mod metrics;
 pub mod model_card;
 pub mod onnx;
 pub mod progress;
@@ -117,6 +118,7 @@ pub struct AppState {
     pub auth: auth::Auth,
     /// Dataset uploads being processed (bounded by `max_concurrent_uploads`).
     pub uploads: Arc<tokio::sync::Semaphore>,
+    pub metrics: metrics::Metrics,
 }
 
 pub async fn run(config: Config, listener: TcpListener, shutdown: CancellationToken) -> anyhow::Result<()> {
@@ -224,6 +226,7 @@ pub async fn start(
         upload_locks: Default::default(),
         auth: auth::Auth::new(join_token, allowed_hosts, config.mutations_per_second),
         uploads: Arc::new(tokio::sync::Semaphore::new(config.max_concurrent_uploads.max(1))),
+        metrics: Default::default(),
     });
     // A study that cannot be resumed is marked failed; only an unreadable database stops the start.
     state.scheduler.restore(&state).await?;

@@ -781,6 +781,7 @@ async fn dispatch(state: Arc<AppState>, d: Dispatch) {
     let span =
         tracing::info_span!("trial", study_id = d.study_id, trial_id = d.trial_id, worker_id = %d.worker.id);
     let mut unsaved_epochs = Vec::new();
+    let dispatched = std::time::Instant::now();
     let started = with_retry("start trial", || {
         state.store.start_trial(d.trial_id, &d.worker.id)
     })
@@ -799,9 +800,18 @@ async fn dispatch(state: Arc<AppState>, d: Dispatch) {
             sit_out: Duration::ZERO,
         },
     };
+    let ended = match &outcome {
+        Outcome::Complete(_) => "complete",
+        Outcome::Pruned => "pruned",
+        Outcome::Failed { kind, .. } => kind.as_str(),
+        Outcome::Stopped(_) => "stopped",
+    };
     finish(&state, &d, outcome, &unsaved_epochs)
         .instrument(span)
         .await;
+    state
+        .metrics
+        .trial_ended(ended, dispatched.elapsed().as_secs_f64());
 }
 
 /// Record how a trial ended, then tell the search engine and the study's counters.
@@ -1120,6 +1130,8 @@ async fn run_on_worker(
             Some(Event::Epoch(e)) => {
                 let m: EpochMetrics = e.into();
                 if m.epoch > 0 && m.elapsed_seconds.is_finite() && m.elapsed_seconds > 0.0 {
+                    let previous = epoch_secs.map_or(0.0, |e| e * (m.epoch - 1) as f64);
+                    state.metrics.epoch((m.elapsed_seconds - previous).max(0.0));
                     epoch_secs = Some(m.elapsed_seconds / m.epoch as f64);
                 }
                 if let Err(err) = state.store.insert_epoch(trial_id, &m).await {

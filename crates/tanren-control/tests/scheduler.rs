@@ -189,6 +189,9 @@ enum Step {
     Complete(Duration),
     /// Two quick epochs, then nothing, ever (the worker still heartbeats).
     Hang,
+    /// Like `Complete`, but first misuses its trial token (and others'), then replays its upload; the
+    /// answers are recorded in `probes`.
+    Probe,
 }
 
 #[derive(Clone)]
@@ -196,6 +199,8 @@ struct Fake {
     script: Arc<Mutex<VecDeque<Step>>>,
     /// Every request it got, in order.
     seen: Arc<Mutex<Vec<TrialRequest>>>,
+    /// (what was tried, HTTP status) for `Probe` steps.
+    probes: Arc<Mutex<Vec<(&'static str, u16)>>>,
     http: reqwest::Client,
 }
 
@@ -220,6 +225,7 @@ impl Worker for Fake {
             .unwrap_or(Step::Complete(Duration::ZERO));
         let (tx, rx) = tokio::sync::mpsc::channel(8);
         let http = self.http.clone();
+        let probes = self.probes.clone();
         tokio::spawn(async move {
             let started = tanren_proto::v1::Started {
                 device: "cpu".into(),
@@ -258,6 +264,56 @@ impl Worker for Fake {
                     let _ = tx
                         .send(Err(Status::unavailable("connection reset by peer")))
                         .await;
+                }
+                Step::Probe => {
+                    let put = |url: String, token: Option<&str>| {
+                        let mut r = http.put(url).body(vec![7u8; 64]);
+                        if let Some(t) = token {
+                            r = r.bearer_auth(t);
+                        }
+                        async { r.send().await.unwrap().status().as_u16() }
+                    };
+                    let own = req.trial_token.as_str();
+                    let other_trial = req.artifact_url.replace(
+                        &format!("/trials/{}/", req.trial_id),
+                        &format!("/trials/{}/", req.trial_id + 1000),
+                    );
+                    let other_sha = req.dataset_url.replace(&req.dataset_sha256, &"ab".repeat(32));
+                    let mut got = vec![
+                        (
+                            "upload without a token",
+                            put(req.artifact_url.clone(), None).await,
+                        ),
+                        (
+                            "upload with a forged token",
+                            put(req.artifact_url.clone(), Some("forged")).await,
+                        ),
+                        ("upload to another trial", put(other_trial, Some(own)).await),
+                    ];
+                    let get = |url: String| {
+                        let r = http.get(url).bearer_auth(own);
+                        async { r.send().await.unwrap().status().as_u16() }
+                    };
+                    got.push(("download another dataset", get(other_sha).await));
+                    got.push(("download its own dataset", get(req.dataset_url.clone()).await));
+                    got.push(("its own upload", put(req.artifact_url.clone(), Some(own)).await));
+                    got.push((
+                        "the upload replayed",
+                        put(req.artifact_url.clone(), Some(own)).await,
+                    ));
+                    probes.lock().unwrap().extend(got);
+                    let _ = tx
+                        .send(Ok(TrialEvent {
+                            event: Some(Event::Result(tanren_proto::encode_result(&result()))),
+                        }))
+                        .await;
+                    // After the trial ended its token is dead.
+                    tokio::time::sleep(Duration::from_millis(500)).await;
+                    let late = put(req.artifact_url.clone(), Some(own)).await;
+                    probes
+                        .lock()
+                        .unwrap()
+                        .push(("an upload after the trial ended", late));
                 }
                 Step::Complete(after) => {
                     tokio::time::sleep(after).await;
@@ -309,6 +365,7 @@ fn result() -> TrialResult {
 
 struct FakeWorker {
     seen: Arc<Mutex<Vec<TrialRequest>>>,
+    probes: Arc<Mutex<Vec<(&'static str, u16)>>>,
     stop: CancellationToken,
 }
 
@@ -325,9 +382,11 @@ async fn fake_worker(app: &App, id: &str, script: Vec<Step>) -> FakeWorker {
     let fake = Fake {
         script: Arc::new(Mutex::new(script.into())),
         seen: Arc::default(),
+        probes: Arc::default(),
         http: reqwest::Client::new(),
     };
     let seen = fake.seen.clone();
+    let probes = fake.probes.clone();
     let stop = CancellationToken::new();
     let s = stop.clone();
     tokio::spawn(async move {
@@ -360,7 +419,7 @@ async fn fake_worker(app: &App, id: &str, script: Vec<Step>) -> FakeWorker {
             }
         }
     });
-    FakeWorker { seen, stop }
+    FakeWorker { seen, probes, stop }
 }
 
 // ---- retries ----
@@ -890,4 +949,36 @@ async fn an_insert_that_committed_but_lost_its_answer_is_not_inserted_twice() {
         (trials[0]["id"].as_i64(), trials[0]["state"].as_str()),
         (Some(pre.id), Some("complete"))
     );
+}
+
+// ---- trial tokens ----
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_trial_token_downloads_its_dataset_and_uploads_its_weights_once_and_nothing_else() {
+    let app = App::spawn().await;
+    let id = app.study(json!({"budget": {"trials": 1}})).await;
+    let w = fake_worker(&app, "prober", vec![Step::Probe]).await;
+    let s = app.wait_study(id, Duration::from_secs(30)).await;
+    assert_eq!(s["state"], "complete", "{s}");
+    wait_for("the late upload", Duration::from_secs(10), || async {
+        w.probes.lock().unwrap().len() == 8
+    })
+    .await;
+    let got: Vec<(&str, u16)> = w.probes.lock().unwrap().clone();
+    let status = |what: &str| got.iter().find(|(w, _)| *w == what).unwrap().1;
+    assert_eq!(status("upload without a token"), 403, "{got:?}");
+    assert_eq!(status("upload with a forged token"), 403, "{got:?}");
+    assert_eq!(status("upload to another trial"), 403, "{got:?}");
+    assert_eq!(status("download another dataset"), 401, "{got:?}");
+    // The fake dataset has no file behind it: past the door, the handler answers (not 401/403).
+    assert!(
+        ![401, 403].contains(&status("download its own dataset")),
+        "{got:?}"
+    );
+    assert_eq!(status("its own upload"), 200, "{got:?}");
+    assert_eq!(status("the upload replayed"), 403, "{got:?}");
+    assert_eq!(status("an upload after the trial ended"), 403, "{got:?}");
+    // The weights that landed are the one legitimate upload's.
+    let t = &app.trials(id).await[0];
+    assert_eq!(t["state"], "complete", "{t}");
 }

@@ -400,6 +400,15 @@ impl Store {
         )
     }
 
+    /// (state, count) over every trial: the metrics' gauges, read at scrape time.
+    pub async fn trial_state_counts(&self) -> Result<Vec<(String, i64)>, StoreError> {
+        Ok(
+            sqlx::query_as("SELECT state, COUNT(*) FROM trials GROUP BY state")
+                .fetch_all(&self.pool)
+                .await?,
+        )
+    }
+
     pub async fn epochs(&self, trial_id: i64) -> Result<Vec<EpochRow>, StoreError> {
         Ok(
             sqlx::query_as("SELECT * FROM trial_epochs WHERE trial_id = $1 ORDER BY epoch")

@@ -136,6 +136,9 @@ pub async fn upload(
         .map_err(|e| ApiError::BadRequest(format!("upload interrupted: {e}")))?
     {
         size += chunk.len() as u64;
+        s.metrics
+            .upload_bytes
+            .fetch_add(chunk.len() as u64, std::sync::atomic::Ordering::Relaxed);
         if size > limit {
             drain(&mut field).await;
             return Err(ApiError::PayloadTooLarge {

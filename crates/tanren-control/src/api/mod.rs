@@ -25,6 +25,7 @@ pub fn router(state: S) -> Router {
     let upload_limit = (state.config.max_upload_bytes as usize).saturating_add(1 << 20);
     Router::new()
         .route("/healthz", get(|| async { "ok" }))
+        .route("/metrics", get(crate::metrics::render))
         .route("/", get(crate::assets::index))
         .route("/assets/{name}", get(crate::assets::asset))
         .route("/login", get(tokens::login))
@@ -67,6 +68,11 @@ pub fn router(state: S) -> Router {
         .route_layer(axum::middleware::from_fn_with_state(
             state.clone(),
             crate::auth::guard,
+        ))
+        // Outermost: request id, log line and latency for every request, refused ones included.
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            crate::metrics::observe,
         ))
         .with_state(state)
 }

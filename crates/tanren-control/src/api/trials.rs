@@ -83,6 +83,9 @@ pub async fn upload_weights(
         file.write_all(&chunk).await?;
     }
     file.flush().await?;
+    s.metrics
+        .weights_bytes
+        .fetch_add(n, std::sync::atomic::Ordering::Relaxed);
     if n == 0 {
         return Err(ApiError::BadRequest("empty weights upload".into()));
     }

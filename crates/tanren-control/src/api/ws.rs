@@ -38,7 +38,14 @@ pub async fn events(
     Ok(ws.on_upgrade(move |socket| stream(s, id, q, socket)))
 }
 
-async fn stream(s: S, study_id: i64, q: EventsQuery, mut socket: WebSocket) {
+async fn stream(s: S, study_id: i64, q: EventsQuery, socket: WebSocket) {
+    use std::sync::atomic::Ordering;
+    s.metrics.ws_clients.fetch_add(1, Ordering::Relaxed);
+    serve_stream(&s, study_id, q, socket).await;
+    s.metrics.ws_clients.fetch_sub(1, Ordering::Relaxed);
+}
+
+async fn serve_stream(s: &S, study_id: i64, q: EventsQuery, mut socket: WebSocket) {
     let since = q.since.filter(|_| q.stream == Some(s.events.stream()));
     let mut sub = s.events.subscribe(study_id, since);
     let mut last_sent = sub.last;
@@ -46,14 +53,14 @@ async fn stream(s: S, study_id: i64, q: EventsQuery, mut socket: WebSocket) {
         Some(frames) => {
             for f in frames {
                 last_sent = f.seq;
-                if !send(&s, &mut socket, &f.json).await {
+                if !send(s, &mut socket, &f.json).await {
                     return;
                 }
             }
         }
-        None => match snapshot(&s, study_id, sub.last).await {
+        None => match snapshot(s, study_id, sub.last).await {
             Ok(json) => {
-                if !send(&s, &mut socket, &json).await {
+                if !send(s, &mut socket, &json).await {
                     return;
                 }
             }
@@ -76,7 +83,7 @@ async fn stream(s: S, study_id: i64, q: EventsQuery, mut socket: WebSocket) {
                         continue;
                     }
                     last_sent = seq;
-                    if !send(&s, &mut socket, &json).await {
+                    if !send(s, &mut socket, &json).await {
                         return;
                     }
                 }
