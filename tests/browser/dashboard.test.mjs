@@ -1,7 +1,8 @@
 // The dashboard in a real browser (Debian chromium via playwright-core) against a real control plane
 // and a real CPU worker started here: upload a zip through the page, create a study in the form (a bad
 // bound first, flagged on its field), watch trials arrive and the progress bar move without a reload,
-// download the best model. Then a seeded study of 10,000 trials: first paint and bytes downloaded.
+// download the best model. Then a seeded study of 10,000 trials: first paint and bytes downloaded, what
+// mattered in bars and sentences, and "narrow the bounds and run again" prefilling the form.
 // Screenshots go to tests/browser/out/ (gitignored).
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
@@ -23,6 +24,8 @@ let url, browser;
 // The control plane accepts this admin token (TANREN_ADMIN_TOKEN); pages sign in through its login URL.
 const ADMIN = 'tnr_browser_test_admin_0123456789';
 const JOIN = 'browser-test-join-token-0123456789';
+// REST calls from the test itself, with the admin token.
+const api = async (path) => (await fetch(`${url}${path}`, { headers: { authorization: `Bearer ${ADMIN}` } })).json();
 const signIn = async (page) => {
   await page.goto(`${url}/login?token=${ADMIN}`);
   await page.waitForURL(`${url}/`);
@@ -126,6 +129,9 @@ test('upload, create a study, watch it live, download the model', { timeout: 600
   assert.ok(texts.size >= 3, `the progress text changed live: ${[...texts].join(' | ')}`);
   await page.waitForFunction(() => document.querySelectorAll('#trials-table tbody tr').length === 4);
   await page.waitForSelector('#progress-text >> text=4 / 4 done');
+  // Four trials are too few for importance: the card says how many it needs.
+  await page.waitForFunction(() => /at least 6 complete trials/.test(document.getElementById('importance-note').textContent));
+  assert.equal(await page.locator('#narrow-rerun').isHidden(), true);
   await page.waitForTimeout(500); // let the throttled charts draw
   await page.screenshot({ path: join(out, 'study.png'), fullPage: true });
 
@@ -181,5 +187,31 @@ test('a study of 10,000 stored trials: first paint and bytes downloaded', { time
   writeFileSync(join(out, 'measure-10k.json'), JSON.stringify(m, null, 2));
   assert.ok(m.first_contentful_paint_ms < 3000, JSON.stringify(m));
   assert.ok(ready < 30000, JSON.stringify(m));
+
+  // What mattered: the seeded accuracy depends on the learning rate alone, so it leads the sentences.
+  await page.waitForSelector('#importance-sentences li');
+  const sentences = await page.locator('#importance-sentences li').allTextContents();
+  assert.match(sentences[0], /^Learning rate (decided most of the result|mattered most)/, sentences.join(' | '));
+  const imp = await api(`/api/v1/studies/${id}/importance`);
+  assert.deepEqual(sentences, imp.sentences);
+  await page.locator('#importance-card').screenshot({ path: join(out, 'importance.png') });
+  // Narrow and run again: the form opens on the same dataset with the narrowed bounds.
+  const study = await api(`/api/v1/studies/${id}`);
+  await page.click('#narrow-rerun');
+  await page.waitForSelector('#prefill-note');
+  assert.equal(await page.inputValue('select[name="dataset_id"]'), String(study.dataset_id));
+  for (const [k, b] of Object.entries(imp.narrowed)) {
+    if (b.choices) {
+      const checked = await page.locator(`[data-field="bounds.${k}"] input[type=checkbox]:checked`).evaluateAll((xs) => xs.map((x) => x.value));
+      assert.deepEqual(checked, b.choices, k);
+    } else {
+      assert.equal(Number(await page.inputValue(`input[name="${k}.low"]`)), b.low, k);
+      assert.equal(Number(await page.inputValue(`input[name="${k}.high"]`)), b.high, k);
+    }
+  }
+  // Narrowed or spread over its whole bounds, what mattered is named.
+  assert.match(await page.textContent('#prefill-note'), new RegExp(`^Prefilled from study #${id} .*learning rate`));
+  assert.equal(await page.inputValue('input[name="name"]'), `${study.name} (narrowed)`);
+  await page.screenshot({ path: join(out, 'new-study-narrowed.png'), fullPage: true });
   await ctx.close();
 });

@@ -1,11 +1,11 @@
 // Chart.js set-up and the study charts. Charts are rebuilt from the study state at most once per
 // animation frame and with downsampled points, so 10,000 trials stay responsive.
 import {
-  Chart, ScatterController, LineController, PointElement, LineElement, LinearScale, LogarithmicScale,
-  CategoryScale, Tooltip, Legend, Filler,
+  Chart, ScatterController, LineController, BarController, PointElement, LineElement, BarElement, LinearScale,
+  LogarithmicScale, CategoryScale, Tooltip, Legend, Filler,
 } from 'chart.js';
 
-Chart.register(ScatterController, LineController, PointElement, LineElement, LinearScale, LogarithmicScale, CategoryScale, Tooltip, Legend, Filler);
+Chart.register(ScatterController, LineController, BarController, PointElement, LineElement, BarElement, LinearScale, LogarithmicScale, CategoryScale, Tooltip, Legend, Filler);
 Chart.defaults.animation = false;
 Chart.defaults.font.size = 11;
 Chart.defaults.color = '#555';
@@ -90,4 +90,18 @@ export function curveStyle(trial, isBest) {
     pointStyle: 'crossRot',
     order: isBest ? 0 : state === 'running' ? 1 : 2,
   };
+}
+
+/** Parameter importance: one horizontal bar per parameter, most important on top. */
+export function importanceChart(canvas) {
+  return makeChart(canvas, {
+    type: 'bar',
+    data: { labels: [], datasets: [{ label: 'share of importance', data: [], backgroundColor: COLORS.best }] },
+    options: {
+      indexAxis: 'y',
+      parsing: true,
+      plugins: { legend: { display: false } },
+      scales: { x: { min: 0, max: 1, ticks: pct, title: { display: true, text: 'importance (PED-ANOVA)' } }, y: { type: 'category' } },
+    },
+  });
 }

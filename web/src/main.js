@@ -9,7 +9,7 @@ import { signOut } from './api.js';
 
 const routes = [
   [/^#\/datasets(?:\/(\d+))?$/, datasets, 'datasets', (m) => ({ id: m[1] && Number(m[1]) })],
-  [/^#\/new(?:\?dataset=(\d+))?$/, newStudy, 'new', (m) => ({ dataset: m[1] && Number(m[1]) })],
+  [/^#\/new(?:\?dataset=(\d*))?(?:&from=(\d+))?$/, newStudy, 'new', (m) => ({ dataset: m[1] && Number(m[1]), from: m[2] && Number(m[2]) })],
   [/^#\/studies\/(\d+)$/, study, 'studies', (m) => ({ id: Number(m[1]) })],
   [/^#\/workers$/, workers, 'workers', () => ({})],
   [/^(#\/?)?$/, studies, 'studies', () => ({})],

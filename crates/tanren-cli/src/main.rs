@@ -48,7 +48,7 @@ enum Cmd {
     /// Datasets: upload a zip of image folders, list them.
     #[command(subcommand)]
     Dataset(DatasetCmd),
-    /// Studies: create, list, show, watch, stop.
+    /// Studies: create, list, show, watch, importance, stop.
     #[command(subcommand)]
     Study(StudyCmd),
     /// Trials.
@@ -130,6 +130,15 @@ enum StudyCmd {
     /// Follow a study live (WebSocket) until it ends: progress, ETA, best so far.
     Watch {
         id: i64,
+    },
+    /// What mattered: each parameter's importance (PED-ANOVA over the complete trials), in
+    /// sentences and a table, and a `study create` command with the bounds narrowed around the best
+    /// trials.
+    Importance {
+        id: i64,
+        /// ped-anova (default) or fanova.
+        #[arg(long)]
+        method: Option<String>,
     },
     Stop {
         id: i64,
@@ -324,6 +333,75 @@ fn study_lines(s: &Value) -> Vec<String> {
             b["params"]
         ));
     }
+    out
+}
+
+/// `study importance`: the sentences, a table (parameter, share, what the best trials used), and the
+/// command that runs the study again with the narrowed bounds.
+fn importance_lines(id: i64, dataset: &Value, v: &Value) -> Vec<String> {
+    let mut out = Vec::new();
+    let imps = v["importances"].as_array().cloned().unwrap_or_default();
+    if imps.is_empty() {
+        out.push(format!(
+            "study {id}: {}",
+            v["note"].as_str().unwrap_or("no importances yet")
+        ));
+        return out;
+    }
+    out.push(match v["top_trials"].as_u64().filter(|&n| n > 0) {
+        Some(top) => format!(
+            "study {id}: what mattered ({} over {} complete trials, best {top} compared with the rest)",
+            v["method"].as_str().unwrap_or(""),
+            v["trials_used"],
+        ),
+        None => format!(
+            "study {id}: what mattered ({} over {} complete trials)",
+            v["method"].as_str().unwrap_or(""),
+            v["trials_used"],
+        ),
+    });
+    for s in v["sentences"].as_array().into_iter().flatten() {
+        out.push(format!("  {}", s.as_str().unwrap_or("")));
+    }
+    out.push(String::new());
+    let width = imps
+        .iter()
+        .map(|p| p["label"].as_str().unwrap_or("").chars().count())
+        .max()
+        .unwrap_or(0)
+        .max("parameter".len());
+    out.push(format!("  {:width$}  share  best trials used", "parameter"));
+    for p in &imps {
+        out.push(format!(
+            "  {:width$}  {:>4.0}%  {}",
+            p["label"].as_str().unwrap_or(""),
+            100.0 * p["importance"].as_f64().unwrap_or(0.0),
+            p["best_range_text"].as_str().unwrap_or("-")
+        ));
+    }
+    let sets: Vec<String> = v["narrowed"]
+        .as_object()
+        .into_iter()
+        .flatten()
+        .map(
+            |(k, b)| match (b["low"].as_f64(), b["high"].as_f64(), b["choices"].as_array()) {
+                (Some(l), Some(h), _) if l == h => format!("--set {k}={l}"),
+                (Some(l), Some(h), _) => format!("--set {k}={l}..{h}"),
+                (_, _, Some(c)) => format!(
+                    "--set {k}={}",
+                    c.iter().filter_map(Value::as_str).collect::<Vec<_>>().join(",")
+                ),
+                _ => String::new(),
+            },
+        )
+        .filter(|s| !s.is_empty())
+        .collect();
+    out.push(String::new());
+    out.push("  narrow the bounds and run again:".into());
+    out.push(format!(
+        "  tanren study create --dataset {dataset} {}",
+        sets.join(" ")
+    ));
     out
 }
 
@@ -522,6 +600,22 @@ async fn run(cli: Cli) -> Result<()> {
             if !cli.json {
                 print_study(&api.get(&format!("/api/v1/studies/{id}")).await?);
             }
+        }
+        Cmd::Study(StudyCmd::Importance { id, method }) => {
+            let query = method.map(|m| format!("?method={m}")).unwrap_or_default();
+            let v = api
+                .get(&format!("/api/v1/studies/{id}/importance{query}"))
+                .await?;
+            let dataset = if cli.json {
+                Value::Null
+            } else {
+                api.get(&format!("/api/v1/studies/{id}")).await?["dataset_id"].clone()
+            };
+            out(&v, &|v| {
+                for line in importance_lines(id, &dataset, v) {
+                    outln!("{line}");
+                }
+            });
         }
         Cmd::Trial(TrialCmd::Show { id }) => {
             let v = api.get(&format!("/api/v1/trials/{id}")).await?;
@@ -752,6 +846,44 @@ mod tests {
         assert!(
             !lines.iter().any(|l| l.starts_with("  error:")),
             "the reason is not printed twice"
+        );
+    }
+
+    #[test]
+    fn study_importance_prints_sentences_a_table_and_the_rerun_command() {
+        let v = json!({"trials_used": 24, "method": "ped-anova", "top_trials": 5, "note": null,
+            "importances": [
+                {"param": "learning_rate", "label": "learning rate", "importance": 0.62, "best_range_text": "2e-3 to 6e-3"},
+                {"param": "optimizer", "label": "optimizer", "importance": 0.38, "best_range_text": "adam"}],
+            "sentences": ["Learning rate decided most of the result (62%); the best trials used 2e-3 to 6e-3.",
+                          "Optimizer mattered too (38%); the best trials all used adam."],
+            "narrowed": {"learning_rate": {"low": 0.0015, "high": 0.0079}, "optimizer": {"choices": ["adam"]},
+                         "epochs": {"low": 3.0, "high": 3.0}}});
+        let lines = importance_lines(7, &json!(2), &v);
+        assert_eq!(
+            lines,
+            [
+                "study 7: what mattered (ped-anova over 24 complete trials, best 5 compared with the rest)",
+                "  Learning rate decided most of the result (62%); the best trials used 2e-3 to 6e-3.",
+                "  Optimizer mattered too (38%); the best trials all used adam.",
+                "",
+                "  parameter      share  best trials used",
+                "  learning rate    62%  2e-3 to 6e-3",
+                "  optimizer        38%  adam",
+                "",
+                "  narrow the bounds and run again:",
+                "  tanren study create --dataset 2 --set epochs=3 --set learning_rate=0.0015..0.0079 --set optimizer=adam",
+            ]
+        );
+        // Each --set parses back to the bound it came from.
+        for set in lines.last().unwrap().split(" --set ").skip(1) {
+            let (k, b) = space::parse_bound(set).unwrap();
+            assert_eq!(b, v["narrowed"][&k], "{set}");
+        }
+        let few = json!({"importances": [], "note": "importance needs at least 6 complete trials with a finite result; there are 2 so far"});
+        assert_eq!(
+            importance_lines(7, &json!(2), &few),
+            ["study 7: importance needs at least 6 complete trials with a finite result; there are 2 so far"]
         );
     }
 

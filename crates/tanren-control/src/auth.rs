@@ -146,6 +146,12 @@ pub static ROUTES: &[Route] = &[
     ),
     r(
         Method::GET,
+        "/api/v1/studies/{id}/importance",
+        User(Scope::Read),
+        B::None,
+    ),
+    r(
+        Method::GET,
         "/api/v1/studies/{id}/events",
         User(Scope::Read),
         B::None,

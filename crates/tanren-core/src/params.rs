@@ -46,6 +46,8 @@ pub const BOOLS: [&str; 2] = ["false", "true"];
 #[derive(Debug, Clone, PartialEq)]
 pub struct ParamInfo {
     pub name: &'static str,
+    /// What a person calls it, lower case unless a name ("learning rate", "ResNet depth").
+    pub label: &'static str,
     /// The bounds a study gets when the person gives none for this parameter.
     pub default: Distribution,
     /// The widest bounds accepted.
@@ -80,6 +82,7 @@ impl ParamInfo {
 pub struct ParamDoc {
     #[serde(flatten)]
     pub default: ParamDef,
+    pub label: &'static str,
     pub allowed: Distribution,
     pub help: &'static str,
 }
@@ -115,8 +118,9 @@ fn cat(s: &str) -> ParamValue {
 /// Every parameter, parents before children, in the order the dashboard shows them.
 pub fn catalogue() -> Vec<ParamInfo> {
     use param::*;
-    let p = |name, default, allowed, condition, seed, implicit, help| ParamInfo {
+    let p = |name, label, default, allowed, condition, seed, implicit, help| ParamInfo {
         name,
+        label,
         default,
         allowed,
         condition,
@@ -137,6 +141,7 @@ pub fn catalogue() -> Vec<ParamInfo> {
     vec![
         p(
             LEARNING_RATE,
+            "learning rate",
             float(1e-4, 1e-2, true),
             float(1e-7, 10.0, true),
             None,
@@ -146,6 +151,7 @@ pub fn catalogue() -> Vec<ParamInfo> {
         ),
         p(
             BATCH_SIZE,
+            "batch size",
             int(8, 128, true),
             int(1, 4096, true),
             None,
@@ -155,6 +161,7 @@ pub fn catalogue() -> Vec<ParamInfo> {
         ),
         p(
             EPOCHS,
+            "epochs",
             int(1, 10, false),
             int(1, 1000, false),
             None,
@@ -164,6 +171,7 @@ pub fn catalogue() -> Vec<ParamInfo> {
         ),
         p(
             IMAGE_SIZE,
+            "image size",
             int(28, 128, false),
             int(8, 512, false),
             None,
@@ -173,6 +181,7 @@ pub fn catalogue() -> Vec<ParamInfo> {
         ),
         p(
             OPTIMIZER,
+            "optimizer",
             cats(&OptimizerKind::ALL),
             cats(&OptimizerKind::ALL),
             None,
@@ -182,6 +191,7 @@ pub fn catalogue() -> Vec<ParamInfo> {
         ),
         p(
             ARCHITECTURE,
+            "architecture",
             cats(&["cnn"]),
             cats(&ARCHITECTURES),
             None,
@@ -191,6 +201,7 @@ pub fn catalogue() -> Vec<ParamInfo> {
         ),
         p(
             CONV_BLOCKS,
+            "conv blocks",
             int(1, 4, false),
             int(1, 6, false),
             cnn(),
@@ -200,6 +211,7 @@ pub fn catalogue() -> Vec<ParamInfo> {
         ),
         p(
             CHANNELS,
+            "channels",
             int(8, 64, true),
             int(1, 512, true),
             cnn(),
@@ -209,6 +221,7 @@ pub fn catalogue() -> Vec<ParamInfo> {
         ),
         p(
             DROPOUT,
+            "dropout",
             float(0.0, 0.5, false),
             float(0.0, 0.9, false),
             cnn(),
@@ -218,6 +231,7 @@ pub fn catalogue() -> Vec<ParamInfo> {
         ),
         p(
             BATCH_NORM,
+            "batch norm",
             cats(&["false"]),
             cats(&BOOLS),
             cnn(),
@@ -227,6 +241,7 @@ pub fn catalogue() -> Vec<ParamInfo> {
         ),
         p(
             HEAD,
+            "classifier head",
             cats(&["flatten"]),
             cats(&HEADS),
             cnn(),
@@ -236,6 +251,7 @@ pub fn catalogue() -> Vec<ParamInfo> {
         ),
         p(
             RESNET_DEPTH,
+            "ResNet depth",
             depth(8, 20),
             depth(8, 56),
             resnet(),
@@ -245,6 +261,7 @@ pub fn catalogue() -> Vec<ParamInfo> {
         ),
         p(
             RESNET_WIDTH,
+            "ResNet width",
             int(16, 32, true),
             int(4, 256, true),
             resnet(),
@@ -254,6 +271,7 @@ pub fn catalogue() -> Vec<ParamInfo> {
         ),
         p(
             LR_SCHEDULE,
+            "LR schedule",
             cats(&["constant"]),
             cats(&schedules),
             None,
@@ -263,6 +281,7 @@ pub fn catalogue() -> Vec<ParamInfo> {
         ),
         p(
             MOMENTUM,
+            "momentum",
             float(0.9, 0.9, false),
             float(0.0, 0.99, false),
             when(OPTIMIZER, &["sgd"]),
@@ -272,6 +291,7 @@ pub fn catalogue() -> Vec<ParamInfo> {
         ),
         p(
             NESTEROV,
+            "Nesterov momentum",
             cats(&["false"]),
             cats(&BOOLS),
             when(OPTIMIZER, &["sgd"]),
@@ -283,6 +303,7 @@ pub fn catalogue() -> Vec<ParamInfo> {
             log_when_positive: true,
             ..p(
                 WEIGHT_DECAY,
+                "weight decay",
                 float(0.0, 0.0, false),
                 float(0.0, 0.1, false),
                 when(OPTIMIZER, &["adam", "sgd"]),
@@ -295,6 +316,7 @@ pub fn catalogue() -> Vec<ParamInfo> {
             log_when_positive: true,
             ..p(
                 ADAMW_WEIGHT_DECAY,
+                "AdamW weight decay",
                 float(0.01, 0.01, false),
                 float(0.0, 1.0, false),
                 when(OPTIMIZER, &["adamw"]),
@@ -305,6 +327,7 @@ pub fn catalogue() -> Vec<ParamInfo> {
         },
         p(
             LABEL_SMOOTHING,
+            "label smoothing",
             float(0.0, 0.0, false),
             float(0.0, 0.5, false),
             None,
@@ -314,6 +337,7 @@ pub fn catalogue() -> Vec<ParamInfo> {
         ),
         p(
             CROP_PADDING,
+            "crop padding",
             int(0, 0, false),
             int(0, 32, false),
             None,
@@ -323,6 +347,7 @@ pub fn catalogue() -> Vec<ParamInfo> {
         ),
         p(
             HORIZONTAL_FLIP,
+            "horizontal flips",
             cats(&["false"]),
             cats(&BOOLS),
             None,
@@ -343,6 +368,7 @@ pub fn param_docs() -> Vec<ParamDoc> {
         .into_iter()
         .map(|p| ParamDoc {
             default: p.default_def(),
+            label: p.label,
             allowed: p.allowed.clone(),
             help: p.help,
         })

@@ -1,5 +1,6 @@
 //! tanren-search: search spaces, samplers (random, grid, TPE, NSGA-II) and pruners (median,
-//! ASHA, Hyperband) behind an ask/tell [`Study`].
+//! ASHA, Hyperband) behind an ask/tell [`Study`], and parameter importance (PED-ANOVA) over a
+//! study's trials.
 //!
 //! Architecture invariant: this crate does no IO and has no async or GPU dependencies. Given a
 //! [`StudyConfig`] (which includes the seed) and the trial records, every suggestion and every
@@ -7,7 +8,9 @@
 //! stopped.
 
 mod config;
+mod fanova;
 mod grid;
+pub mod importance;
 mod multi;
 mod nsga2;
 mod pruner;

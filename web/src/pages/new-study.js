@@ -1,20 +1,27 @@
 // New study: every tunable parameter from GET /api/v1/search-space with its default bounds, the budget
 // and the sampler. The server validates; its message is shown on the field it names (`error.field`).
+// `#/new?dataset=D&from=S` ("narrow the bounds and run again") prefills it from study S: the bounds
+// narrowed around its best trials (GET /api/v1/studies/S/importance), its budget, sampler and pruner.
 import { get, post } from '../api.js';
 import { h } from '../dom.js';
 
-export function mount(root, { dataset }) {
+export function mount(root, { dataset, from }) {
   const form = h('form', { class: 'study-form', novalidate: true });
   root.append(h('h1', {}, 'New study'), form);
-  load(form, dataset).catch((e) => form.replaceChildren(h('p', { class: 'error' }, e.message)));
+  load(form, dataset, from).catch((e) => form.replaceChildren(h('p', { class: 'error' }, e.message)));
 }
 
 function field(name, label, input, hint) {
   return h('div', { class: 'field', 'data-field': name }, h('label', {}, label, input), hint ? h('div', { class: 'hint muted' }, hint) : null, h('div', { class: 'field-error' }));
 }
 
-async function load(form, datasetId) {
-  const [{ params }, { datasets }] = await Promise.all([get('/api/v1/search-space'), get('/api/v1/datasets')]);
+async function load(form, datasetId, from) {
+  const [{ params }, { datasets }, source] = await Promise.all([
+    get('/api/v1/search-space'), get('/api/v1/datasets'),
+    from ? Promise.all([get(`/api/v1/studies/${from}`), get(`/api/v1/studies/${from}/importance`)]) : null,
+  ]);
+  const [study, importance] = source || [];
+  if (study && !datasetId) datasetId = study.dataset_id;
   if (!datasets.length) {
     form.replaceChildren(h('p', {}, 'Upload a dataset first: ', h('a', { href: '#/datasets' }, 'Datasets')));
     return;
@@ -33,7 +40,27 @@ async function load(form, datasetId) {
   const seed = h('input', { name: 'seed', type: 'number', value: 0 });
   const baseline = h('input', { name: 'baseline', type: 'checkbox', checked: true });
 
-  const rows = params.map((p) => paramRow(p));
+  const rows = params.map((p) => paramRow(p, importance?.narrowed?.[p.name]));
+  let prefill = null;
+  if (study) {
+    name.value = `${study.name} (narrowed)`;
+    if (study.budget?.trials) trials.value = study.budget.trials;
+    if (study.budget?.minutes) minutes.value = study.budget.minutes;
+    if (study.sampler?.type === 'random') sampler.value = 'random';
+    if (['median', 'asha', 'hyperband'].includes(study.pruner?.type)) pruner.value = study.pruner.type;
+    const imps = importance.importances || [];
+    const narrowed = imps.filter((p) => p.narrowed).map((p) => p.label);
+    const notable = imps.filter((p) => p.notable).map((p) => p.label);
+    prefill = h('p', { class: 'prefill', id: 'prefill-note' },
+      `Prefilled from study #${study.id} (${study.name}): `,
+      narrowed.length
+        ? `${narrowed.join(', ')} narrowed around its best ${importance.best_trials} trials; the rest keep that study’s bounds.`
+        : notable.length
+          ? `its best ${importance.best_trials} trials spread over the whole bounds of what mattered (${notable.join(', ')}), so these are that study’s bounds.`
+          : imps.length
+            ? 'no parameter stood out, so these are that study’s bounds.'
+            : `no importances yet (${importance.note}), so these are that study’s bounds.`);
+  }
   const size = h('div', { class: 'space-size', id: 'space-size' });
   const formError = h('div', { class: 'form-error error' });
   const submit = h('button', { type: 'submit', class: 'primary' }, 'Start study');
@@ -50,6 +77,7 @@ async function load(form, datasetId) {
   });
 
   form.replaceChildren(
+    prefill,
     h('div', { class: 'card' },
       h('h2', {}, 'Data and budget'),
       h('div', { class: 'grid3' },
@@ -107,9 +135,11 @@ async function load(form, datasetId) {
   });
 }
 
-// A row per parameter: prefilled with its default bounds (`choices`, `low`/`high`), offering its
-// allowed range (`allowed`). Parameters pinned by default keep the seed's behaviour until widened.
-function paramRow(p) {
+// A row per parameter: prefilled with its default bounds (`choices`, `low`/`high`) or the `bound` given
+// (`{low, high}` or `{choices}`), offering its allowed range (`allowed`). Parameters pinned by default
+// keep the seed's behaviour until widened.
+function paramRow(def, bound) {
+  const p = bound ? { ...def, ...bound } : def;
   const name = p.name;
   const err = h('div', { class: 'field-error' });
   const allowed = p.allowed || p;

@@ -1,9 +1,11 @@
 // The study page: live over the study's WebSocket (a snapshot, then deltas; resumes with ?since= after
 // a drop), no polling. Progress with an honest ETA, the best trial, charts, a trials table and a trial
-// drawer. Rendering is throttled and charts downsampled so 10,000 trials stay responsive.
+// drawer. Rendering is throttled and charts downsampled so 10,000 trials stay responsive. "What mattered"
+// (parameter importance in bars and sentences, and "narrow the bounds and run again") is refetched from
+// GET /api/v1/studies/{id}/importance whenever a trial completes.
 import { eventsUrl, get, post } from '../api.js';
 import { h, acc, num, duration, badge, paramsText } from '../dom.js';
-import { COLORS, downsample, historyChart, curvesChart, scatterChart, sliceChart, curveStyle } from '../charts.js';
+import { COLORS, downsample, historyChart, curvesChart, scatterChart, sliceChart, curveStyle, importanceChart } from '../charts.js';
 import { drawParallel } from '../parallel.js';
 import { openTrial } from '../trial.js';
 
@@ -31,9 +33,12 @@ export function mount(root, { id }) {
     count: h('span', { class: 'muted' }),
     slice: h('select', { id: 'slice-param' }),
     omitted: h('span', { class: 'muted' }),
+    sentences: h('ul', { class: 'sentences', id: 'importance-sentences' }),
+    importanceNote: h('p', { class: 'muted', id: 'importance-note' }, 'Loading…'),
+    narrow: h('button', { id: 'narrow-rerun', class: 'primary', hidden: true, onclick: narrowAndRerun }, 'Narrow the bounds and run again'),
   };
   const canvas = () => h('canvas');
-  const cv = { history: canvas(), curves: canvas(), time: canvas(), latency: canvas(), slice: canvas(), parallel: h('canvas', { class: 'parallel' }) };
+  const cv = { history: canvas(), curves: canvas(), time: canvas(), latency: canvas(), slice: canvas(), importance: canvas(), parallel: h('canvas', { class: 'parallel' }) };
   const chartBox = (title, c, extra) => h('div', { class: 'card chart' }, h('h3', {}, title, extra || null), h('div', { class: 'chart-wrap' }, c));
   const head = (key, label) => h('th', { class: 'sortable', 'data-key': key, onclick: () => { T.dir = T.sort === key ? -T.dir : -1; T.sort = key; renderTable(); } }, label);
   const filterState = h('select', { id: 'filter-state', onchange: (e) => { T.state = e.target.value; T.page = 0; renderTable(); } },
@@ -47,6 +52,11 @@ export function mount(root, { id }) {
     h('div', { class: 'grid2' },
       el.best,
       chartBox('Optimization history', cv.history)),
+    h('div', { class: 'card', id: 'importance-card' },
+      h('div', { class: 'row spread' }, h('h2', {}, 'What mattered'), el.narrow),
+      h('div', { class: 'grid2 importance' },
+        h('div', {}, el.importanceNote, el.sentences),
+        h('div', { class: 'chart-wrap' }, cv.importance))),
     h('div', { class: 'grid2' },
       chartBox('Learning curves', cv.curves, el.omitted),
       chartBox('Accuracy vs training time', cv.time)),
@@ -66,6 +76,7 @@ export function mount(root, { id }) {
   const charts = {
     history: historyChart(cv.history), curves: curvesChart(cv.curves),
     time: scatterChart(cv.time, 'training seconds'), latency: scatterChart(cv.latency, 'ms per image', true), slice: sliceChart(cv.slice),
+    importance: importanceChart(cv.importance),
   };
   el.slice.addEventListener('change', () => renderCharts());
 
@@ -93,12 +104,14 @@ export function mount(root, { id }) {
       S.curves = new Map(m.curves.map((c) => [c.trial_id, c.points]));
       S.omitted = m.curves_omitted; S.stream = m.stream; S.seq = m.seq;
       setupSlice();
+      refreshImportance();
       return;
     }
     S.seq = m.seq;
     switch (m.type) {
       case 'trial_queued': case 'trial_started': case 'trial_completed': case 'trial_pruned': case 'trial_failed':
         S.trials.set(m.trial.id, m.trial);
+        if (m.type === 'trial_completed') refreshImportance();
         break;
       case 'trial_epoch': {
         const pts = S.curves.get(m.trial_id) || [];
@@ -296,6 +309,40 @@ export function mount(root, { id }) {
     }));
     axes.push({ label: 'val acc', value: (t) => t.val_accuracy });
     drawParallel(cv.parallel, axes, downsample(done, 1000, (t) => t.val_accuracy), best);
+  }
+
+  // ---- what mattered: refetched when a trial completes, at most one request in flight and one waiting ----
+  let importanceBusy = false, importanceAgain = false, importance = null;
+  async function refreshImportance() {
+    if (importanceBusy) { importanceAgain = true; return; }
+    importanceBusy = true;
+    try {
+      importance = await get(`/api/v1/studies/${id}/importance`);
+      renderImportance();
+    } catch (e) {
+      el.importanceNote.textContent = `Importance unavailable: ${e.message}`;
+    } finally {
+      importanceBusy = false;
+      if (importanceAgain && !closed) { importanceAgain = false; setTimeout(refreshImportance, 500); }
+    }
+  }
+
+  function renderImportance() {
+    const r = importance;
+    const imps = r.importances || [];
+    el.importanceNote.textContent = r.note
+      ? r.note
+      : `From ${r.trials_used} complete trials: how much each parameter separated the best ${r.top_trials} from the rest (PED-ANOVA).`;
+    el.sentences.replaceChildren(...(r.sentences || []).map((t) => h('li', {}, t)));
+    el.narrow.hidden = !imps.length;
+    charts.importance.data.labels = imps.map((p) => p.label);
+    charts.importance.data.datasets[0].data = imps.map((p) => p.importance);
+    charts.importance.update('none');
+  }
+
+  function narrowAndRerun() {
+    // The form reads the narrowed bounds from this study's importance itself (a shareable URL).
+    location.hash = `#/new?dataset=${S.study?.dataset_id ?? ''}&from=${id}`;
   }
 
   async function stop() {

@@ -4,6 +4,7 @@
 
 mod datasets;
 pub use datasets::UploadLocks;
+mod importance;
 mod studies;
 mod tokens;
 mod trials;
@@ -53,6 +54,7 @@ pub fn router(state: S) -> Router {
         .route("/api/v1/studies", post(studies::create).get(studies::list))
         .route("/api/v1/studies/{id}", get(studies::get_one))
         .route("/api/v1/studies/{id}/stop", post(studies::stop))
+        .route("/api/v1/studies/{id}/importance", get(importance::get))
         .route("/api/v1/studies/{id}/events", get(ws::events))
         .route("/api/v1/studies/{id}/trials", get(trials::list))
         .route("/api/v1/studies/{id}/model", get(trials::study_model))

@@ -12,7 +12,7 @@
 //!   1/(n_good + 2) of the range wide, so it rarely refines its incumbent; this does.
 //! - optional scrambled-Halton start-up trials (`quasi_random_startup`, off by default).
 
-mod math;
+pub(crate) mod math;
 mod parzen;
 
 use crate::config::{Direction, SamplerConfig, StudyConfig};
