@@ -9,6 +9,8 @@ source scripts/env.sh
 cargo build --release --workspace --bins
 cargo test --release --workspace
 cargo clippy --release --workspace --all-targets -- -D warnings
+# The live API fuzzed from its own OpenAPI document (Schemathesis, bounded to ~2 minutes).
+tests/api/fuzz.sh
 # The Kubernetes manifests and docker-compose.yml, rendered and validated offline (no cluster, no Docker).
 deploy/k8s/check.sh
 echo "tanren: all tests passed"
