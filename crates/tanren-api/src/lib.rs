@@ -105,6 +105,7 @@ pub struct NewToken {
     #[serde(default)]
     pub name: Option<String>,
     /// `read`, `write` or `admin`.
+    #[schema(pattern = "^(read|write|admin)$")]
     pub scope: String,
 }
 

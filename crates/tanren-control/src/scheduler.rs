@@ -1128,7 +1128,17 @@ async fn run_on_worker(
                 crate::events::trial_changed(state, trial_id).await;
             }
             Some(Event::Epoch(e)) => {
-                let m: EpochMetrics = e.into();
+                let m: EpochMetrics = match e.try_into() {
+                    Ok(m) => m,
+                    Err(s) => {
+                        return Outcome::Failed {
+                            kind: FailureKind::Error,
+                            error: format!("worker sent an invalid epoch: {}", s.message()),
+                            worker_down: false,
+                            sit_out: Duration::ZERO,
+                        }
+                    }
+                };
                 if m.epoch > 0 && m.elapsed_seconds.is_finite() && m.elapsed_seconds > 0.0 {
                     let previous = epoch_secs.map_or(0.0, |e| e * (m.epoch - 1) as f64);
                     state.metrics.epoch((m.elapsed_seconds - previous).max(0.0));
@@ -1169,7 +1179,7 @@ async fn run_on_worker(
                     },
                     Err(s) => Outcome::Failed {
                         kind: FailureKind::Error,
-                        error: format!("worker sent an unreadable result: {}", s.message()),
+                        error: format!("worker sent an invalid result: {}", s.message()),
                         worker_down: false,
                         sit_out: Duration::ZERO,
                     },

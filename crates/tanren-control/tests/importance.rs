@@ -132,9 +132,10 @@ impl Worker for Fake {
         let result = TrialResult {
             val_accuracy: acc,
             val_loss: 1.0 - acc,
-            test_accuracy: acc,
+            // What the confusion matrix below says (results are checked on receive).
+            test_accuracy: 0.75,
             test_loss: 1.0 - acc,
-            per_class_accuracy: vec![acc, acc],
+            per_class_accuracy: vec![0.5, 1.0],
             confusion: vec![vec![1, 1], vec![0, 2]],
             test_predictions: vec![0, 1, 1, 1],
             train_seconds: 0.1,

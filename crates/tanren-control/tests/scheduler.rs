@@ -345,7 +345,7 @@ fn result() -> TrialResult {
     TrialResult {
         val_accuracy: 0.75,
         val_loss: 0.5,
-        test_accuracy: 0.7,
+        test_accuracy: 0.75,
         test_loss: 0.6,
         per_class_accuracy: vec![0.7, 0.7],
         confusion: vec![vec![1, 1], vec![0, 2]],
