@@ -10,14 +10,20 @@ use tokio_util::sync::CancellationToken;
 pub const ADMIN_TOKEN: &str = "tnr_test_admin_0123456789abcdef";
 pub const JOIN_TOKEN: &str = "test-join-token-0123456789abcdef";
 
-/// A client that sends `token` as a bearer with every request.
-pub fn client_with(token: &str) -> reqwest::Client {
+/// A client that sends `token` as a bearer with every request, trusting the PEM CA certificate at
+/// `ca` too (TLS tests).
+pub fn client_trusting(token: &str, ca: Option<&std::path::Path>) -> reqwest::Client {
     let mut h = reqwest::header::HeaderMap::new();
     h.insert(
         reqwest::header::AUTHORIZATION,
         format!("Bearer {token}").parse().unwrap(),
     );
-    reqwest::Client::builder().default_headers(h).build().unwrap()
+    let mut b = reqwest::Client::builder().default_headers(h);
+    if let Some(ca) = ca {
+        let pem = std::fs::read(ca).unwrap();
+        b = b.add_root_certificate(reqwest::Certificate::from_pem(&pem).unwrap());
+    }
+    b.build().unwrap()
 }
 
 /// A WebSocket request to `url` carrying the admin token.
@@ -39,6 +45,8 @@ pub struct TestApp {
     control_shutdown: CancellationToken,
     control: Option<tokio::task::JoinHandle<anyhow::Result<()>>>,
     config: tanren_control::Config,
+    /// The CA that signed the control plane's certificate (TLS tests); worker processes trust it.
+    ca_cert: Option<PathBuf>,
 }
 
 impl Drop for TestApp {
@@ -57,6 +65,15 @@ impl TestApp {
 
     /// Like `spawn`, with a chance to change the control plane's config first.
     pub async fn spawn_with(tweak: impl FnOnce(&mut tanren_control::Config)) -> TestApp {
+        Self::spawn_trusting(None, tweak).await
+    }
+
+    /// Like `spawn_with`; `ca_cert` (a PEM file) is trusted by `http` and by worker processes, for a
+    /// control plane the tweak gives TLS.
+    pub async fn spawn_trusting(
+        ca_cert: Option<PathBuf>,
+        tweak: impl FnOnce(&mut tanren_control::Config),
+    ) -> TestApp {
         let dir = tempfile::tempdir().unwrap();
         let mut config = tanren_control::Config::new(dir.path().join("control"));
         config.worker_timeout = Duration::from_secs(3);
@@ -65,7 +82,8 @@ impl TestApp {
         config.join_token = Some(JOIN_TOKEN.into());
         tweak(&mut config);
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let url = format!("http://{}", listener.local_addr().unwrap());
+        let scheme = if config.tls.is_some() { "https" } else { "http" };
+        let url = format!("{scheme}://{}", listener.local_addr().unwrap());
         let control_shutdown = CancellationToken::new();
         let control = tokio::spawn(tanren_control::run(
             config.clone(),
@@ -75,11 +93,12 @@ impl TestApp {
         let app = TestApp {
             url,
             dir,
-            http: client_with(ADMIN_TOKEN),
+            http: client_trusting(ADMIN_TOKEN, ca_cert.as_deref()),
             shutdown: CancellationToken::new(),
             control_shutdown,
             control: Some(control),
             config,
+            ca_cert,
         };
         app.wait_healthy().await;
         app
@@ -101,7 +120,7 @@ impl TestApp {
     pub async fn restart_control(&mut self) {
         self.control_shutdown.cancel();
         self.control.take().unwrap().await.unwrap().unwrap();
-        let addr = self.url.trim_start_matches("http://").to_string();
+        let addr = self.url.split_once("://").unwrap().1.to_string();
         let listener = tokio::net::TcpListener::bind(&addr).await.unwrap();
         self.control_shutdown = CancellationToken::new();
         let run = tanren_control::run(self.config.clone(), listener, self.control_shutdown.clone());
@@ -120,6 +139,8 @@ impl TestApp {
             threads: Some(2),
             heartbeat: Duration::from_millis(300),
             join_token: JOIN_TOKEN.into(),
+            tls: None,
+            ca_cert: None,
         };
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         tokio::spawn(tanren_worker::run(config, listener, self.shutdown.clone()));
@@ -128,7 +149,17 @@ impl TestApp {
 
     /// A worker as a separate OS process (so a test can kill it).
     pub async fn spawn_worker_process(&self, id: &str) -> Child {
-        let child = Command::new(env!("CARGO_BIN_EXE_tanren-e2e-worker"))
+        self.spawn_worker_process_with(id, &[]).await
+    }
+
+    /// Like `spawn_worker_process`, with more environment (e.g. the worker's TLS certificate).
+    pub async fn spawn_worker_process_with(&self, id: &str, env: &[(&str, &std::ffi::OsStr)]) -> Child {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_tanren-e2e-worker"));
+        if let Some(ca) = &self.ca_cert {
+            cmd.env("TANREN_CA_CERT", ca);
+        }
+        cmd.envs(env.iter().copied());
+        let child = cmd
             .env("TANREN_CONTROL_URL", &self.url)
             .env("TANREN_WORKER_LISTEN", "127.0.0.1:0")
             .env("TANREN_WORKER_ID", id)

@@ -9,6 +9,7 @@ mod refusals;
 mod restart;
 mod serve;
 mod spine;
+mod tls;
 mod wide_space;
 mod worker_loss;
 mod ws;

@@ -37,6 +37,7 @@ async fn served_predictions_equal_the_workers_test_predictions() {
         control_url: app.url.clone(),
         study: id,
         token: Some(crate::common::ADMIN_TOKEN.into()),
+        ca_cert: None,
     }]);
     config.device = "cpu".into();
     config.data_dir = dir.path().join("serve");

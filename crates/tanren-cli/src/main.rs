@@ -36,6 +36,10 @@ struct Cli {
     /// ~/.config/tanren/credentials.json, or $TANREN_CREDENTIALS_FILE).
     #[arg(long, global = true, env = "TANREN_TOKEN", hide_env_values = true)]
     token: Option<String>,
+    /// Extra root certificate (PEM) to trust for an https:// control plane (a private CA), besides
+    /// the OS trust store.
+    #[arg(long, global = true, env = "TANREN_CA_CERT")]
+    ca_cert: Option<PathBuf>,
     /// Print JSON instead of text.
     #[arg(long, global = true)]
     json: bool,
@@ -186,6 +190,8 @@ struct Api {
     base: String,
     http: reqwest::Client,
     token: Option<String>,
+    /// The `--ca-cert` PEM, for the WebSocket (`study watch`).
+    ca_pem: Option<Vec<u8>>,
 }
 
 /// `$TANREN_CREDENTIALS_FILE`, else `$XDG_CONFIG_HOME/tanren/credentials.json`, else
@@ -206,8 +212,8 @@ fn saved_token(base: &str) -> Option<String> {
     doc["servers"][base]["token"].as_str().map(String::from)
 }
 
-/// A client that sends the token with every request.
-fn http_client(token: Option<&str>) -> Result<reqwest::Client> {
+/// A client that sends the token with every request and trusts `ca_pem` besides the OS store.
+fn http_client(token: Option<&str>, ca_pem: Option<&[u8]>) -> Result<reqwest::Client> {
     let mut headers = reqwest::header::HeaderMap::new();
     if let Some(t) = token {
         let mut v = reqwest::header::HeaderValue::from_str(&format!("Bearer {t}"))
@@ -215,7 +221,28 @@ fn http_client(token: Option<&str>) -> Result<reqwest::Client> {
         v.set_sensitive(true);
         headers.insert(reqwest::header::AUTHORIZATION, v);
     }
-    Ok(reqwest::Client::builder().default_headers(headers).build()?)
+    let mut b = reqwest::Client::builder().default_headers(headers);
+    for cert in ca_pem
+        .map(reqwest::Certificate::from_pem_bundle)
+        .transpose()?
+        .unwrap_or_default()
+    {
+        b = b.add_root_certificate(cert);
+    }
+    Ok(b.build()?)
+}
+
+/// The `--ca-cert` file, checked to hold at least one certificate.
+fn read_ca(path: &std::path::Path) -> Result<Vec<u8>> {
+    let pem =
+        std::fs::read(path).with_context(|| format!("cannot read CA certificate {}", path.display()))?;
+    if !String::from_utf8_lossy(&pem).contains("-----BEGIN CERTIFICATE-----") {
+        bail!(
+            "CA certificate {} holds no PEM certificate (`-----BEGIN CERTIFICATE-----`)",
+            path.display()
+        );
+    }
+    Ok(pem)
 }
 
 impl Api {
@@ -416,10 +443,12 @@ async fn main() {
 async fn run(cli: Cli) -> Result<()> {
     let base = cli.url.trim_end_matches('/').to_string();
     let token = cli.token.clone().or_else(|| saved_token(&base));
+    let ca_pem = cli.ca_cert.as_deref().map(read_ca).transpose()?;
     let api = Api {
-        http: http_client(token.as_deref())?,
+        http: http_client(token.as_deref(), ca_pem.as_deref())?,
         base,
         token,
+        ca_pem,
     };
     let out = |v: &Value, text: &dyn Fn(&Value)| {
         if cli.json {
@@ -596,7 +625,14 @@ async fn run(cli: Cli) -> Result<()> {
         Cmd::Study(StudyCmd::Watch { id }) => {
             // A plain GET first: an unknown study gets the server's own message, not a handshake error.
             api.get(&format!("/api/v1/studies/{id}")).await?;
-            watch::watch(&api.base, api.token.as_deref(), id, cli.json).await?;
+            watch::watch(
+                &api.base,
+                api.token.as_deref(),
+                api.ca_pem.as_deref(),
+                id,
+                cli.json,
+            )
+            .await?;
             if !cli.json {
                 print_study(&api.get(&format!("/api/v1/studies/{id}")).await?);
             }

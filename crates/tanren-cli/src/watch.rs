@@ -107,7 +107,34 @@ fn apply(v: &mut View, m: &Value) {
 }
 
 /// Follow until the study ends. Returns its final state; the caller prints the summary.
-pub async fn watch(base: &str, token: Option<&str>, id: i64, json: bool) -> Result<String> {
+/// `wss://` trusting `ca_pem` (`--ca-cert`) when given; otherwise tungstenite's own connector (the OS
+/// trust store for `wss://`).
+fn connector(ca_pem: Option<&[u8]>) -> Result<Option<tokio_tungstenite::Connector>> {
+    use tokio_rustls::rustls;
+    use tokio_rustls::rustls::pki_types::{pem::PemObject, CertificateDer};
+    let Some(pem) = ca_pem else { return Ok(None) };
+    let mut roots = rustls::RootCertStore::empty();
+    for cert in CertificateDer::pem_slice_iter(pem) {
+        roots.add(cert.context("the CA certificate is not valid PEM")?)?;
+    }
+    let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
+    let config = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()?
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    Ok(Some(tokio_tungstenite::Connector::Rustls(std::sync::Arc::new(
+        config,
+    ))))
+}
+
+pub async fn watch(
+    base: &str,
+    token: Option<&str>,
+    ca_pem: Option<&[u8]>,
+    id: i64,
+    json: bool,
+) -> Result<String> {
+    let connector = connector(ca_pem)?;
     let tty = std::io::stdout().is_terminal() && !json;
     let mut v = View::default();
     let mut failures = 0u32;
@@ -119,33 +146,35 @@ pub async fn watch(base: &str, token: Option<&str>, id: i64, json: bool) -> Resu
             req.headers_mut()
                 .insert("authorization", format!("Bearer {t}").parse()?);
         }
-        let mut ws = match tokio_tungstenite::connect_async(req).await {
-            Ok((ws, _)) => {
-                failures = 0;
-                ws
-            }
-            // Refused (no or wrong token, unknown study): retrying cannot help.
-            Err(tokio_tungstenite::tungstenite::Error::Http(r)) if r.status().is_client_error() => {
-                let body: serde_json::Value = r
-                    .body()
-                    .as_deref()
-                    .and_then(|b| serde_json::from_slice(b).ok())
-                    .unwrap_or_default();
-                anyhow::bail!(
-                    "cannot follow study {id}: {} ({})",
-                    body["error"]["message"].as_str().unwrap_or("refused"),
-                    r.status()
-                );
-            }
-            Err(e) => {
-                failures += 1;
-                if failures > 10 {
-                    return Err(e).with_context(|| format!("cannot follow study {id} at {url}"));
+        let mut ws =
+            match tokio_tungstenite::connect_async_tls_with_config(req, None, false, connector.clone()).await
+            {
+                Ok((ws, _)) => {
+                    failures = 0;
+                    ws
                 }
-                tokio::time::sleep(Duration::from_millis(500 * failures as u64)).await;
-                continue;
-            }
-        };
+                // Refused (no or wrong token, unknown study): retrying cannot help.
+                Err(tokio_tungstenite::tungstenite::Error::Http(r)) if r.status().is_client_error() => {
+                    let body: serde_json::Value = r
+                        .body()
+                        .as_deref()
+                        .and_then(|b| serde_json::from_slice(b).ok())
+                        .unwrap_or_default();
+                    anyhow::bail!(
+                        "cannot follow study {id}: {} ({})",
+                        body["error"]["message"].as_str().unwrap_or("refused"),
+                        r.status()
+                    );
+                }
+                Err(e) => {
+                    failures += 1;
+                    if failures > 10 {
+                        return Err(e).with_context(|| format!("cannot follow study {id} at {url}"));
+                    }
+                    tokio::time::sleep(Duration::from_millis(500 * failures as u64)).await;
+                    continue;
+                }
+            };
         while let Some(msg) = ws.next().await {
             let text = match msg {
                 Ok(Message::Text(t)) => t,

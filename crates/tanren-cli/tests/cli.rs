@@ -3,6 +3,7 @@
 //! uploads, `study create --space`, and `study watch` over the WebSocket.
 
 use std::io::Write;
+use std::path::PathBuf;
 use std::process::{Command, Output, Stdio};
 use std::time::Duration;
 use tokio_util::sync::CancellationToken;
@@ -24,11 +25,24 @@ impl Drop for Control {
 static CREDENTIALS: std::sync::Mutex<Vec<(String, std::path::PathBuf)>> = std::sync::Mutex::new(Vec::new());
 
 async fn control() -> Control {
+    control_with(None).await
+}
+
+/// `tls`: (certificate, key, the CA that signed it) for an HTTPS control plane.
+async fn control_with(tls: Option<(PathBuf, PathBuf, PathBuf)>) -> Control {
     let dir = tempfile::tempdir().unwrap();
     let mut config = tanren_control::Config::new(dir.path().join("control"));
     config.tick = Duration::from_millis(100);
+    let mut http = reqwest::Client::builder();
+    if let Some((cert, key, ca)) = tls {
+        config.tls = Some(tanren_control::tls::TlsPaths { cert, key });
+        http =
+            http.add_root_certificate(reqwest::Certificate::from_pem(&std::fs::read(ca).unwrap()).unwrap());
+    }
+    let http = http.build().unwrap();
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let url = format!("http://{}", listener.local_addr().unwrap());
+    let scheme = if config.tls.is_some() { "https" } else { "http" };
+    let url = format!("{scheme}://{}", listener.local_addr().unwrap());
     let creds = dir.path().join("credentials.json");
     config.credentials_file = Some(creds.clone());
     CREDENTIALS.lock().unwrap().push((url.clone(), creds.clone()));
@@ -36,7 +50,9 @@ async fn control() -> Control {
     tokio::spawn(tanren_control::run(config, listener, shutdown.clone()));
     // Serving (and the credentials file written) only once start-up is done: wait for both.
     for _ in 0..200 {
-        let healthy = reqwest::get(format!("{url}/healthz"))
+        let healthy = http
+            .get(format!("{url}/healthz"))
+            .send()
             .await
             .is_ok_and(|r| r.status().is_success());
         if healthy && creds.exists() {
@@ -309,4 +325,69 @@ async fn upload_create_from_a_space_file_stop_and_watch() {
         serde_json::from_str(String::from_utf8_lossy(&o.stdout).lines().next().unwrap()).unwrap();
     assert_eq!(first["type"], "snapshot");
     assert_eq!(first["study"]["state"], "stopped");
+}
+
+/// A CA and a certificate for 127.0.0.1 it signed: (cert, key, ca).
+fn make_pki(dir: &std::path::Path) -> (PathBuf, PathBuf, PathBuf) {
+    use rcgen::{BasicConstraints, CertificateParams, CertifiedIssuer, IsCa, KeyPair};
+    let mut ca_params = CertificateParams::new(Vec::<String>::new()).unwrap();
+    ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    let ca = CertifiedIssuer::self_signed(ca_params, KeyPair::generate().unwrap()).unwrap();
+    let key = KeyPair::generate().unwrap();
+    let cert = CertificateParams::new(vec!["127.0.0.1".into()])
+        .unwrap()
+        .signed_by(&key, &ca)
+        .unwrap();
+    let paths = (dir.join("cert.pem"), dir.join("key.pem"), dir.join("ca.pem"));
+    std::fs::write(&paths.0, cert.pem()).unwrap();
+    std::fs::write(&paths.1, key.serialize_pem()).unwrap();
+    std::fs::write(&paths.2, ca.pem()).unwrap();
+    paths
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn https_control_plane_with_ca_cert_and_a_wss_watch() {
+    let pki = tempfile::tempdir().unwrap();
+    let (cert, key, ca) = make_pki(pki.path());
+    let c = control_with(Some((cert, key, ca.clone()))).await;
+    assert!(c.url.starts_with("https://"), "{}", c.url);
+
+    // Not trusting the CA: refused, and the message says why.
+    let o = tanren(&c.url, &["dataset", "ls"]).await;
+    assert_eq!(o.status.code(), Some(1));
+    assert!(stderr(&o).contains("certificate"), "{}", stderr(&o));
+
+    let ca = ca.to_str().unwrap();
+    let zip = c.dir.path().join("shapes.zip");
+    std::fs::write(&zip, shapes_zip()).unwrap();
+    let ds = json(
+        &tanren(
+            &c.url,
+            &[
+                "--ca-cert",
+                ca,
+                "--json",
+                "dataset",
+                "upload",
+                zip.to_str().unwrap(),
+            ],
+        )
+        .await,
+    );
+    let id = ds["id"].as_i64().unwrap().to_string();
+    let study = json(
+        &tanren(
+            &c.url,
+            &["--ca-cert", ca, "--json", "study", "create", "--dataset", &id],
+        )
+        .await,
+    );
+    let sid = study["id"].as_i64().unwrap().to_string();
+    json(&tanren(&c.url, &["--ca-cert", ca, "--json", "study", "stop", &sid]).await);
+    // `study watch` over wss:// with the same CA.
+    let o = tanren(&c.url, &["--ca-cert", ca, "--json", "study", "watch", &sid]).await;
+    assert!(o.status.success(), "{}", stderr(&o));
+    let first: serde_json::Value =
+        serde_json::from_str(String::from_utf8_lossy(&o.stdout).lines().next().unwrap()).unwrap();
+    assert_eq!(first["type"], "snapshot");
 }

@@ -19,6 +19,7 @@ pub mod openapi;
 pub mod progress;
 pub mod scheduler;
 pub mod study_spec;
+pub mod tls;
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -34,7 +35,7 @@ pub struct Config {
     /// `sqlite://...` or `postgres://...`; default `sqlite://<data_dir>/tanren.db`.
     pub database_url: Option<String>,
     /// Base URL workers use to reach this server (dataset downloads, weight uploads);
-    /// default `http://<listener address>`.
+    /// default `http://<listener address>` (`https://` with `tls`).
     pub public_url: Option<String>,
     pub max_upload_bytes: u64,
     /// A worker not heard from for this long gets no new trials.
@@ -63,6 +64,10 @@ pub struct Config {
     pub allowed_hosts: Vec<String>,
     /// Serve REST on a non-loopback address without TLS (behind a TLS-terminating proxy).
     pub insecure_http: bool,
+    /// Serve REST and the WebSocket over HTTPS with this certificate and key (`--tls-cert`/`--tls-key`).
+    pub tls: Option<tls::TlsPaths>,
+    /// Root certificate (PEM) trusted when dialling `https://` workers, instead of the OS trust store.
+    pub worker_ca_cert: Option<PathBuf>,
     /// State-changing requests per second per token (a minute's worth as burst, at most 120); 0 = off.
     pub mutations_per_second: f64,
     /// Largest weights upload from a worker, in bytes.
@@ -97,6 +102,8 @@ impl Config {
             credentials_file: None,
             allowed_hosts: Vec::new(),
             insecure_http: false,
+            tls: None,
+            worker_ca_cert: None,
             mutations_per_second: 10.0,
             max_weights_bytes: 1 << 30,
             max_concurrent_uploads: 4,
@@ -131,6 +138,8 @@ pub async fn run(config: Config, listener: TcpListener, shutdown: CancellationTo
 pub struct Server {
     pub state: Arc<AppState>,
     listener: TcpListener,
+    /// Loaded at start, so a bad certificate or key stops `start`, not the first handshake.
+    tls: Option<Arc<tokio_rustls::rustls::ServerConfig>>,
     url: String,
 }
 
@@ -145,9 +154,18 @@ impl Server {
         let sched = tokio::spawn(scheduler::run_loop(state.clone(), shutdown.clone()));
         let events = tokio::spawn(events::run(state.clone(), shutdown.clone()));
         let app = api::router(state.clone());
-        axum::serve(self.listener, app)
-            .with_graceful_shutdown(shutdown.clone().cancelled_owned())
-            .await?;
+        match self.tls {
+            Some(tls) => {
+                axum::serve(tls::TlsListener::new(self.listener, tls)?, app)
+                    .with_graceful_shutdown(shutdown.clone().cancelled_owned())
+                    .await?
+            }
+            None => {
+                axum::serve(self.listener, app)
+                    .with_graceful_shutdown(shutdown.clone().cancelled_owned())
+                    .await?
+            }
+        }
         shutdown.cancel();
         let _ = sched.await;
         let _ = events.await;
@@ -162,13 +180,17 @@ pub async fn start(
     shutdown: CancellationToken,
 ) -> anyhow::Result<Server> {
     let addr = listener.local_addr()?;
-    if !addr.ip().is_loopback() && !config.insecure_http {
+    let tls = config.tls.as_ref().map(tls::server_config).transpose()?;
+    if !addr.ip().is_loopback() && !config.insecure_http && tls.is_none() {
         anyhow::bail!(
             "refusing to serve REST on {addr} without TLS: API tokens and session cookies would cross \
-             the network in clear. Bind 127.0.0.1, or put a TLS-terminating proxy (or Ingress) in front \
-             and pass --insecure-http (TANREN_INSECURE_HTTP=true) to say so"
+             the network in clear. Bind 127.0.0.1, give --tls-cert and --tls-key (TANREN_TLS_CERT, \
+             TANREN_TLS_KEY), or put a TLS-terminating proxy (or Ingress) in front and pass \
+             --insecure-http (TANREN_INSECURE_HTTP=true) to say so"
         );
     }
+    let worker_tls = tls::worker_client_config(config.worker_ca_cert.as_deref())?;
+    let scheme = if tls.is_some() { "https" } else { "http" };
     let files = files::Files::new(&config.data_dir)?;
     let url = config
         .database_url
@@ -187,12 +209,13 @@ pub async fn start(
     let public_url = config
         .public_url
         .clone()
-        .unwrap_or_else(|| format!("http://{addr}"));
-    let scheduler = scheduler::Scheduler::new(public_url.clone(), config.worker_timeout, config.max_retries);
+        .unwrap_or_else(|| format!("{scheme}://{addr}"));
+    let scheduler = scheduler::Scheduler::new(public_url.clone(), config.worker_timeout, config.max_retries)
+        .with_worker_tls(worker_tls);
     let browse_url = if addr.ip().is_unspecified() {
-        format!("http://127.0.0.1:{}", addr.port())
+        format!("{scheme}://127.0.0.1:{}", addr.port())
     } else {
-        format!("http://{addr}")
+        format!("{scheme}://{addr}")
     };
     auth::bootstrap(
         &store,
@@ -231,10 +254,11 @@ pub async fn start(
     });
     // A study that cannot be resumed is marked failed; only an unreadable database stops the start.
     state.scheduler.restore(&state).await?;
-    tracing::info!(%addr, %public_url, database = %url, data_dir = %config.data_dir.display(), "control plane listening");
+    tracing::info!(%addr, %public_url, tls = tls.is_some(), database = %url, data_dir = %config.data_dir.display(), "control plane listening");
     Ok(Server {
         state,
         listener,
-        url: format!("http://{addr}"),
+        tls,
+        url: format!("{scheme}://{addr}"),
     })
 }

@@ -20,7 +20,7 @@ struct Args {
     /// Database URL (default sqlite://<data-dir>/tanren.db); postgres://... works too.
     #[arg(long, env = "TANREN_DATABASE_URL")]
     database_url: Option<String>,
-    /// URL workers use to reach this server (default http://<listen>).
+    /// URL workers use to reach this server (default http://<listen>, https://<listen> with TLS).
     #[arg(long, env = "TANREN_PUBLIC_URL")]
     public_url: Option<String>,
     /// Largest accepted dataset upload, in bytes.
@@ -57,6 +57,16 @@ struct Args {
     /// network you trust.
     #[arg(long, env = "TANREN_INSECURE_HTTP")]
     insecure_http: bool,
+    /// Serve REST, the dashboard and the WebSocket over HTTPS with this PEM certificate (chain);
+    /// needs --tls-key.
+    #[arg(long, env = "TANREN_TLS_CERT", requires = "tls_key")]
+    tls_cert: Option<PathBuf>,
+    /// The PEM private key for --tls-cert.
+    #[arg(long, env = "TANREN_TLS_KEY", requires = "tls_cert")]
+    tls_key: Option<PathBuf>,
+    /// Root certificate (PEM) to trust for workers that advertise https:// (default: the OS store).
+    #[arg(long, env = "TANREN_WORKER_CA_CERT")]
+    worker_ca_cert: Option<PathBuf>,
     /// State-changing requests per second per API token (bursts of a minute's worth, at most 120).
     #[arg(long, env = "TANREN_MUTATIONS_PER_SECOND", default_value_t = 10.0)]
     mutations_per_second: f64,
@@ -93,6 +103,11 @@ async fn main() -> anyhow::Result<()> {
     };
     config.allowed_hosts = a.allowed_hosts;
     config.insecure_http = a.insecure_http;
+    config.tls = a
+        .tls_cert
+        .zip(a.tls_key)
+        .map(|(cert, key)| tanren_control::tls::TlsPaths { cert, key });
+    config.worker_ca_cert = a.worker_ca_cert;
     config.mutations_per_second = a.mutations_per_second;
     config.max_weights_bytes = a.max_weights_bytes;
     config.max_concurrent_uploads = a.max_concurrent_uploads;

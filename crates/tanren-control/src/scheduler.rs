@@ -53,6 +53,8 @@ pub struct Scheduler {
     public_url: String,
     worker_timeout: Duration,
     max_retries: u32,
+    /// Used for workers that advertise `https://` (crate::tls::worker_client_config).
+    worker_tls: Option<tonic::transport::ClientTlsConfig>,
     inner: Mutex<Inner>,
     /// worker id -> (unix ms when it refused a connection or lost one mid-trial, unix ms before which it
     /// gets nothing at all): it gets no trial until it registers (heartbeats) again after the first, and
@@ -300,11 +302,17 @@ where
 }
 
 impl Scheduler {
+    pub fn with_worker_tls(mut self, tls: tonic::transport::ClientTlsConfig) -> Self {
+        self.worker_tls = Some(tls);
+        self
+    }
+
     pub fn new(public_url: String, worker_timeout: Duration, max_retries: u32) -> Self {
         Scheduler {
             public_url,
             worker_timeout,
             max_retries,
+            worker_tls: None,
             inner: Mutex::new(Inner::default()),
             down: Mutex::new(HashMap::new()),
             credentials: Mutex::new(HashMap::new()),
@@ -1064,6 +1072,13 @@ async fn run_on_worker(
             .keep_alive_timeout(Duration::from_secs(5))
             .keep_alive_while_idle(true),
         Err(e) => return lost(format!("has an invalid gRPC URL {}: {e}", worker.grpc_url)),
+    };
+    let endpoint = match &state.scheduler.worker_tls {
+        Some(tls) if worker.grpc_url.starts_with("https://") => match endpoint.tls_config(tls.clone()) {
+            Ok(e) => e,
+            Err(e) => return lost(format!("cannot be dialled over TLS at {}: {e}", worker.grpc_url)),
+        },
+        _ => endpoint,
     };
     let channel = tokio::select! {
         _ = d.token.cancelled() => return stopped(),

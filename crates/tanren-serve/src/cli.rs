@@ -26,6 +26,9 @@ struct Args {
     /// Bearer token for the control plane, if it asks for one.
     #[arg(long, env = "TANREN_TOKEN", hide_env_values = true)]
     token: Option<String>,
+    /// Extra root certificate (PEM) to trust for an https:// --control-url (a private CA).
+    #[arg(long, env = "TANREN_CA_CERT")]
+    ca_cert: Option<PathBuf>,
     /// HTTP address.
     #[arg(long, env = "TANREN_SERVE_LISTEN", default_value = "127.0.0.1:8500")]
     listen: String,
@@ -115,6 +118,7 @@ pub async fn main() -> anyhow::Result<()> {
                 control_url: url.clone(),
                 study,
                 token: args.token.clone(),
+                ca_cert: args.ca_cert.clone(),
             });
         }
     }

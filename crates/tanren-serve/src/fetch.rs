@@ -8,13 +8,27 @@ pub async fn study_model(
     control_url: &str,
     study: i64,
     token: Option<&str>,
+    ca_cert: Option<&Path>,
     data_dir: &Path,
 ) -> anyhow::Result<PathBuf> {
     let url = format!(
         "{}/api/v1/studies/{study}/model",
         control_url.trim_end_matches('/')
     );
-    let mut req = reqwest::Client::new().get(&url);
+    let mut http = reqwest::Client::builder();
+    if let Some(ca) = ca_cert {
+        let pem =
+            std::fs::read(ca).with_context(|| format!("cannot read CA certificate {}", ca.display()))?;
+        let certs = reqwest::Certificate::from_pem_bundle(&pem)
+            .with_context(|| format!("CA certificate {} is not valid PEM", ca.display()))?;
+        if certs.is_empty() {
+            bail!("CA certificate {} holds no PEM certificate", ca.display());
+        }
+        for cert in certs {
+            http = http.add_root_certificate(cert);
+        }
+    }
+    let mut req = http.build()?.get(&url);
     if let Some(t) = token {
         req = req.bearer_auth(t);
     }

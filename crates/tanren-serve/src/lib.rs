@@ -37,6 +37,8 @@ pub enum ModelSource {
         control_url: String,
         study: i64,
         token: Option<String>,
+        /// Extra root certificate (PEM) for an `https://` control plane, besides the OS trust store.
+        ca_cert: Option<PathBuf>,
     },
 }
 
@@ -184,9 +186,16 @@ async fn load_all(config: &Config, device: tch::Device) -> anyhow::Result<BTreeM
                 control_url,
                 study,
                 token,
+                ca_cert,
             } => {
-                let path =
-                    fetch::study_model(control_url, *study, token.as_deref(), &config.data_dir).await?;
+                let path = fetch::study_model(
+                    control_url,
+                    *study,
+                    token.as_deref(),
+                    ca_cert.as_deref(),
+                    &config.data_dir,
+                )
+                .await?;
                 (name.clone(), path)
             }
         };

@@ -14,9 +14,19 @@ struct Args {
     /// Control plane URL to register with.
     #[arg(long, env = "TANREN_CONTROL_URL", default_value = "http://127.0.0.1:8080")]
     control_url: String,
-    /// gRPC URL the control plane should use to reach this worker (default: http://<listen>).
+    /// gRPC URL the control plane should use to reach this worker (default: http://<listen>, or
+    /// https://<listen> with --tls-cert).
     #[arg(long, env = "TANREN_WORKER_ADVERTISE")]
     advertise_url: Option<String>,
+    /// Serve gRPC over TLS with this PEM certificate (chain); needs --tls-key.
+    #[arg(long, env = "TANREN_WORKER_TLS_CERT", requires = "tls_key")]
+    tls_cert: Option<PathBuf>,
+    /// The PEM private key for --tls-cert.
+    #[arg(long, env = "TANREN_WORKER_TLS_KEY", requires = "tls_cert")]
+    tls_key: Option<PathBuf>,
+    /// Extra root certificate (PEM) to trust for an https:// control plane, besides the OS store.
+    #[arg(long, env = "TANREN_CA_CERT")]
+    ca_cert: Option<PathBuf>,
     /// Stable worker id (default: <host>-<port>-<suffix>, the suffix random once and kept in the data dir).
     #[arg(long, env = "TANREN_WORKER_ID")]
     id: Option<String>,
@@ -135,6 +145,8 @@ pub async fn main() -> anyhow::Result<()> {
         threads: args.threads,
         heartbeat: Duration::from_millis(args.heartbeat_ms),
         join_token: join_token.trim().to_string(),
+        tls: args.tls_cert.zip(args.tls_key),
+        ca_cert: args.ca_cert,
     };
     let shutdown = CancellationToken::new();
     let s = shutdown.clone();

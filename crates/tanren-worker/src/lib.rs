@@ -8,6 +8,7 @@ pub mod cli;
 mod dataset;
 mod register;
 mod service;
+mod tls;
 
 use std::path::PathBuf;
 use std::sync::{Arc, RwLock};
@@ -21,7 +22,8 @@ pub use service::WorkerService;
 pub struct Config {
     /// Control plane base URL (e.g. `http://127.0.0.1:8080`); when set the worker registers there.
     pub control_url: Option<String>,
-    /// gRPC URL the control plane should dial; defaults to `http://<listener address>`.
+    /// gRPC URL the control plane should dial; defaults to `http://<listener address>` (`https://` with
+    /// `tls`).
     pub advertise_url: Option<String>,
     pub worker_id: String,
     /// Dataset downloads, extracted datasets and the decode cache live here.
@@ -33,6 +35,10 @@ pub struct Config {
     pub heartbeat: Duration,
     /// The control plane's join token (`TANREN_JOIN_TOKEN`), sent with every registration.
     pub join_token: String,
+    /// Serve gRPC over TLS with this PEM certificate (chain) and private key.
+    pub tls: Option<(PathBuf, PathBuf)>,
+    /// Extra root certificate (PEM) for an `https://` control plane, besides the OS trust store.
+    pub ca_cert: Option<PathBuf>,
 }
 
 /// The secret the control plane handed this worker at registration; every RPC must present it as
@@ -97,15 +103,22 @@ pub async fn run(config: Config, listener: TcpListener, shutdown: CancellationTo
     }
     std::fs::create_dir_all(&config.data_dir)?;
     let addr = listener.local_addr()?;
+    let server_tls = match &config.tls {
+        Some((cert, key)) => Some(tls::server_config(cert, key)?),
+        None => None,
+    };
+    let http = tls::http_client(config.ca_cert.as_deref())?;
+    let scheme = if server_tls.is_some() { "https" } else { "http" };
     let advertise = config
         .advertise_url
         .clone()
-        .unwrap_or_else(|| format!("http://{addr}"));
-    let service = WorkerService::new(config.clone(), device, report.clone());
+        .unwrap_or_else(|| format!("{scheme}://{addr}"));
+    let service = WorkerService::new(config.clone(), device, report.clone(), http.clone());
     let info = service.info_message();
     let credential = Credential::default();
     if let Some(control) = config.control_url.clone() {
         tokio::spawn(register::heartbeat(
+            http,
             control,
             advertise.clone(),
             info,
@@ -115,8 +128,12 @@ pub async fn run(config: Config, listener: TcpListener, shutdown: CancellationTo
             shutdown.clone(),
         ));
     }
-    tracing::info!(%addr, %advertise, "worker listening (gRPC)");
-    tonic::transport::Server::builder()
+    tracing::info!(%addr, %advertise, tls = server_tls.is_some(), "worker listening (gRPC)");
+    let mut server = tonic::transport::Server::builder();
+    if let Some(tls) = server_tls {
+        server = server.tls_config(tls)?;
+    }
+    server
         .add_service(tanren_proto::v1::worker_server::WorkerServer::with_interceptor(
             service,
             move |req| credential.check(req),

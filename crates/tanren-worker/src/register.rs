@@ -7,7 +7,9 @@ use std::time::Duration;
 use tanren_proto::v1::WorkerInfo;
 use tokio_util::sync::CancellationToken;
 
+#[allow(clippy::too_many_arguments)]
 pub async fn heartbeat(
+    http: reqwest::Client,
     control: String,
     grpc_url: String,
     info: WorkerInfo,
@@ -16,10 +18,7 @@ pub async fn heartbeat(
     credential: crate::Credential,
     shutdown: CancellationToken,
 ) {
-    let client = reqwest::Client::builder()
-        .timeout(Duration::from_secs(10))
-        .build()
-        .expect("http client");
+    let client = http;
     let url = format!("{}/api/v1/workers", control.trim_end_matches('/'));
     let body = tanren_api::WorkerRegistration {
         id: info.worker_id,
@@ -34,6 +33,7 @@ pub async fn heartbeat(
     loop {
         let ok = match client
             .post(&url)
+            .timeout(Duration::from_secs(10))
             .bearer_auth(&join_token)
             .json(&body)
             .send()

@@ -32,8 +32,8 @@ const BUSY_WAIT: std::time::Duration = std::time::Duration::from_secs(300);
 type Tx = mpsc::Sender<Result<v1::TrialEvent, Status>>;
 
 impl WorkerService {
-    pub fn new(config: Config, device: Device, report: DeviceReport) -> Self {
-        let http = reqwest::Client::builder().build().expect("http client");
+    /// `http` carries dataset downloads and weight uploads (crate::tls::http_client).
+    pub fn new(config: Config, device: Device, report: DeviceReport, http: reqwest::Client) -> Self {
         WorkerService {
             inner: Arc::new(Inner {
                 config,

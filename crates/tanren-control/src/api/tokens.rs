@@ -134,17 +134,23 @@ pub async fn login(State(s): State<S>, Query(q): Query<LoginQuery>) -> ApiResult
         StatusCode::SEE_OTHER,
         [
             (header::LOCATION, "/".to_string()),
-            (header::SET_COOKIE, cookie(&session, auth::SESSION_MS / 1000)),
+            (
+                header::SET_COOKIE,
+                cookie(&session, auth::SESSION_MS / 1000, s.config.tls.is_some()),
+            ),
             (header::CACHE_CONTROL, "no-store".to_string()),
         ],
     )
         .into_response())
 }
 
-fn cookie(value: &str, max_age_s: i64) -> String {
+/// `Secure` when this process serves HTTPS itself. Behind a TLS-terminating proxy it stays off: the
+/// browser would then keep it anyway (it sees https), and over plain-HTTP loopback it must.
+fn cookie(value: &str, max_age_s: i64, secure: bool) -> String {
     format!(
-        "{}={value}; Path=/; HttpOnly; SameSite=Strict; Max-Age={max_age_s}",
-        auth::SESSION_COOKIE
+        "{}={value}; Path=/; HttpOnly; SameSite=Strict; Max-Age={max_age_s}{}",
+        auth::SESSION_COOKIE,
+        if secure { "; Secure" } else { "" }
     )
 }
 
@@ -161,5 +167,9 @@ pub async fn logout(State(s): State<S>, headers: HeaderMap) -> ApiResult<Respons
     if let Some(session) = session {
         s.store.delete_session(&auth::sha256_hex(&session)).await?;
     }
-    Ok((StatusCode::NO_CONTENT, [(header::SET_COOKIE, cookie("", 0))]).into_response())
+    Ok((
+        StatusCode::NO_CONTENT,
+        [(header::SET_COOKIE, cookie("", 0, s.config.tls.is_some()))],
+    )
+        .into_response())
 }
