@@ -99,6 +99,20 @@ impl App {
     }
 }
 
+/// A registration with the join token; the answer's JSON.
+async fn register(app: &App, body: &Value) -> Value {
+    http()
+        .post(format!("{}/api/v1/workers", app.url))
+        .bearer_auth(JOIN)
+        .json(body)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap()
+}
+
 /// A concrete path for a route pattern.
 fn concrete(path: &str) -> String {
     path.replace("{sha}", &"0".repeat(64))
@@ -386,39 +400,16 @@ async fn a_worker_registers_only_with_the_join_token_and_gets_its_own_credential
         assert_eq!(r.send().await.unwrap().status(), 401);
     }
     assert!(app.state.store.workers().await.unwrap().is_empty());
-    let ok: Value = http()
-        .post(format!("{}/api/v1/workers", app.url))
-        .bearer_auth(JOIN)
-        .json(&body)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let ok = register(&app, &body).await;
     let cred = ok["credential"].as_str().unwrap();
     assert_eq!(cred.len(), 64);
-    let again: Value = http()
-        .post(format!("{}/api/v1/workers", app.url))
-        .bearer_auth(JOIN)
-        .json(&body)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let again = register(&app, &body).await;
     assert_eq!(again["credential"], cred, "a heartbeat gets the same credential");
-    let other: Value = http()
-        .post(format!("{}/api/v1/workers", app.url))
-        .bearer_auth(JOIN)
-        .json(&json!({"id": "w2", "grpc_url": "http://127.0.0.1:2", "device": "cpu"}))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let other = register(
+        &app,
+        &json!({"id": "w2", "grpc_url": "http://127.0.0.1:2", "device": "cpu"}),
+    )
+    .await;
     assert_ne!(other["credential"], cred, "each worker has its own");
 }
 
