@@ -40,9 +40,18 @@ pub struct CreateStudy {
     pub bounds: tanren_core::Bounds,
     #[serde(default)]
     pub budget: Budget,
-    /// `random` or `tpe` (default).
+    /// `tpe` (default; multi-objective TPE with two objectives), `random` or `nsga2`.
     #[serde(default)]
     pub sampler: Option<String>,
+    /// What to optimise: `["accuracy"]` (default), or `["accuracy", "latency"]` to trade validation
+    /// accuracy against inference milliseconds per image (the study then has a Pareto front).
+    #[serde(default)]
+    pub objectives: Option<Vec<String>>,
+    /// A latency limit (ms per image, batch 1, as the worker measures it): slower trials never
+    /// become the best model or join the Pareto front, and the search steers away from them.
+    #[serde(default)]
+    #[schema(exclusive_minimum = 0.0)]
+    pub max_latency_ms: Option<f64>,
     /// Early stopping on the per-epoch validation accuracy: `none` (default), `median`, `asha`,
     /// `hyperband`, or a full pruner config object (`{"type": "asha", ...}`).
     #[serde(default)]
@@ -221,6 +230,8 @@ pub struct Trial {
     pub val_accuracy: Option<f64>,
     pub test_accuracy: Option<f64>,
     pub train_seconds: Option<f64>,
+    /// Forward time per image at batch 1, on the worker that trained it.
+    pub inference_ms: Option<f64>,
     pub error: Option<String>,
     /// `error`, `interrupted`, `retries_exhausted` or `stopped`; null unless failed.
     pub failure_kind: Option<String>,
@@ -250,7 +261,24 @@ pub struct Study {
     pub finished_at: Option<i64>,
     pub budget: Budget,
     pub progress: Progress,
+    /// The most accurate trial within the latency limit, if any.
     pub best_trial: Option<Trial>,
+    /// `["accuracy"]` or `["accuracy", "latency"]`.
+    pub objectives: Vec<String>,
+    pub max_latency_ms: Option<f64>,
+    /// Trials no other beats on both accuracy and latency (within the limit), fastest first.
+    /// Present for accuracy-vs-latency studies only.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pareto_front: Option<Vec<ParetoPoint>>,
+}
+
+/// One trial on a study's accuracy-vs-latency Pareto front.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct ParetoPoint {
+    pub trial_id: i64,
+    pub number: i64,
+    pub val_accuracy: f64,
+    pub inference_ms: f64,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
@@ -280,6 +308,7 @@ pub fn components() -> utoipa::openapi::Components {
         .schema_from::<Trial>()
         .schema_from::<TrialList>()
         .schema_from::<Study>()
+        .schema_from::<ParetoPoint>()
         .schema_from::<StudyList>()
         .build()
 }

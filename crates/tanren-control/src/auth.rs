@@ -168,6 +168,12 @@ pub static ROUTES: &[Route] = &[
         User(Scope::Read),
         B::None,
     ),
+    r(
+        Method::GET,
+        "/api/v1/studies/{id}/model/trial",
+        User(Scope::Read),
+        B::None,
+    ),
     r(Method::GET, "/api/v1/trials/{id}", User(Scope::Read), B::None),
     r(
         Method::GET,

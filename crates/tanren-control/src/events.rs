@@ -419,7 +419,7 @@ async fn publish_progress(state: &AppState, study_id: i64) -> Result<(), tanren_
     let trials = state.store.trials(study_id).await?;
     let parallel = state.scheduler.live_workers(state.store.workers().await?).len();
     let progress = crate::progress::progress(&row, &trials, parallel);
-    let best_trial = crate::progress::best_view(&trials);
+    let best_trial = crate::progress::best_view(&crate::progress::objectives_of(&row), &trials);
     state
         .events
         .publish(study_id, Event::Progress { progress, best_trial });

@@ -75,9 +75,14 @@ fn describe(method: &Method, path: &str) -> Option<(&'static str, u16, Success)>
             AnyJson,
         ),
         ("GET", "/api/v1/studies/{id}/model") => (
-            "The best model (zip: weights, model.json, ONNX)",
+            "The best model, or the fastest within X points or under a latency (zip: weights, model.json, ONNX)",
             200,
             Bytes("application/zip"),
+        ),
+        ("GET", "/api/v1/studies/{id}/model/trial") => (
+            "Which trial the model download with the same query would give",
+            200,
+            Json("Trial"),
         ),
         ("GET", "/api/v1/trials/{id}") => ("One trial in full", 200, Json("Trial")),
         ("GET", "/api/v1/trials/{id}/model") => {
@@ -159,6 +164,18 @@ fn parameters(route: &Route) -> Vec<Value> {
         }
         ("GET", "/login") => out.push(query("token", json!({"type": "string"}), "an API token")),
         _ => {}
+    }
+    if route.path.starts_with("/api/v1/studies/{id}/model") {
+        out.push(query(
+            "within_points",
+            json!({"type": "number", "minimum": 0, "maximum": 100}),
+            "the fastest trial within this many accuracy points of the best",
+        ));
+        out.push(query(
+            "max_latency_ms",
+            json!({"type": "number", "exclusiveMinimum": 0}),
+            "only trials at most this many ms per image",
+        ));
     }
     out
 }

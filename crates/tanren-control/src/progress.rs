@@ -3,7 +3,7 @@
 //! live workers; when few trials have finished it is a wide range, not a confident number.
 
 use crate::events::TrialView;
-use tanren_core::{EndReason, FailureKind, StudyState, TrialState};
+use tanren_core::{Candidate, EndReason, FailureKind, Objectives, StudyState, TrialState};
 use tanren_store::{now_ms, StudyRow, TrialRow};
 
 pub use tanren_api::Progress;
@@ -13,19 +13,42 @@ pub fn is_interrupted(t: &TrialRow) -> bool {
     t.failure_kind.as_deref() == Some(FailureKind::Interrupted.as_str())
 }
 
-/// Best complete trial by validation accuracy (earlier trial wins a tie).
-pub fn best_trial(trials: &[TrialRow]) -> Option<&TrialRow> {
-    trials
-        .iter()
-        .filter(|t| t.state == TrialState::Complete.as_str() && t.val_accuracy.is_some())
-        .fold(None, |best: Option<&TrialRow>, t| match best {
-            Some(b) if b.val_accuracy >= t.val_accuracy => Some(b),
-            _ => Some(t),
-        })
+/// What a stored study optimises (accuracy alone for specs from before objectives existed).
+pub fn objectives_of(row: &StudyRow) -> Objectives {
+    serde_json::from_str::<serde_json::Value>(&row.spec)
+        .ok()
+        .and_then(|v| serde_json::from_value(v.get("objectives")?.clone()).ok())
+        .unwrap_or_default()
 }
 
-pub fn best_view(trials: &[TrialRow]) -> Option<TrialView> {
-    best_trial(trials).map(TrialView::from)
+/// Complete trials as model selection sees them, in the given (trial number) order.
+pub fn candidates(trials: &[TrialRow]) -> Vec<Candidate> {
+    trials
+        .iter()
+        .filter(|t| t.state == TrialState::Complete.as_str())
+        .filter_map(|t| {
+            Some(Candidate {
+                id: t.id,
+                val_accuracy: t.val_accuracy?,
+                inference_ms: t.inference_ms,
+            })
+        })
+        .collect()
+}
+
+fn row_of(trials: &[TrialRow], c: Option<Candidate>) -> Option<&TrialRow> {
+    let id = c?.id;
+    trials.iter().find(|t| t.id == id)
+}
+
+/// Best complete trial by validation accuracy within the study's latency limit (earlier trial wins
+/// a tie).
+pub fn best_trial<'a>(objectives: &Objectives, trials: &'a [TrialRow]) -> Option<&'a TrialRow> {
+    row_of(trials, objectives.best(&candidates(trials)))
+}
+
+pub fn best_view(objectives: &Objectives, trials: &[TrialRow]) -> Option<TrialView> {
+    best_trial(objectives, trials).map(TrialView::from)
 }
 
 /// `parallel` is the number of live workers (at least 1).

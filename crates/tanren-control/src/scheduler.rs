@@ -236,11 +236,22 @@ fn record(t: &TrialRow, epochs: &[tanren_store::EpochRow], spec: &StudySpec) -> 
         TrialState::Pruned => TrialStatus::Pruned,
         TrialState::Queued | TrialState::Running | TrialState::Failed => TrialStatus::Failed,
     };
+    // The values the trial was told as when it ended; NaN ones failed it then (as `tell` does).
+    let values = (status == TrialStatus::Complete).then(|| {
+        spec.objectives
+            .values(t.val_accuracy.unwrap_or(0.0), t.inference_ms)
+    });
+    let nan = values.as_ref().is_some_and(|v| v.iter().any(|x| x.is_nan()));
+    let (status, values) = if nan {
+        (TrialStatus::Failed, None)
+    } else {
+        (status, values)
+    };
     TrialRecord {
         number: t.number as u64,
         params: space_params(&t.params, spec),
         status,
-        values: (status == TrialStatus::Complete).then(|| vec![t.val_accuracy.unwrap_or(0.0)]),
+        values,
         intermediate: epochs
             .iter()
             .filter(|e| e.trial_id == t.id)
@@ -739,6 +750,7 @@ async fn start_or_fail(state: &Arc<AppState>, study_id: i64, plan: Plan, row: Tr
                     max_retries: live.max_retries,
                     dataset_sha: live.spec.dataset_sha256.clone(),
                     split_seed: live.spec.split_seed,
+                    objectives: live.spec.objectives.clone(),
                     token,
                     why,
                 };
@@ -781,6 +793,8 @@ struct Dispatch {
     max_retries: u32,
     dataset_sha: String,
     split_seed: u64,
+    /// How the result is told to the search engine (accuracy, latency, limit).
+    objectives: tanren_core::Objectives,
     token: CancellationToken,
     why: Arc<OnceLock<StopWhy>>,
 }
@@ -851,7 +865,10 @@ async fn finish(state: &Arc<AppState>, d: &Dispatch, outcome: Outcome, unsaved_e
                     };
                     let stored = with_retry("finish trial", || store.finish_trial(trial_id, &f)).await;
                     (
-                        TellOutcome::Complete(vec![r.val_accuracy]),
+                        TellOutcome::Complete(
+                            d.objectives
+                                .values(r.val_accuracy, Some(r.inference_ms_per_image)),
+                        ),
                         None,
                         false,
                         None,

@@ -2,8 +2,8 @@
 //! search space, and the search engine's config. Decoding it is how a restarted control plane resumes.
 
 use serde::{Deserialize, Serialize};
-use tanren_core::ImageSpace;
-use tanren_search::{Direction, PrunerConfig, SamplerConfig, StudyConfig};
+use tanren_core::{ImageSpace, Objectives};
+use tanren_search::{PrunerConfig, SamplerConfig, StudyConfig};
 
 /// The body of `POST /api/v1/studies` and its budget: the REST contract's types.
 pub use tanren_api::{Budget, CreateStudy};
@@ -20,18 +20,22 @@ pub struct StudySpec {
     /// Absent in specs stored before retries existed: the control plane's setting applies.
     #[serde(default)]
     pub max_retries: Option<u32>,
+    /// Absent in specs stored before multi-objective studies: accuracy alone, no latency limit.
+    #[serde(default)]
+    pub objectives: Objectives,
 }
 
 impl StudySpec {
     pub fn search_config(
         image_space: &ImageSpace,
+        objectives: &Objectives,
         sampler: SamplerConfig,
         pruner: PrunerConfig,
         seed: u64,
     ) -> StudyConfig {
         StudyConfig {
             space: image_space.space.clone(),
-            directions: vec![Direction::Maximize],
+            directions: objectives.directions(),
             sampler,
             pruner,
             seed,

@@ -5,12 +5,14 @@
 pub mod config;
 pub mod insight;
 pub mod metrics;
+pub mod objective;
 pub mod params;
 pub mod space;
 pub mod state;
 
 pub use config::*;
 pub use metrics::*;
+pub use objective::{Candidate, Objective, Objectives};
 pub use params::*;
 pub use space::*;
 pub use state::*;

@@ -58,6 +58,7 @@ pub fn router(state: S) -> Router {
         .route("/api/v1/studies/{id}/events", get(ws::events))
         .route("/api/v1/studies/{id}/trials", get(trials::list))
         .route("/api/v1/studies/{id}/model", get(trials::study_model))
+        .route("/api/v1/studies/{id}/model/trial", get(trials::study_model_trial))
         .route("/api/v1/trials/{id}", get(trials::get_one))
         .route("/api/v1/trials/{id}/model", get(trials::trial_model))
         .route(

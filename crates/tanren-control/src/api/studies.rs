@@ -8,8 +8,9 @@ use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::Json;
 use bytes::Bytes;
-use tanren_core::{param_docs, EndReason, ImageSpace, StudyState};
-use tanren_search::{SamplerConfig, Study};
+use tanren_core::objective::check_pruner;
+use tanren_core::{param_docs, EndReason, ImageSpace, Objectives, StudyState};
+use tanren_search::{PrunerConfig, SamplerConfig, Study};
 use tanren_store::{StoreError, StudyRow, TrialRow};
 
 fn field(field: &str, message: impl Into<String>) -> ApiError {
@@ -63,22 +64,27 @@ pub async fn create(State(s): State<S>, body: Bytes) -> ApiResult<(StatusCode, J
     let sampler = match req.sampler.as_deref() {
         None | Some("tpe") => SamplerConfig::default(),
         Some("random") => SamplerConfig::Random,
+        Some("nsga2") => serde_json::from_value(serde_json::json!({ "type": "nsga2" }))
+            .map_err(|e| ApiError::Internal(e.to_string()))?,
         Some(other) => {
             return Err(field(
                 "sampler",
-                format!("unknown sampler `{other}`; use tpe or random"),
+                format!("unknown sampler `{other}`; use tpe, random or nsga2"),
             ))
         }
     };
+    let objectives = Objectives::parse(req.objectives.as_deref(), req.max_latency_ms)
+        .map_err(|e| field(e.field, e.message))?;
     if let Some(r) = req.max_retries {
         if r > 100 {
             return Err(field("max_retries", format!("must be 0..=100, got {r}")));
         }
     }
     let pruner = StudySpec::parse_pruner(req.pruner.as_ref()).map_err(|m| field("pruner", m))?;
+    check_pruner(&objectives, pruner == PrunerConfig::None).map_err(|e| field(e.field, e.message))?;
     let summary: serde_json::Value = serde_json::from_str(&ds.summary).unwrap_or_default();
     let split_seed = summary["split_seed"].as_u64().unwrap_or(0);
-    let search = StudySpec::search_config(&image_space, sampler, pruner, req.seed);
+    let search = StudySpec::search_config(&image_space, &objectives, sampler, pruner, req.seed);
     Study::new(search.clone()).map_err(|e| field("bounds", e.to_string()))?;
     let spec = StudySpec {
         image_space,
@@ -89,6 +95,7 @@ pub async fn create(State(s): State<S>, body: Bytes) -> ApiResult<(StatusCode, J
         split_seed,
         seed: req.seed,
         max_retries: req.max_retries,
+        objectives,
     };
     let name = req
         .name
@@ -141,7 +148,8 @@ pub async fn stop(State(s): State<S>, Path(id): Path<i64>) -> ApiResult<Json<ser
     Ok(Json(study_json(&s, &row).await?))
 }
 
-pub use crate::progress::best_trial;
+pub use crate::progress::{best_trial, candidates, objectives_of};
+use tanren_api::ParetoPoint;
 
 /// Why a study ended, as a person reads it: "minutes budget reached", "failed: 5 trials in a row ...".
 pub fn end_reason_text(r: EndReason, error: Option<&str>) -> String {
@@ -173,8 +181,27 @@ pub async fn study_view(s: &S, row: &StudyRow, trials: &[TrialRow]) -> ApiResult
     v["pruner"] = spec["search"]["pruner"].clone();
     v["baseline"] = spec["baseline"].clone();
     v["progress"] = serde_json::to_value(progress).unwrap_or_default();
-    v["best_trial"] = best_trial(trials)
+    let objectives = objectives_of(row);
+    v["best_trial"] = best_trial(&objectives, trials)
         .map(trial_json)
         .unwrap_or(serde_json::Value::Null);
+    v["objectives"] = serde_json::json!(objectives.names());
+    v["max_latency_ms"] = serde_json::json!(objectives.max_latency_ms);
+    if objectives.is_multi() {
+        let front: Vec<ParetoPoint> = objectives
+            .pareto_front(&candidates(trials))
+            .into_iter()
+            .filter_map(|c| {
+                let t = trials.iter().find(|t| t.id == c.id)?;
+                Some(ParetoPoint {
+                    trial_id: c.id,
+                    number: t.number,
+                    val_accuracy: c.val_accuracy,
+                    inference_ms: c.inference_ms?,
+                })
+            })
+            .collect();
+        v["pareto_front"] = serde_json::to_value(front).unwrap_or_default();
+    }
     Ok(v)
 }

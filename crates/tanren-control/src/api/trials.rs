@@ -2,7 +2,7 @@
 //! the weight upload workers make, and model downloads (zip with weights, model.json and ONNX; the
 //! INT8 ONNX with `?int8=true`).
 
-use super::studies::best_trial;
+use super::studies::{candidates, objectives_of};
 use super::S;
 use crate::error::{ApiError, ApiResult};
 use crate::{model_card, onnx};
@@ -109,19 +109,72 @@ pub struct ModelQuery {
     int8: bool,
 }
 
+#[derive(Deserialize)]
+pub struct StudyModelQuery {
+    #[serde(default)]
+    int8: bool,
+    /// The fastest trial whose validation accuracy is within this many percentage points of the
+    /// best (after `max_latency_ms`), instead of the most accurate.
+    within_points: Option<f64>,
+    /// Only trials at most this many ms per image (on top of the study's own limit).
+    max_latency_ms: Option<f64>,
+}
+
+/// The study's best model, or with `within_points` / `max_latency_ms` the one that trades accuracy
+/// for speed as asked (see `tanren_core::objective`). `x-tanren-trial-id` says which trial it is.
 pub async fn study_model(
     State(s): State<S>,
     Path(id): Path<i64>,
-    Query(q): Query<ModelQuery>,
+    Query(q): Query<StudyModelQuery>,
 ) -> ApiResult<Response> {
-    s.store.study(id).await?;
+    let t = chosen_trial(&s, id, &q).await?;
+    let mut response = model_zip(&s, &t, q.int8).await?;
+    response
+        .headers_mut()
+        .insert("x-tanren-trial-id", axum::http::HeaderValue::from(t.id));
+    Ok(response)
+}
+
+/// The trial `study_model` with the same query would zip, without building the zip: what the
+/// dashboard shows before a download.
+pub async fn study_model_trial(
+    State(s): State<S>,
+    Path(id): Path<i64>,
+    Query(q): Query<StudyModelQuery>,
+) -> ApiResult<Json<serde_json::Value>> {
+    Ok(Json(trial_json(&chosen_trial(&s, id, &q).await?)))
+}
+
+async fn chosen_trial(s: &S, id: i64, q: &StudyModelQuery) -> ApiResult<TrialRow> {
+    let bad = |field: &str, message: String| ApiError::InvalidField {
+        field: field.into(),
+        message,
+    };
+    if let Some(p) = q.within_points {
+        if !(p.is_finite() && (0.0..=100.0).contains(&p)) {
+            return Err(bad(
+                "within_points",
+                format!("must be 0..=100 percentage points, got {p}"),
+            ));
+        }
+    }
+    if let Some(ms) = q.max_latency_ms {
+        if !(ms.is_finite() && ms > 0.0) {
+            return Err(bad(
+                "max_latency_ms",
+                format!("must be a positive number of milliseconds per image, got {ms}"),
+            ));
+        }
+    }
+    let study = s.store.study(id).await?;
     let trials = s.store.trials(id).await?;
-    let best = best_trial(&trials).ok_or_else(|| {
-        ApiError::NotFound(format!(
-            "study {id} has no complete trial yet, so there is no model to download"
-        ))
-    })?;
-    model_zip(&s, best, q.int8).await
+    let chosen = objectives_of(&study)
+        .choose(&candidates(&trials), q.within_points, q.max_latency_ms)
+        .map_err(|e| ApiError::NotFound(format!("study {id}: {}", e.0)))?;
+    trials
+        .into_iter()
+        .find(|t| t.id == chosen.id)
+        .ok_or_else(|| ApiError::Internal(format!("chosen trial {} is not in study {id}", chosen.id)))
 }
 
 pub async fn trial_model(
