@@ -111,6 +111,10 @@ async fn study_runs_end_to_end_and_the_model_rebuilds() {
         .await
         .unwrap();
     assert_eq!(r.status(), 200);
+    assert_eq!(
+        r.headers()["x-tanren-trial-id"].to_str().unwrap(),
+        best["id"].to_string()
+    );
     let bytes = r.bytes().await.unwrap();
     let mut z = zip::ZipArchive::new(std::io::Cursor::new(bytes.to_vec())).unwrap();
     let mut card = String::new();
@@ -182,6 +186,18 @@ async fn study_runs_end_to_end_and_the_model_rebuilds() {
         .map(|(a, b)| (a - b).abs())
         .fold(0f32, f32::max);
     assert!(diff <= 1e-4, "model.onnx differs from libtorch by {diff}");
+
+    // Within 100 points of the best is every trial: the download is the fastest one's model.
+    let fastest = trials
+        .iter()
+        .min_by(|a, b| {
+            let ms = |t: &serde_json::Value| t["inference_ms"].as_f64().unwrap();
+            ms(a).total_cmp(&ms(b))
+        })
+        .unwrap();
+    let mut zf = download_zip(&app, &format!("/api/v1/studies/{id}/model?within_points=100")).await;
+    let card_f: serde_json::Value = serde_json::from_slice(&read_entry(&mut zf, "model.json")).unwrap();
+    assert_eq!(card_f["provenance"]["trial_id"], fastest["id"], "{card_f}");
 
     let mut z8 = download_zip(&app, &format!("/api/v1/studies/{id}/model?int8=true")).await;
     let card8: serde_json::Value = serde_json::from_slice(&read_entry(&mut z8, "model.json")).unwrap();

@@ -115,9 +115,16 @@ enum StudyCmd {
         minutes: Option<f64>,
         #[arg(long = "set", value_name = "PARAM=LOW..HIGH|A,B|VALUE")]
         set: Vec<String>,
-        /// tpe (default) or random.
+        /// tpe (default), random or nsga2.
         #[arg(long)]
         sampler: Option<String>,
+        /// What to optimise: `accuracy` (default) or `accuracy,latency` (trade validation accuracy
+        /// against inference ms per image; the study gets a Pareto front).
+        #[arg(long, value_delimiter = ',')]
+        objectives: Vec<String>,
+        /// Only models at most this many ms per image count (never best, never on the front).
+        #[arg(long)]
+        max_latency_ms: Option<f64>,
         /// none (default), median, asha or hyperband: stop weak trials early.
         #[arg(long)]
         pruner: Option<String>,
@@ -181,6 +188,12 @@ enum ModelCmd {
         /// Also include model.int8.onnx (INT8 QDQ, calibrated on the study's training images).
         #[arg(long)]
         int8: bool,
+        /// The fastest model within this many accuracy points of the best, instead of the best.
+        #[arg(long, conflicts_with = "trial")]
+        within_points: Option<f64>,
+        /// Only models at most this many ms per image.
+        #[arg(long, conflicts_with = "trial")]
+        max_latency_ms: Option<f64>,
         #[arg(short, long, default_value = "model.zip")]
         output: PathBuf,
     },
@@ -360,6 +373,32 @@ fn study_lines(s: &Value) -> Vec<String> {
             b["params"]
         ));
     }
+    if let Some(ms) = s["max_latency_ms"].as_f64() {
+        out.push(format!(
+            "  latency limit: {ms} ms per image (slower trials never count)"
+        ));
+    }
+    if let Some(front) = s["pareto_front"].as_array() {
+        out.push(format!(
+            "  accuracy vs latency: {} trial(s) on the Pareto front, fastest first",
+            front.len()
+        ));
+        for p in front {
+            out.push(format!(
+                "    trial {} (#{}): val acc {:.4}, {:.3} ms/image",
+                p["trial_id"],
+                p["number"],
+                p["val_accuracy"].as_f64().unwrap_or(f64::NAN),
+                p["inference_ms"].as_f64().unwrap_or(f64::NAN)
+            ));
+        }
+        if !front.is_empty() {
+            out.push(format!(
+                "  download one: tanren model download {} --within-points 1   (or --max-latency-ms X)",
+                s["id"]
+            ));
+        }
+    }
     out
 }
 
@@ -538,6 +577,8 @@ async fn run(cli: Cli) -> Result<()> {
             minutes,
             set,
             sampler,
+            objectives,
+            max_latency_ms,
             pruner,
             seed,
             no_baseline,
@@ -590,6 +631,12 @@ async fn run(cli: Cli) -> Result<()> {
             }
             if let Some(s) = sampler {
                 body["sampler"] = json!(s);
+            }
+            if !objectives.is_empty() {
+                body["objectives"] = json!(objectives);
+            }
+            if let Some(ms) = max_latency_ms {
+                body["max_latency_ms"] = json!(ms);
             }
             let v = api.post("/api/v1/studies", &body).await?;
             out(&v, &print_study);
@@ -692,11 +739,22 @@ async fn run(cli: Cli) -> Result<()> {
             study,
             trial,
             int8,
+            within_points,
+            max_latency_ms,
             output,
         }) => {
             let path = match trial {
                 Some(t) => format!("/api/v1/trials/{t}/model?int8={int8}"),
-                None => format!("/api/v1/studies/{study}/model?int8={int8}"),
+                None => {
+                    let mut p = format!("/api/v1/studies/{study}/model?int8={int8}");
+                    if let Some(x) = within_points {
+                        p += &format!("&within_points={x}");
+                    }
+                    if let Some(ms) = max_latency_ms {
+                        p += &format!("&max_latency_ms={ms}");
+                    }
+                    p
+                }
             };
             let r = api
                 .http
@@ -704,13 +762,20 @@ async fn run(cli: Cli) -> Result<()> {
                 .send()
                 .await
                 .with_context(|| api.unreachable())?;
-            let bytes = Api::check(r).await?.bytes().await?;
+            let r = Api::check(r).await?;
+            let trial_id: Option<i64> = r
+                .headers()
+                .get("x-tanren-trial-id")
+                .and_then(|v| v.to_str().ok()?.parse().ok())
+                .or(trial);
+            let bytes = r.bytes().await?;
             tokio::fs::write(&output, &bytes)
                 .await
                 .with_context(|| format!("writing {}", output.display()))?;
-            let v = json!({"path": output, "bytes": bytes.len()});
+            let v = json!({"path": output, "bytes": bytes.len(), "trial_id": trial_id});
             out(&v, &|_| {
-                outln!("wrote {} ({} bytes)", output.display(), bytes.len())
+                let from = trial_id.map(|t| format!(", trial {t}")).unwrap_or_default();
+                outln!("wrote {} ({} bytes{from})", output.display(), bytes.len())
             });
         }
         Cmd::Workers => {
@@ -882,6 +947,25 @@ mod tests {
         assert!(
             !lines.iter().any(|l| l.starts_with("  error:")),
             "the reason is not printed twice"
+        );
+    }
+
+    #[test]
+    fn study_show_prints_the_limit_and_the_pareto_front() {
+        let s = json!({"id": 7, "name": "fast", "state": "running", "best_trial": null, "max_latency_ms": 2.0,
+            "progress": {"done": 2, "total": 9, "complete": 2, "failed": 0, "running": 1},
+            "pareto_front": [{"trial_id": 12, "number": 3, "val_accuracy": 0.9, "inference_ms": 0.25},
+                             {"trial_id": 10, "number": 1, "val_accuracy": 0.95, "inference_ms": 1.5}]});
+        let lines = study_lines(&s);
+        assert_eq!(
+            lines[2..],
+            [
+                "  latency limit: 2 ms per image (slower trials never count)",
+                "  accuracy vs latency: 2 trial(s) on the Pareto front, fastest first",
+                "    trial 12 (#3): val acc 0.9000, 0.250 ms/image",
+                "    trial 10 (#1): val acc 0.9500, 1.500 ms/image",
+                "  download one: tanren model download 7 --within-points 1   (or --max-latency-ms X)",
+            ]
         );
     }
 

@@ -5,7 +5,9 @@
 //! ```toml
 //! dataset = 1            # optional here, or --dataset
 //! trials = 30            # budget; `minutes = 10` too
-//! sampler = "tpe"        # or "random"
+//! sampler = "tpe"        # or "random", "nsga2"
+//! objectives = ["accuracy", "latency"]   # optional: trade accuracy against ms per image
+//! max_latency_ms = 2.0   # optional: slower models never count
 //! pruner = "asha"        # or "none", "median", "hyperband"
 //! [bounds]
 //! learning_rate = { low = 1e-4, high = 1e-2 }
@@ -88,7 +90,7 @@ pub fn parse_space_file(text: &str, path: &str) -> Result<SpaceFile> {
             "trials" | "minutes" => {
                 budget.insert(k, v);
             }
-            "name" | "sampler" | "pruner" | "seed" | "baseline" => {
+            "name" | "sampler" | "pruner" | "seed" | "baseline" | "objectives" | "max_latency_ms" => {
                 out.body.insert(k, v);
             }
             "bounds" => {
@@ -98,7 +100,7 @@ pub fn parse_space_file(text: &str, path: &str) -> Result<SpaceFile> {
                     out.bounds.insert(name, parsed);
                 }
             }
-            other => bail!("{path}: unknown key `{other}` (known: dataset, name, trials, minutes, sampler, pruner, seed, baseline, [bounds])"),
+            other => bail!("{path}: unknown key `{other}` (known: dataset, name, trials, minutes, sampler, pruner, seed, baseline, objectives, max_latency_ms, [bounds])"),
         }
     }
     if !budget.is_empty() {
