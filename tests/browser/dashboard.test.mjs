@@ -107,6 +107,7 @@ test('upload, create a study, watch it live, download the model', { timeout: 600
   }
   await page.fill('input[name="trials"]', '4');
   await page.selectOption('select[name="sampler"]', 'random');
+  await page.selectOption('select[name="objectives"]', 'accuracy,latency');
   await page.screenshot({ path: join(out, 'new-study.png'), fullPage: true });
   await page.click('button[type=submit]');
   await page.waitForURL(/#\/studies\/\d+$/);
@@ -152,6 +153,20 @@ test('upload, create a study, watch it live, download the model', { timeout: 600
   const serve = await page.textContent('#serve-command');
   assert.equal(serve, `tanren-serve --control-url ${url} --study ${studyId}`);
   assert.match(await page.textContent('#model-files'), /model\.onnx/);
+
+  // Accuracy vs speed: the front as the server computes it, and the fastest model within X points.
+  const st = await api(`/api/v1/studies/${studyId}`);
+  assert.deepEqual(st.objectives, ['accuracy', 'latency']);
+  await page.waitForFunction((n) => document.querySelectorAll('#pareto-front tr').length === n, st.pareto_front.length);
+  assert.ok(st.pareto_front.length >= 1, JSON.stringify(st.pareto_front));
+  await page.fill('#within-points', '100');
+  const fastest = await api(`/api/v1/studies/${studyId}/model/trial?within_points=100`);
+  await page.waitForFunction((n) => document.getElementById('fastest-choice').textContent.startsWith(`trial #${n}:`), fastest.number);
+  const [dl] = await Promise.all([page.waitForEvent('download'), page.click('#download-fastest')]);
+  const savedFast = join(tmp, 'fastest.zip');
+  await dl.saveAs(savedFast);
+  assert.equal(readFileSync(savedFast).subarray(0, 2).toString(), 'PK');
+  await page.locator('#tradeoff-card').screenshot({ path: join(out, 'tradeoff.png') });
   assert.deepEqual(errors, []);
 
   // Workers page lists the worker as alive.

@@ -61,10 +61,13 @@ export function curvesChart(canvas) {
   });
 }
 
-export function scatterChart(canvas, xLabel, logX = false) {
+/** Accuracy against `xLabel`; with `front`, a third dataset joins an accuracy-vs-latency Pareto front. */
+export function scatterChart(canvas, xLabel, logX = false, front = false) {
+  const datasets = [{ label: 'complete trials', data: [], backgroundColor: COLORS.complete, pointRadius: 2.5 }, { label: 'best', data: [], backgroundColor: COLORS.best, pointRadius: 5 }];
+  if (front) datasets.push({ label: 'Pareto front', data: [], showLine: true, stepped: 'before', borderColor: COLORS.running, backgroundColor: COLORS.running, pointRadius: 3.5, borderWidth: 1.5 });
   return makeChart(canvas, {
     type: 'scatter',
-    data: { datasets: [{ label: 'complete trials', data: [], backgroundColor: COLORS.complete, pointRadius: 2.5 }, { label: 'best', data: [], backgroundColor: COLORS.best, pointRadius: 5 }] },
+    data: { datasets },
     options: { scales: { x: { type: logX ? 'logarithmic' : 'linear', title: { display: true, text: xLabel } }, y: { ticks: pct, title: { display: true, text: 'val accuracy' } } } },
   });
 }

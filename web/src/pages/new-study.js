@@ -1,5 +1,5 @@
-// New study: every tunable parameter from GET /api/v1/search-space with its default bounds, the budget
-// and the sampler. The server validates; its message is shown on the field it names (`error.field`).
+// New study: every tunable parameter from GET /api/v1/search-space with its default bounds, the budget,
+// the sampler and the goal (accuracy, or accuracy vs inference latency, with an optional latency limit). The server validates; its message is shown on the field it names (`error.field`).
 // `#/new?dataset=D&from=S` ("narrow the bounds and run again") prefills it from study S: the bounds
 // narrowed around its best trials (GET /api/v1/studies/S/importance), its budget, sampler and pruner.
 import { get, post } from '../api.js';
@@ -31,7 +31,11 @@ async function load(form, datasetId, from) {
   const name = h('input', { name: 'name', placeholder: 'optional' });
   const trials = h('input', { name: 'trials', type: 'number', min: 1, value: 20 });
   const minutes = h('input', { name: 'minutes', type: 'number', min: 0, step: 'any', placeholder: 'no limit' });
-  const sampler = h('select', { name: 'sampler' }, h('option', { value: 'tpe' }, 'TPE (Bayesian)'), h('option', { value: 'random' }, 'Random'));
+  const sampler = h('select', { name: 'sampler' }, h('option', { value: 'tpe' }, 'TPE (Bayesian)'), h('option', { value: 'random' }, 'Random'), h('option', { value: 'nsga2' }, 'NSGA-II (genetic)'));
+  const goal = h('select', { name: 'objectives' },
+    h('option', { value: 'accuracy' }, 'Most accurate model'),
+    h('option', { value: 'accuracy,latency' }, 'Accuracy vs speed (Pareto front)'));
+  const maxLatency = h('input', { name: 'max_latency_ms', type: 'number', min: 0, step: 'any', placeholder: 'no limit' });
   const pruner = h('select', { name: 'pruner' },
     h('option', { value: 'none' }, 'None (every trial runs all its epochs)'),
     h('option', { value: 'median' }, 'Median (stop below the median curve)'),
@@ -46,7 +50,9 @@ async function load(form, datasetId, from) {
     name.value = `${study.name} (narrowed)`;
     if (study.budget?.trials) trials.value = study.budget.trials;
     if (study.budget?.minutes) minutes.value = study.budget.minutes;
-    if (study.sampler?.type === 'random') sampler.value = 'random';
+    if (['random', 'nsga2'].includes(study.sampler?.type)) sampler.value = study.sampler.type;
+    if (study.objectives?.includes('latency')) goal.value = 'accuracy,latency';
+    if (study.max_latency_ms != null) maxLatency.value = study.max_latency_ms;
     if (['median', 'asha', 'hyperband'].includes(study.pruner?.type)) pruner.value = study.pruner.type;
     const imps = importance.importances || [];
     const narrowed = imps.filter((p) => p.narrowed).map((p) => p.label);
@@ -87,7 +93,9 @@ async function load(form, datasetId, from) {
         field('budget.trials', 'Trials', trials),
         field('budget.minutes', 'Minutes', minutes, 'stops starting trials after this long'),
         field('seed', 'Seed', seed),
-        field('pruner', 'Pruner', pruner, 'stops weak trials early, from their per-epoch validation accuracy')),
+        field('pruner', 'Pruner', pruner, 'stops weak trials early, from their per-epoch validation accuracy'),
+        field('objectives', 'Goal', goal, 'accuracy vs speed also minimises inference ms per image (use pruner none)'),
+        field('max_latency_ms', 'Max ms per image', maxLatency, 'slower models never become the best')),
       h('label', { class: 'check' }, baseline, ' Run the baseline configuration (the seed’s CNN, moved inside the bounds) first')),
     h('div', { class: 'card' },
       h('h2', {}, 'Search space'),
@@ -113,6 +121,8 @@ async function load(form, datasetId, from) {
       budget: { trials: trials.value === '' ? null : Number(trials.value), minutes: minutes.value === '' ? null : Number(minutes.value) },
       sampler: sampler.value,
       pruner: pruner.value,
+      objectives: goal.value.split(','),
+      max_latency_ms: maxLatency.value === '' ? null : Number(maxLatency.value),
       seed: Number(seed.value || 0),
       baseline: baseline.checked,
     };

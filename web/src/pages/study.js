@@ -2,7 +2,9 @@
 // a drop), no polling. Progress with an honest ETA, the best trial, charts, a trials table and a trial
 // drawer. Rendering is throttled and charts downsampled so 10,000 trials stay responsive. "What mattered"
 // (parameter importance in bars and sentences, and "narrow the bounds and run again") is refetched from
-// GET /api/v1/studies/{id}/importance whenever a trial completes.
+// GET /api/v1/studies/{id}/importance whenever a trial completes. An accuracy-vs-latency study (or one with
+// a latency limit) also shows its Pareto front and "the fastest model within X points of the best",
+// refetched the same way from GET /api/v1/studies/{id} and /model/trial (the server decides; no copy here).
 import { eventsUrl, get, post } from '../api.js';
 import { h, acc, num, duration, badge, paramsText } from '../dom.js';
 import { COLORS, downsample, historyChart, curvesChart, scatterChart, sliceChart, curveStyle, importanceChart } from '../charts.js';
@@ -36,7 +38,21 @@ export function mount(root, { id }) {
     sentences: h('ul', { class: 'sentences', id: 'importance-sentences' }),
     importanceNote: h('p', { class: 'muted', id: 'importance-note' }, 'Loading…'),
     narrow: h('button', { id: 'narrow-rerun', class: 'primary', hidden: true, onclick: narrowAndRerun }, 'Narrow the bounds and run again'),
+    tradeoff: h('div', { class: 'card', id: 'tradeoff-card', hidden: true }),
+    frontNote: h('p', { class: 'muted', id: 'pareto-note' }),
+    front: h('tbody', { id: 'pareto-front' }),
+    within: h('input', { id: 'within-points', type: 'number', min: 0, max: 100, step: 'any', value: 1, style: { width: '6em' }, 'aria-label': 'points of accuracy' }),
+    maxMs: h('input', { id: 'max-ms', type: 'number', min: 0, step: 'any', placeholder: 'any', style: { width: '6em' }, 'aria-label': 'ms per image' }),
+    choice: h('div', { id: 'fastest-choice' }),
   };
+  el.tradeoff.append(
+    h('h2', {}, 'Accuracy vs speed'),
+    el.frontNote,
+    h('table', { class: 'trials' }, h('thead', {}, h('tr', {}, h('th', {}, '#'), h('th', {}, 'val acc'), h('th', {}, 'ms/img'), h('th', {}, ''))), el.front),
+    h('div', { class: 'row' }, 'The fastest model within ', el.within, ' points of the best, at most ', el.maxMs, ' ms per image:'),
+    el.choice);
+  el.within.addEventListener('input', () => refreshTradeoff());
+  el.maxMs.addEventListener('input', () => refreshTradeoff());
   const canvas = () => h('canvas');
   const cv = { history: canvas(), curves: canvas(), time: canvas(), latency: canvas(), slice: canvas(), importance: canvas(), parallel: h('canvas', { class: 'parallel' }) };
   const chartBox = (title, c, extra) => h('div', { class: 'card chart' }, h('h3', {}, title, extra || null), h('div', { class: 'chart-wrap' }, c));
@@ -52,6 +68,7 @@ export function mount(root, { id }) {
     h('div', { class: 'grid2' },
       el.best,
       chartBox('Optimization history', cv.history)),
+    el.tradeoff,
     h('div', { class: 'card', id: 'importance-card' },
       h('div', { class: 'row spread' }, h('h2', {}, 'What mattered'), el.narrow),
       h('div', { class: 'grid2 importance' },
@@ -75,7 +92,7 @@ export function mount(root, { id }) {
 
   const charts = {
     history: historyChart(cv.history), curves: curvesChart(cv.curves),
-    time: scatterChart(cv.time, 'training seconds'), latency: scatterChart(cv.latency, 'ms per image', true), slice: sliceChart(cv.slice),
+    time: scatterChart(cv.time, 'training seconds'), latency: scatterChart(cv.latency, 'ms per image', true, true), slice: sliceChart(cv.slice),
     importance: importanceChart(cv.importance),
   };
   el.slice.addEventListener('change', () => renderCharts());
@@ -105,13 +122,14 @@ export function mount(root, { id }) {
       S.omitted = m.curves_omitted; S.stream = m.stream; S.seq = m.seq;
       setupSlice();
       refreshImportance();
+      refreshTradeoff();
       return;
     }
     S.seq = m.seq;
     switch (m.type) {
       case 'trial_queued': case 'trial_started': case 'trial_completed': case 'trial_pruned': case 'trial_failed':
         S.trials.set(m.trial.id, m.trial);
-        if (m.type === 'trial_completed') refreshImportance();
+        if (m.type === 'trial_completed') { refreshImportance(); refreshTradeoff(); }
         break;
       case 'trial_epoch': {
         const pts = S.curves.get(m.trial_id) || [];
@@ -311,21 +329,58 @@ export function mount(root, { id }) {
     drawParallel(cv.parallel, axes, downsample(done, 1000, (t) => t.val_accuracy), best);
   }
 
-  // ---- what mattered: refetched when a trial completes, at most one request in flight and one waiting ----
-  let importanceBusy = false, importanceAgain = false, importance = null;
-  async function refreshImportance() {
-    if (importanceBusy) { importanceAgain = true; return; }
-    importanceBusy = true;
+  // Refetched when a trial completes: at most one request in flight and one waiting.
+  function throttled(run) {
+    let busy = false, again = false;
+    const go = async () => {
+      if (busy) { again = true; return; }
+      busy = true;
+      try { await run(); } finally {
+        busy = false;
+        if (again && !closed) { again = false; setTimeout(go, 500); }
+      }
+    };
+    return go;
+  }
+
+  // ---- what mattered ----
+  let importance = null;
+  const refreshImportance = throttled(async () => {
     try {
       importance = await get(`/api/v1/studies/${id}/importance`);
       renderImportance();
     } catch (e) {
       el.importanceNote.textContent = `Importance unavailable: ${e.message}`;
-    } finally {
-      importanceBusy = false;
-      if (importanceAgain && !closed) { importanceAgain = false; setTimeout(refreshImportance, 500); }
     }
-  }
+  });
+
+  // ---- accuracy vs speed: the front and the fastest-within-X choice, as the server computes them ----
+  const refreshTradeoff = throttled(async () => {
+    const s = S.study;
+    if (!s || !(s.objectives?.includes('latency') || s.max_latency_ms != null)) return;
+    el.tradeoff.hidden = false;
+    const q = new URLSearchParams();
+    if (el.within.value !== '') q.set('within_points', el.within.value);
+    if (el.maxMs.value !== '') q.set('max_latency_ms', el.maxMs.value);
+    const [study, chosen] = await Promise.all([
+      get(`/api/v1/studies/${id}`),
+      get(`/api/v1/studies/${id}/model/trial?${q}`).catch((e) => ({ error: e.message })),
+    ]);
+    const front = study.pareto_front || [];
+    const limit = study.max_latency_ms != null ? ` Trials slower than ${study.max_latency_ms} ms per image never count.` : '';
+    el.frontNote.textContent = study.pareto_front
+      ? `${front.length} trial(s) on the Pareto front: no other trial is both more accurate and faster.${limit}`
+      : `This study maximises accuracy.${limit}`;
+    el.front.replaceChildren(...front.map((p) => h('tr', { class: 'trial', 'data-id': p.trial_id, onclick: () => openTrial(p.trial_id, S.study) },
+      h('td', {}, p.number), h('td', {}, acc(p.val_accuracy)), h('td', {}, num(p.inference_ms)),
+      h('td', {}, h('a', { href: `/api/v1/trials/${p.trial_id}/model`, download: '', onclick: (e) => e.stopPropagation() }, 'download')))));
+    charts.latency.data.datasets[2].data = front.map((p) => ({ x: p.inference_ms, y: p.val_accuracy }));
+    charts.latency.update('none');
+    el.choice.replaceChildren(chosen.error
+      ? h('p', { class: 'muted' }, chosen.error)
+      : h('p', {}, `trial #${chosen.number}: ${acc(chosen.val_accuracy)} val, ${num(chosen.inference_ms)} ms/image `,
+        h('a', { class: 'button', id: 'download-fastest', href: `/api/v1/studies/${id}/model?${q}`, download: '' }, 'Download this model')));
+  });
 
   function renderImportance() {
     const r = importance;
