@@ -70,7 +70,7 @@ fn yes() -> bool {
     true
 }
 
-#[derive(Debug, Clone, Default, Serialize, Deserialize, ToSchema)]
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Budget {
     /// Trials that count toward the budget (default 20 when neither is given).
@@ -216,27 +216,92 @@ pub struct DatasetList {
     pub datasets: Vec<Dataset>,
 }
 
-/// A trial as lists show it (`GET /api/v1/trials/{id}` adds config, epochs and result).
-#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+/// A trial: one shape for REST lists, `GET /api/v1/trials/{id}` (which adds config, epochs and
+/// result), a study's best trial, and every WebSocket event that carries a trial. Fields not known yet
+/// are left out.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 pub struct Trial {
     pub id: i64,
     pub study_id: i64,
     pub number: i64,
     /// `queued`, `running`, `complete`, `pruned` or `failed`.
     pub state: String,
+    /// The searched parameters' values.
     #[schema(value_type = Object)]
     pub params: serde_json::Value,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub worker_id: Option<String>,
+    /// `cpu`, `cuda:0`, ...: where it trained.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub device: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub val_accuracy: Option<f64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub val_loss: Option<f64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub test_accuracy: Option<f64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub test_loss: Option<f64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub train_seconds: Option<f64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub prepare_seconds: Option<f64>,
     /// Forward time per image at batch 1, on the worker that trained it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub inference_ms: Option<f64>,
+    /// Images per second at batch 64.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub inference_ips: Option<f64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub parameter_count: Option<i64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub model_bytes: Option<i64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub epochs_completed: Option<i64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
-    /// `error`, `interrupted`, `retries_exhausted` or `stopped`; null unless failed.
+    /// `error`, `interrupted`, `retries_exhausted` or `stopped`; only on failed trials.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub failure_kind: Option<String>,
+    /// The interrupted trial this one retries with the same parameters.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub retry_of: Option<i64>,
+    /// 0 for a first attempt, n for the n-th retry.
     pub attempt: i64,
+    /// SHA-256 of the stored weights (complete trials); downloads are checked against it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub model_sha256: Option<String>,
+    pub created_at: i64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub started_at: Option<i64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub finished_at: Option<i64>,
+}
+
+/// One epoch's metrics of a trial.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct EpochView {
+    pub trial_id: i64,
+    /// From 1.
+    pub epoch: i64,
+    pub train_loss: f64,
+    pub val_loss: f64,
+    pub val_accuracy: f64,
+    pub elapsed_seconds: f64,
+}
+
+/// `GET /api/v1/trials/{id}`: the trial, its training config, every epoch, and the full result
+/// (confusion matrix, per-class accuracy, test predictions) once it is complete.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct TrialDetail {
+    #[serde(flatten)]
+    pub trial: Trial,
+    #[schema(value_type = Object)]
+    pub config: serde_json::Value,
+    pub epochs: Vec<EpochView>,
+    /// Null until the trial completes.
+    #[schema(value_type = Object)]
+    pub result: serde_json::Value,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
@@ -244,8 +309,8 @@ pub struct TrialList {
     pub trials: Vec<Trial>,
 }
 
-/// A study: its row, budget, space, progress and best trial so far.
-#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+/// A study: its row, budget, space, progress and best trial so far (REST, and the WebSocket snapshot).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 pub struct Study {
     pub id: i64,
     pub name: String,
@@ -260,6 +325,18 @@ pub struct Study {
     pub created_at: i64,
     pub finished_at: Option<i64>,
     pub budget: Budget,
+    /// Retries of an interrupted trial; null: the control plane's `--max-retries`.
+    pub max_retries: Option<u32>,
+    /// The resolved search space (`space`: the searched parameters; `fixed`: the pinned ones).
+    #[schema(value_type = Object)]
+    pub space: serde_json::Value,
+    /// The sampler's full config (`{"type": "tpe", ...}`).
+    #[schema(value_type = Object)]
+    pub sampler: serde_json::Value,
+    #[schema(value_type = Object)]
+    pub pruner: serde_json::Value,
+    /// Whether trial 0 is the seed's configuration.
+    pub baseline: bool,
     pub progress: Progress,
     /// The most accurate trial within the latency limit, if any.
     pub best_trial: Option<Trial>,
@@ -273,7 +350,7 @@ pub struct Study {
 }
 
 /// One trial on a study's accuracy-vs-latency Pareto front.
-#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 pub struct ParetoPoint {
     pub trial_id: i64,
     pub number: i64,
@@ -306,6 +383,8 @@ pub fn components() -> utoipa::openapi::Components {
         .schema_from::<Dataset>()
         .schema_from::<DatasetList>()
         .schema_from::<Trial>()
+        .schema_from::<EpochView>()
+        .schema_from::<TrialDetail>()
         .schema_from::<TrialList>()
         .schema_from::<Study>()
         .schema_from::<ParetoPoint>()

@@ -24,7 +24,7 @@ use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tanren_core::{EpochMetrics, StudyState, TrialState};
-use tanren_store::{now_ms, TrialRow, WorkerRow};
+use tanren_store::{now_ms, TrialRow};
 use tokio::sync::{broadcast, Notify};
 use tokio_util::sync::CancellationToken;
 
@@ -45,11 +45,11 @@ pub enum Event {
     /// Full state; the first message of a connection (never stored in the ring).
     Snapshot(Box<Snapshot>),
     TrialQueued {
-        trial: TrialView,
+        trial: Trial,
     },
     /// Sent when a worker takes the trial, and again when it reports its device.
     TrialStarted {
-        trial: TrialView,
+        trial: Trial,
     },
     TrialEpoch {
         trial_id: i64,
@@ -57,18 +57,18 @@ pub enum Event {
         metrics: EpochMetrics,
     },
     TrialCompleted {
-        trial: TrialView,
+        trial: Trial,
     },
     TrialPruned {
-        trial: TrialView,
+        trial: Trial,
     },
     TrialFailed {
-        trial: TrialView,
+        trial: Trial,
     },
     /// Counts, ETA and the best trial; sent (debounced) after trial changes.
     Progress {
         progress: crate::progress::Progress,
-        best_trial: Option<TrialView>,
+        best_trial: Option<Trial>,
     },
     StudyFinished {
         state: String,
@@ -90,8 +90,8 @@ pub struct Snapshot {
     /// Identifies this process's numbering; pass it back as `?stream=` with `?since=`.
     pub stream: u64,
     /// The study as `GET /api/v1/studies/{id}` shows it (progress and best trial included).
-    pub study: serde_json::Value,
-    pub trials: Vec<TrialView>,
+    pub study: tanren_api::Study,
+    pub trials: Vec<Trial>,
     /// Validation accuracy per epoch, for the running trials, the best ones and the most recent ones
     /// (all of them for small studies): learning curves of 10,000 trials would drown the page.
     pub curves: Vec<Curve>,
@@ -107,84 +107,7 @@ pub struct Curve {
     pub points: Vec<[f64; 2]>,
 }
 
-/// A trial as streams and lists show it: what a table row or chart point needs, absent fields omitted.
-/// The full record (config, confusion matrix, epochs) is `GET /api/v1/trials/{id}`.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct TrialView {
-    pub id: i64,
-    pub number: i64,
-    pub state: String,
-    pub params: serde_json::Value,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub worker_id: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub device: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub val_accuracy: Option<f64>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub test_accuracy: Option<f64>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub train_seconds: Option<f64>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub inference_ms: Option<f64>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub parameter_count: Option<i64>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub epochs_completed: Option<i64>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub error: Option<String>,
-    pub created_at: i64,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub started_at: Option<i64>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub finished_at: Option<i64>,
-}
-
-impl From<&TrialRow> for TrialView {
-    fn from(t: &TrialRow) -> Self {
-        TrialView {
-            id: t.id,
-            number: t.number,
-            state: t.state.clone(),
-            params: serde_json::from_str(&t.params).unwrap_or_default(),
-            worker_id: t.worker_id.clone(),
-            device: t.device.clone(),
-            val_accuracy: t.val_accuracy,
-            test_accuracy: t.test_accuracy,
-            train_seconds: t.train_seconds,
-            inference_ms: t.inference_ms,
-            parameter_count: t.parameter_count,
-            epochs_completed: t.epochs_completed,
-            error: t.error.clone(),
-            created_at: t.created_at,
-            started_at: t.started_at,
-            finished_at: t.finished_at,
-        }
-    }
-}
-
-pub use tanren_api::WorkerView;
-
-/// A worker row as REST and the event stream show it.
-pub fn worker_view(w: &WorkerRow, alive: bool, running: Option<(i64, i64)>) -> WorkerView {
-    {
-        WorkerView {
-            id: w.id.clone(),
-            grpc_url: w.grpc_url.clone(),
-            device: w.device.clone(),
-            device_name: w.device_name.clone(),
-            torch_version: w.torch_version.clone(),
-            cuda_available: w.cuda_available != 0,
-            slots: w.slots,
-            registered_at: w.registered_at,
-            last_seen_at: w.last_seen_at,
-            alive,
-            busy: running.is_some(),
-            study_id: running.map(|r| r.0),
-            trial_id: running.map(|r| r.1),
-        }
-    }
-}
+pub use tanren_api::{Trial, WorkerView};
 
 /// A published event, serialised once for every subscriber.
 #[derive(Debug, Clone)]
@@ -322,7 +245,7 @@ impl Hub {
 
     /// A trial row changed: publish the event its state calls for, and schedule progress.
     pub fn trial(&self, t: &TrialRow) {
-        let trial = TrialView::from(t);
+        let trial = crate::views::trial(t);
         let event = match t.state.parse::<TrialState>() {
             Ok(TrialState::Queued) => Event::TrialQueued { trial },
             Ok(TrialState::Running) => Event::TrialStarted { trial },
@@ -437,7 +360,7 @@ async fn workers_changed(
         let busy = state.scheduler.busy_workers().await;
         for w in live.iter().filter(|w| !before.contains(&w.id)) {
             state.events.publish_all(Event::WorkerUp {
-                worker: worker_view(w, true, busy.get(&w.id).copied()),
+                worker: crate::views::worker(w, true, busy.get(&w.id).copied()),
             });
         }
         for id in before.iter().filter(|id| !now.contains(*id)) {

@@ -20,6 +20,7 @@ pub mod progress;
 pub mod scheduler;
 pub mod study_spec;
 pub mod tls;
+pub mod views;
 
 use std::path::PathBuf;
 use std::sync::Arc;

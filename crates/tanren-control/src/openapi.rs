@@ -84,7 +84,7 @@ fn describe(method: &Method, path: &str) -> Option<(&'static str, u16, Success)>
             200,
             Json("Trial"),
         ),
-        ("GET", "/api/v1/trials/{id}") => ("One trial in full", 200, Json("Trial")),
+        ("GET", "/api/v1/trials/{id}") => ("One trial in full", 200, Json("TrialDetail")),
         ("GET", "/api/v1/trials/{id}/model") => {
             ("A complete trial's model (zip)", 200, Bytes("application/zip"))
         }

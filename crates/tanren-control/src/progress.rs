@@ -2,7 +2,7 @@
 //! WebSocket `progress` event and the CLI. The ETA comes from measured trial durations and the number of
 //! live workers; when few trials have finished it is a wide range, not a confident number.
 
-use crate::events::TrialView;
+use tanren_api::Trial;
 use tanren_core::{Candidate, EndReason, FailureKind, Objectives, StudyState, TrialState};
 use tanren_store::{now_ms, StudyRow, TrialRow};
 
@@ -47,8 +47,8 @@ pub fn best_trial<'a>(objectives: &Objectives, trials: &'a [TrialRow]) -> Option
     row_of(trials, objectives.best(&candidates(trials)))
 }
 
-pub fn best_view(objectives: &Objectives, trials: &[TrialRow]) -> Option<TrialView> {
-    best_trial(objectives, trials).map(TrialView::from)
+pub fn best_view(objectives: &Objectives, trials: &[TrialRow]) -> Option<Trial> {
+    best_trial(objectives, trials).map(crate::views::trial)
 }
 
 /// `parallel` is the number of live workers (at least 1).

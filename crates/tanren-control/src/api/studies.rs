@@ -1,7 +1,7 @@
 //! Studies: create (validated bounds and budget), list, progress with best trial and ETA (see
 //! crate::progress), stop.
 
-use super::{parse_json, trials::trial_json, S};
+use super::{parse_json, S};
 use crate::error::{ApiError, ApiResult};
 use crate::study_spec::{CreateStudy, StudySpec};
 use axum::extract::{Path, State};
@@ -31,7 +31,7 @@ pub async fn search_space() -> Json<serde_json::Value> {
     }))
 }
 
-pub async fn create(State(s): State<S>, body: Bytes) -> ApiResult<(StatusCode, Json<serde_json::Value>)> {
+pub async fn create(State(s): State<S>, body: Bytes) -> ApiResult<(StatusCode, Json<tanren_api::Study>)> {
     let req: CreateStudy = parse_json(&body)?;
     let ds = match s.store.dataset(req.dataset_id).await {
         Ok(d) => d,
@@ -121,20 +121,20 @@ pub async fn create(State(s): State<S>, body: Bytes) -> ApiResult<(StatusCode, J
     Ok((StatusCode::CREATED, Json(study_json(&s, &row).await?)))
 }
 
-pub async fn list(State(s): State<S>) -> ApiResult<Json<serde_json::Value>> {
-    let mut out = Vec::new();
+pub async fn list(State(s): State<S>) -> ApiResult<Json<tanren_api::StudyList>> {
+    let mut studies = Vec::new();
     for row in s.store.studies().await? {
-        out.push(study_json(&s, &row).await?);
+        studies.push(study_json(&s, &row).await?);
     }
-    Ok(Json(serde_json::json!({ "studies": out })))
+    Ok(Json(tanren_api::StudyList { studies }))
 }
 
-pub async fn get_one(State(s): State<S>, Path(id): Path<i64>) -> ApiResult<Json<serde_json::Value>> {
+pub async fn get_one(State(s): State<S>, Path(id): Path<i64>) -> ApiResult<Json<tanren_api::Study>> {
     let row = s.store.study(id).await?;
     Ok(Json(study_json(&s, &row).await?))
 }
 
-pub async fn stop(State(s): State<S>, Path(id): Path<i64>) -> ApiResult<Json<serde_json::Value>> {
+pub async fn stop(State(s): State<S>, Path(id): Path<i64>) -> ApiResult<Json<tanren_api::Study>> {
     let row = s.store.study(id).await?;
     if row.state != StudyState::Running.as_str() {
         return Err(ApiError::Conflict(format!("study {id} is already {}", row.state)));
@@ -148,60 +148,14 @@ pub async fn stop(State(s): State<S>, Path(id): Path<i64>) -> ApiResult<Json<ser
     Ok(Json(study_json(&s, &row).await?))
 }
 
-pub use crate::progress::{best_trial, candidates, objectives_of};
-use tanren_api::ParetoPoint;
-
-/// Why a study ended, as a person reads it: "minutes budget reached", "failed: 5 trials in a row ...".
-pub fn end_reason_text(r: EndReason, error: Option<&str>) -> String {
-    match (r, error) {
-        (EndReason::Failed, Some(e)) => format!("failed: {e}"),
-        _ => r.describe().to_string(),
-    }
-}
-
-async fn study_json(s: &S, row: &StudyRow) -> ApiResult<serde_json::Value> {
+async fn study_json(s: &S, row: &StudyRow) -> ApiResult<tanren_api::Study> {
     let trials = s.store.trials(row.id).await?;
     study_view(s, row, &trials).await
 }
 
 /// The study as REST and the WebSocket snapshot show it: the row, budget, space, progress, best trial.
-pub async fn study_view(s: &S, row: &StudyRow, trials: &[TrialRow]) -> ApiResult<serde_json::Value> {
+pub async fn study_view(s: &S, row: &StudyRow, trials: &[TrialRow]) -> ApiResult<tanren_api::Study> {
     let live_workers = s.scheduler.live_workers(s.store.workers().await?).len();
     let progress = crate::progress::progress(row, trials, live_workers);
-    let spec: serde_json::Value = serde_json::from_str(&row.spec).unwrap_or_default();
-    let mut v = serde_json::to_value(row).unwrap_or_default();
-    v["budget"] = serde_json::json!({ "trials": row.max_trials, "minutes": row.max_minutes });
-    v["end_reason_text"] = match row.end_reason.as_deref().map(str::parse::<EndReason>) {
-        Some(Ok(r)) => serde_json::Value::String(end_reason_text(r, row.error.as_deref())),
-        _ => serde_json::Value::Null,
-    };
-    v["max_retries"] = spec["max_retries"].clone();
-    v["space"] = spec["image_space"].clone();
-    v["sampler"] = spec["search"]["sampler"].clone();
-    v["pruner"] = spec["search"]["pruner"].clone();
-    v["baseline"] = spec["baseline"].clone();
-    v["progress"] = serde_json::to_value(progress).unwrap_or_default();
-    let objectives = objectives_of(row);
-    v["best_trial"] = best_trial(&objectives, trials)
-        .map(trial_json)
-        .unwrap_or(serde_json::Value::Null);
-    v["objectives"] = serde_json::json!(objectives.names());
-    v["max_latency_ms"] = serde_json::json!(objectives.max_latency_ms);
-    if objectives.is_multi() {
-        let front: Vec<ParetoPoint> = objectives
-            .pareto_front(&candidates(trials))
-            .into_iter()
-            .filter_map(|c| {
-                let t = trials.iter().find(|t| t.id == c.id)?;
-                Some(ParetoPoint {
-                    trial_id: c.id,
-                    number: t.number,
-                    val_accuracy: c.val_accuracy,
-                    inference_ms: c.inference_ms?,
-                })
-            })
-            .collect();
-        v["pareto_front"] = serde_json::to_value(front).unwrap_or_default();
-    }
-    Ok(v)
+    Ok(crate::views::study(row, trials, progress))
 }

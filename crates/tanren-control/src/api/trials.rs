@@ -2,10 +2,10 @@
 //! the weight upload workers make, and model downloads (zip with weights, model.json and ONNX; the
 //! INT8 ONNX with `?int8=true`).
 
-use super::studies::{candidates, objectives_of};
 use super::S;
 use crate::error::{ApiError, ApiResult};
-use crate::{model_card, onnx};
+use crate::progress::{candidates, objectives_of};
+use crate::{model_card, onnx, views};
 use axum::body::Body;
 use axum::extract::{Path, Query, State};
 use axum::http::{header, HeaderMap};
@@ -14,36 +14,22 @@ use axum::Json;
 use futures::StreamExt;
 use serde::Deserialize;
 use sha2::{Digest, Sha256};
+use tanren_api::{Trial, TrialDetail, TrialList};
 use tanren_core::TrialState;
 use tanren_store::TrialRow;
 use tokio::io::AsyncWriteExt;
 
-/// A trial as lists show it: the row plus its params as JSON.
-pub fn trial_json(t: &TrialRow) -> serde_json::Value {
-    let mut v = serde_json::to_value(t).unwrap_or_default();
-    v["params"] = serde_json::from_str(&t.params).unwrap_or_default();
-    v
-}
-
-pub async fn list(State(s): State<S>, Path(id): Path<i64>) -> ApiResult<Json<serde_json::Value>> {
+pub async fn list(State(s): State<S>, Path(id): Path<i64>) -> ApiResult<Json<TrialList>> {
     s.store.study(id).await?;
     let trials = s.store.trials(id).await?;
-    Ok(Json(
-        serde_json::json!({ "trials": trials.iter().map(trial_json).collect::<Vec<_>>() }),
-    ))
+    Ok(Json(TrialList {
+        trials: trials.iter().map(views::trial).collect(),
+    }))
 }
 
-pub async fn get_one(State(s): State<S>, Path(id): Path<i64>) -> ApiResult<Json<serde_json::Value>> {
+pub async fn get_one(State(s): State<S>, Path(id): Path<i64>) -> ApiResult<Json<TrialDetail>> {
     let t = s.store.trial(id).await?;
-    let mut v = trial_json(&t);
-    v["config"] = serde_json::from_str(&t.config).unwrap_or_default();
-    v["epochs"] = serde_json::to_value(s.store.epochs(id).await?).unwrap_or_default();
-    v["result"] = t
-        .result
-        .as_deref()
-        .and_then(|r| serde_json::from_str(r).ok())
-        .unwrap_or_default();
-    Ok(Json(v))
+    Ok(Json(views::trial_detail(&t, &s.store.epochs(id).await?)))
 }
 
 /// Workers PUT the trained weights here before reporting the result, with the trial's own token, once,
@@ -141,8 +127,8 @@ pub async fn study_model_trial(
     State(s): State<S>,
     Path(id): Path<i64>,
     Query(q): Query<StudyModelQuery>,
-) -> ApiResult<Json<serde_json::Value>> {
-    Ok(Json(trial_json(&chosen_trial(&s, id, &q).await?)))
+) -> ApiResult<Json<Trial>> {
+    Ok(Json(views::trial(&chosen_trial(&s, id, &q).await?)))
 }
 
 async fn chosen_trial(s: &S, id: i64, q: &StudyModelQuery) -> ApiResult<TrialRow> {

@@ -3,7 +3,8 @@
 
 use super::{parse_json, S};
 use crate::error::{ApiError, ApiResult};
-use crate::events::{worker_view, WorkerView};
+use crate::events::WorkerView;
+use crate::views::worker as worker_view;
 use axum::extract::State;
 use axum::Json;
 use bytes::Bytes;

@@ -5,7 +5,7 @@
 use super::studies::study_view;
 use super::S;
 use crate::error::ApiResult;
-use crate::events::{Curve, Event, Frame, Message, Snapshot, TrialView};
+use crate::events::{Curve, Event, Frame, Message, Snapshot};
 use axum::extract::ws::{CloseFrame, Message as WsMessage, WebSocket, WebSocketUpgrade};
 use axum::extract::{Path, Query, State};
 use axum::response::Response;
@@ -140,7 +140,7 @@ async fn snapshot(s: &S, study_id: i64, seq: u64) -> anyhow::Result<String> {
     let snap = Snapshot {
         stream: s.events.stream(),
         study,
-        trials: trials.iter().map(TrialView::from).collect(),
+        trials: trials.iter().map(crate::views::trial).collect(),
         curves,
         curves_omitted,
         workers: super::workers::views(s)
