@@ -6,6 +6,8 @@
 //! Response objects carry at least the fields listed here (the schemas leave additional properties
 //! open, so clients must ignore fields they do not know).
 
+pub mod events;
+
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
