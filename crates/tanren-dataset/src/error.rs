@@ -34,6 +34,10 @@ pub enum IngestError {
         max_pixels: u64,
         max_dimension: u32,
     },
+    #[error(
+        "the upload was cancelled before its ingest finished (the client went away); nothing was stored"
+    )]
+    Cancelled,
     #[error("unrecognised layout: {0}")]
     UnknownLayout(String),
     #[error("found {} class folder(s) with images {at}{}, need at least 2; put each class's images in its own folder", found.len(), named(found))]
@@ -92,7 +96,8 @@ impl IngestError {
             | TooFewClasses { .. }
             | ClassMismatch { .. }
             | EmptyClass { .. }
-            | BadParameter(_) => true,
+            | BadParameter(_)
+            | Cancelled => true,
             OutputExists(_) | BadManifest { .. } | Decode { .. } | Io(_) => false,
         }
     }
@@ -117,6 +122,7 @@ impl IngestError {
             ClassMismatch { .. } => "class_mismatch",
             EmptyClass { .. } => "empty_class",
             BadParameter(_) => "bad_parameter",
+            Cancelled => "cancelled",
             OutputExists(_) => "output_exists",
             BadManifest { .. } => "bad_manifest",
             Decode { .. } => "decode",

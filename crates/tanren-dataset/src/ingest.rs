@@ -12,6 +12,7 @@
 use std::fs::{self, File};
 use std::io::{BufReader, Cursor, ErrorKind, Read};
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use image::{ImageFormat, ImageReader};
 use rayon::prelude::*;
@@ -68,6 +69,23 @@ pub fn ingest_zip(
     limits: &Limits,
     split_seed: u64,
 ) -> Result<Manifest, IngestError> {
+    ingest_zip_cancellable(zip_path, out_dir, limits, split_seed, &AtomicBool::new(false))
+}
+
+/// [`ingest_zip`] that stops with [`IngestError::Cancelled`] soon after `cancel` is set (checked
+/// between entries, during the parallel decode, and before the final rename), leaving nothing behind:
+/// the staging directory goes with the error and `out_dir` is never created.
+pub fn ingest_zip_cancellable(
+    zip_path: &Path,
+    out_dir: &Path,
+    limits: &Limits,
+    split_seed: u64,
+    cancel: &AtomicBool,
+) -> Result<Manifest, IngestError> {
+    let cancelled = || cancel.load(Ordering::Relaxed);
+    if cancelled() {
+        return Err(IngestError::Cancelled);
+    }
     if out_dir.symlink_metadata().is_ok() {
         return Err(IngestError::OutputExists(out_dir.to_owned()));
     }
@@ -119,6 +137,9 @@ pub fn ingest_zip(
     let mut extracted = Vec::with_capacity(plan.candidates.len());
     let mut total = 0u64;
     for (seq, cand) in plan.candidates.into_iter().enumerate() {
+        if cancelled() {
+            return Err(IngestError::Cancelled);
+        }
         let bytes = read_entry(&mut archive, &cand, compressed[cand.index], limits, &mut total)?;
         match check_header(&bytes, &cand.name, limits)? {
             Ok(format) => {
@@ -137,8 +158,14 @@ pub fn ingest_zip(
     // Full decode in parallel: the only way to know a file is usable is to decode all of it.
     let verdicts: Vec<Result<(), String>> = extracted
         .par_iter()
-        .map(|(_, path, _)| decode_check(path, limits))
+        .map(|(_, path, _)| match cancelled() {
+            true => Ok(()), // not looked at; refused as a whole below
+            false => decode_check(path, limits),
+        })
         .collect();
+    if cancelled() {
+        return Err(IngestError::Cancelled);
+    }
     let mut usable = Vec::with_capacity(extracted.len());
     for ((cand, path, ext), verdict) in extracted.into_iter().zip(verdicts) {
         match verdict {
@@ -229,6 +256,9 @@ pub fn ingest_zip(
     // tempfile creates the staging dir 0700; a dataset dir is as readable as any other output.
     #[cfg(unix)]
     fs::set_permissions(tmp.path(), std::os::unix::fs::PermissionsExt::from_mode(0o755))?;
+    if cancelled() {
+        return Err(IngestError::Cancelled);
+    }
     let staged = tmp.keep();
     if let Err(e) = fs::rename(&staged, out_dir) {
         let _ = fs::remove_dir_all(&staged);

@@ -15,6 +15,6 @@ pub mod split;
 
 pub use cache::{decode_resize, load_or_build, CacheStatus, Packed, Split};
 pub use error::IngestError;
-pub use ingest::{ingest_zip, Limits};
+pub use ingest::{ingest_zip, ingest_zip_cancellable, Limits};
 pub use manifest::{load_manifest, ClassInfo, Layout, Manifest, Sample, Skipped};
 pub use split::stratified_split;

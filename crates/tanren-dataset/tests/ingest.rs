@@ -464,3 +464,51 @@ fn entry_count_is_checked_from_the_end_record_before_parsing() {
     let err = refused(&bad, &Limits::default(), "not_a_zip");
     assert!(err.to_string().contains("zip64 end record"), "{err}");
 }
+
+#[test]
+fn a_cancelled_ingest_stops_and_leaves_nothing_behind() {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use tanren_dataset::ingest_zip_cancellable;
+    let zip = with_classes(Zip::new(), "", &[("a", 600), ("b", 600)], 7).bytes();
+    let (_zip_dir, zip_path) = write_zip(&zip);
+
+    // Cancelled before it starts.
+    let parent = tempfile::tempdir().unwrap();
+    let out = parent.path().join("ds");
+    let err =
+        ingest_zip_cancellable(&zip_path, &out, &Limits::default(), 0, &AtomicBool::new(true)).unwrap_err();
+    assert_eq!(err.code(), "cancelled", "{err}");
+    assert!(listing(parent.path()).is_empty());
+
+    // Cancelled while it runs: as soon as the first image is extracted into the staging dir (1,200
+    // images still to extract and decode after that).
+    let parent = tempfile::tempdir().unwrap();
+    let out = parent.path().join("ds");
+    let cancel = AtomicBool::new(false);
+    let started = std::time::Instant::now();
+    let result = std::thread::scope(|s| {
+        s.spawn(|| {
+            while !cancel.load(Ordering::Relaxed) {
+                if listing(parent.path()).iter().any(|p| p.is_file()) {
+                    cancel.store(true, Ordering::Relaxed);
+                }
+                assert!(started.elapsed().as_secs() < 60, "no staging file appeared");
+            }
+        });
+        let r = ingest_zip_cancellable(&zip_path, &out, &Limits::default(), 0, &cancel);
+        cancel.store(true, Ordering::Relaxed); // ends the watcher if the ingest won the race
+        r
+    });
+    let err = result.expect_err("cancelled mid-way");
+    assert_eq!(err.code(), "cancelled", "{err}");
+    assert!(err.is_client_error());
+    assert!(!out.exists());
+    assert_eq!(
+        listing(parent.path()),
+        Vec::<std::path::PathBuf>::new(),
+        "left files behind"
+    );
+    // The same zip without a cancel goes through.
+    let (_p, m) = ok(&zip, 0);
+    assert_eq!(m.train.len() + m.test.len(), 1200);
+}

@@ -11,8 +11,9 @@ use axum::Json;
 use serde::Deserialize;
 use sha2::{Digest, Sha256};
 use std::collections::HashMap;
+use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
-use tanren_dataset::{ingest_zip, Limits, Manifest};
+use tanren_dataset::{ingest_zip_cancellable, Limits, Manifest};
 use tanren_store::{DatasetRow, NewDataset};
 use tokio::io::AsyncWriteExt;
 
@@ -168,20 +169,26 @@ pub async fn upload(
     let zip = tmp.path().to_path_buf();
     let out2 = out.clone();
     let split_seed = q.split_seed;
-    let manifest =
-        tokio::task::spawn_blocking(move || ingest_zip(&zip, &out2, &Limits::default(), split_seed))
-            .await
-            .map_err(|e| ApiError::Internal(e.to_string()))?
-            .map_err(|e| {
-                if e.is_client_error() {
-                    ApiError::Dataset {
-                        code: e.code(),
-                        message: e.to_string(),
-                    }
-                } else {
-                    ApiError::Internal(e.to_string())
-                }
-            })?;
+    // When the client goes away, axum drops this future: the guard tells the ingest thread to stop
+    // (it then removes its staging dir), and the thread keeps the upload permit until it has.
+    let cancel = CancelOnDrop(Arc::new(AtomicBool::new(false)));
+    let flag = cancel.0.clone();
+    let manifest = tokio::task::spawn_blocking(move || {
+        let _permit = _permit;
+        ingest_zip_cancellable(&zip, &out2, &Limits::default(), split_seed, &flag)
+    })
+    .await
+    .map_err(|e| ApiError::Internal(e.to_string()))?
+    .map_err(|e| {
+        if e.is_client_error() {
+            ApiError::Dataset {
+                code: e.code(),
+                message: e.to_string(),
+            }
+        } else {
+            ApiError::Internal(e.to_string())
+        }
+    })?;
     let zip_dest = s.files.dataset_zip(&sha);
     let summary = summary(&manifest).to_string();
     let row = async {
@@ -336,4 +343,13 @@ pub async fn thumbnail(
         png,
     )
         .into_response())
+}
+
+/// Sets its flag when dropped: a dropped upload handler (the client went away) cancels its ingest.
+struct CancelOnDrop(Arc<AtomicBool>);
+
+impl Drop for CancelOnDrop {
+    fn drop(&mut self) {
+        self.0.store(true, std::sync::atomic::Ordering::Relaxed);
+    }
 }
