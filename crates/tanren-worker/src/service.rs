@@ -1,6 +1,7 @@
 //! The gRPC `Worker` service: one trial at a time; training runs on a blocking thread and talks to
-//! the response stream through a channel. A closed stream (the control plane cancelled: prune or stop)
-//! makes the trainer stop at the next epoch boundary.
+//! the response stream through a channel. A closed stream (the control plane cancelled: prune, stop,
+//! budget, or it went away) makes the trainer stop before its next step, so the worker is free again
+//! within one batch rather than one epoch.
 
 use crate::{dataset, Config};
 use std::sync::Arc;
@@ -26,7 +27,8 @@ struct Inner {
     http: reqwest::Client,
 }
 
-/// How long a new trial waits for the previous (cancelled) one to reach its epoch boundary.
+/// How long a new trial waits for the previous (cancelled) one to let go of the device: normally one
+/// training step, but evaluation, inference timing and saving are not interruptible.
 const BUSY_WAIT: std::time::Duration = std::time::Duration::from_secs(300);
 
 type Tx = mpsc::Sender<Result<v1::TrialEvent, Status>>;
@@ -68,6 +70,7 @@ fn train_status(e: TrainError) -> Status {
         TrainError::InvalidConfig(m) => Status::invalid_argument(m),
         TrainError::Dataset(e) => Status::failed_precondition(e.to_string()),
         TrainError::Diverged { .. } => Status::aborted(e.to_string()),
+        TrainError::Cancelled { .. } => Status::cancelled(e.to_string()),
         TrainError::Torch(e) => Status::internal(format!("libtorch: {e}")),
         TrainError::Io(e) => Status::internal(format!("worker disk: {e}")),
     }
@@ -92,9 +95,9 @@ impl Worker for WorkerService {
                 "dataset_sha256 must be 64 lowercase hex digits",
             ));
         }
-        // The control plane sends one trial at a time, but a trial it just pruned or stopped is still
-        // finishing its current epoch here (training stops only between epochs): wait for it rather
-        // than refuse, so the next trial is not wasted on "busy".
+        // The control plane sends one trial at a time, but a trial it just pruned or stopped may still
+        // be finishing its current step (or its evaluation) here: wait for it rather than refuse, so
+        // the next trial is not wasted on "busy".
         let permit = tokio::time::timeout(BUSY_WAIT, self.inner.slots.clone().acquire_owned())
             .await
             .map_err(|_| Status::resource_exhausted("worker is busy with another trial"))?
@@ -150,12 +153,23 @@ async fn run(inner: Arc<Inner>, req: v1::TrialRequest, cfg: TrainConfig, tx: Tx)
         if tx2.blocking_send(event(Event::Started(started))).is_err() {
             return Ok(None);
         }
-        let trained = tanren_trainer::train(&cfg, &data, device, |m| {
-            match tx2.blocking_send(event(Event::Epoch(m.into()))) {
+        let trained = tanren_trainer::train_until(
+            &cfg,
+            &data,
+            device,
+            || tx2.is_closed(),
+            |m| match tx2.blocking_send(event(Event::Epoch(m.into()))) {
                 Ok(()) => EpochControl::Continue,
                 Err(_) => EpochControl::Stop,
+            },
+        );
+        let trained = match trained {
+            Err(TrainError::Cancelled { epoch }) => {
+                tracing::info!(epoch, "trial cancelled mid-epoch");
+                return Ok(None);
             }
-        })?;
+            other => other?,
+        };
         if tx2.is_closed() {
             return Ok(None);
         }
