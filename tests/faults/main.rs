@@ -11,4 +11,9 @@ mod common;
 mod harness;
 mod report;
 
+mod disk;
+mod network;
+mod postgres;
+mod restart;
 mod stop;
+mod workers;

@@ -285,6 +285,9 @@ pub async fn start(
     });
     // A study that cannot be resumed is marked failed; only an unreadable database stops the start.
     state.scheduler.restore(&state).await?;
+    if let Err(e) = scheduler::sweep_orphan_models(&state).await {
+        tracing::warn!(error = %e, "could not look for weights of trials that did not complete");
+    }
     tracing::info!(%addr, %public_url, tls = tls.is_some(), database = %url, data_dir = %config.data_dir.display(), "control plane listening");
     Ok(Server {
         state,

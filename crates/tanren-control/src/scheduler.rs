@@ -940,6 +940,11 @@ async fn finish(state: &Arc<AppState>, d: &Dispatch, outcome: Outcome, unsaved_e
             )
         }
     };
+    // Weights of a trial that did not complete (uploaded before a lost result, or half of a failed
+    // upload) can never be used: they go now, with the trial token already dead.
+    if !matches!(tell, TellOutcome::Complete(_)) {
+        remove_model_dir(state, trial_id).await;
+    }
     if let Err(e) = &stored {
         // The row stays `running`; a restart marks it interrupted and retries it. The search engine
         // hears "failed" so it does not build on a result the database does not have.
@@ -1010,6 +1015,37 @@ async fn finish(state: &Arc<AppState>, d: &Dispatch, outcome: Outcome, unsaved_e
         }
     }
     sched.wake();
+}
+
+async fn remove_model_dir(state: &AppState, trial_id: i64) {
+    let dir = state.files.model_dir(trial_id);
+    match tokio::fs::remove_dir_all(&dir).await {
+        Ok(()) => tracing::info!(trial_id, "removed the weights of a trial that did not complete"),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => tracing::warn!(trial_id, error = %e, dir = %dir.display(), "could not remove weights"),
+    }
+}
+
+/// At start: model dirs whose trial is not complete (a previous process died between an upload and
+/// the trial's end) are removed, so no file outlives its trial.
+pub async fn sweep_orphan_models(state: &AppState) -> anyhow::Result<()> {
+    let root = state.files.model_dir(0);
+    let root = root.parent().context("models dir")?;
+    let mut entries = tokio::fs::read_dir(root).await?;
+    while let Some(e) = entries.next_entry().await? {
+        let Some(id) = e.file_name().to_str().and_then(|n| n.parse::<i64>().ok()) else {
+            continue;
+        };
+        let keep = match state.store.trial(id).await {
+            Ok(t) => t.state == TrialState::Complete.as_str(),
+            Err(StoreError::NotFound(_)) => false,
+            Err(e) => return Err(e.into()),
+        };
+        if !keep {
+            remove_model_dir(state, id).await;
+        }
+    }
+    Ok(())
 }
 
 async fn end_failed(
@@ -1114,7 +1150,7 @@ async fn run_on_worker(
         _ = tokio::time::sleep_until(hard_cap) => return hung(last_heard.elapsed(), None),
         r = client.run_trial(req) => match r {
             Ok(s) => s.into_inner(),
-            Err(s) => return classify(s, worker),
+            Err(s) => return after_error(state, &endpoint, worker, s).await,
         }
     };
     loop {
@@ -1133,7 +1169,7 @@ async fn run_on_worker(
         let event = match msg {
             Ok(Some(ev)) => ev.event,
             Ok(None) => return lost("closed the trial stream without a result".into()),
-            Err(s) => return classify(s, worker),
+            Err(s) => return after_error(state, &endpoint, worker, s).await,
         };
         match event {
             Some(Event::Started(s)) => {
@@ -1205,6 +1241,76 @@ async fn run_on_worker(
     }
 }
 
+/// How long a worker whose trial connection broke has to answer a fresh `Info` call.
+const PROBE_TIMEOUT: Duration = Duration::from_secs(3);
+
+/// A trial's connection broke with `s`. A worker that died refuses the next connection and is welcome
+/// back as soon as it registers again; one that does not answer at all hangs (or the network to it is
+/// cut), and it sits out `trial_silence` even if it still heartbeats, so it does not swallow one trial
+/// after another. (The broken connection alone cannot tell: a keepalive timeout and a reset both end
+/// as a broken stream.)
+async fn after_error(
+    state: &AppState,
+    endpoint: &tonic::transport::Endpoint,
+    worker: &WorkerRow,
+    s: tonic::Status,
+) -> Outcome {
+    let outcome = classify(s, worker);
+    let Outcome::Failed {
+        kind: FailureKind::Interrupted,
+        error,
+        ..
+    } = &outcome
+    else {
+        return outcome;
+    };
+    let probe = async {
+        let channel = endpoint.connect().await?;
+        let mut req = tonic::Request::new(tanren_proto::v1::InfoRequest {});
+        if let Some(v) = state
+            .scheduler
+            .credential(&worker.id)
+            .and_then(|c| format!("Bearer {c}").parse().ok())
+        {
+            req.metadata_mut().insert("authorization", v);
+        }
+        // Any answer, a refusal included, means it is there.
+        let _ = WorkerClient::new(channel).info(req).await;
+        Ok::<(), tonic::transport::Error>(())
+    };
+    match tokio::time::timeout(PROBE_TIMEOUT, probe).await {
+        Ok(_) => outcome,
+        Err(_) => {
+            let sit_out = state.config.trial_silence;
+            Outcome::Failed {
+                kind: FailureKind::Interrupted,
+                error: format!(
+                    "{error}; it does not answer at all (hung, or the network to it is cut), so it gets \
+                     no trial for {} s",
+                    sit_out.as_secs()
+                ),
+                worker_down: true,
+                sit_out,
+            }
+        }
+    }
+}
+
+/// A status's message and the causes under it ("h2 protocol error: ...: keep-alive timed out").
+fn status_chain(s: &tonic::Status) -> String {
+    let mut out = s.message().to_string();
+    let mut cause = std::error::Error::source(s);
+    while let Some(e) = cause {
+        let text = e.to_string();
+        if !out.contains(&text) {
+            out.push_str(": ");
+            out.push_str(&text);
+        }
+        cause = e.source();
+    }
+    out
+}
+
 /// Errors from the worker's side: trial faults count as failures, lost workers as interruptions.
 fn classify(s: tonic::Status, worker: &WorkerRow) -> Outcome {
     // The connection broke, the worker went away, or it is still busy with a trial this process no
@@ -1235,7 +1341,7 @@ fn classify(s: tonic::Status, worker: &WorkerRow) -> Outcome {
             error: format!(
                 "interrupted: worker {} connection lost mid-trial: {}",
                 worker.id,
-                s.message()
+                status_chain(&s)
             ),
             worker_down: true,
             sit_out: Duration::ZERO,

@@ -65,6 +65,23 @@ fn event(e: Event) -> Result<v1::TrialEvent, Status> {
     Ok(v1::TrialEvent { event: Some(e) })
 }
 
+/// The control plane answered the weight upload with an error: say what it said. A full disk there
+/// (507) will not heal by retrying the trial elsewhere, so it is a trial failure carrying the control
+/// plane's own words; other server errors may pass (the trial is retried).
+async fn refused_upload(answer: reqwest::Response) -> Status {
+    let status = answer.status();
+    let text = answer.text().await.unwrap_or_default();
+    let said = serde_json::from_str::<tanren_api::ErrorBody>(&text)
+        .map(|b| b.error.message)
+        .unwrap_or(text);
+    let msg = format!("the control plane refused the trial's weights ({status}): {said}");
+    if status.is_server_error() && status != reqwest::StatusCode::INSUFFICIENT_STORAGE {
+        Status::unavailable(msg)
+    } else {
+        Status::failed_precondition(msg)
+    }
+}
+
 fn train_status(e: TrainError) -> Status {
     match e {
         TrainError::InvalidConfig(m) => Status::invalid_argument(m),
@@ -225,15 +242,17 @@ async fn run(inner: Arc<Inner>, req: v1::TrialRequest, cfg: TrainConfig, tx: Tx)
     let body = tokio::fs::read(&weights)
         .await
         .map_err(|e| Status::internal(e.to_string()))?;
-    inner
+    let answer = inner
         .http
         .put(&req.artifact_url)
         .bearer_auth(&req.trial_token)
         .body(body)
         .send()
         .await
-        .and_then(|r| r.error_for_status())
         .map_err(|e| Status::unavailable(format!("uploading weights to {}: {e}", req.artifact_url)))?;
+    if !answer.status().is_success() {
+        return Err(refused_upload(answer).await);
+    }
     tracing::info!(
         val_accuracy = result.val_accuracy,
         test_accuracy = result.test_accuracy,
