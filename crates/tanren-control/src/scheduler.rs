@@ -524,74 +524,99 @@ fn plan(inner: &mut Inner, mut free: Vec<WorkerRow>) -> Decisions {
     } = inner;
     let mut finished = Vec::new();
     let mut plans = Vec::new();
-    let mut ids: Vec<i64> = studies.keys().copied().collect();
-    ids.sort_unstable();
-    for id in ids {
+    let mut active: Vec<i64> = studies.keys().copied().collect();
+    active.sort_unstable();
+    active.retain(|&id| {
         let live = studies.get_mut(&id).expect("id from keys");
         if live.deadline_passed() {
             live.cancel_all(StopWhy::Budget);
         }
-        if let Some(reason) = live.end_reason() {
-            studies.remove(&id);
-            finished.push((id, reason));
-            continue;
+        match live.end_reason() {
+            Some(reason) => {
+                studies.remove(&id);
+                finished.push((id, reason));
+                false
+            }
+            None => true,
         }
-        while !free.is_empty() {
-            let next = if let Some(p) = live.unsaved.pop_front() {
-                p
-            } else if let Some(r) = (!live.deadline_passed())
-                .then(|| live.retries.pop_front())
-                .flatten()
-            {
-                // The retry gets a new number (restore needs one row per number) and the same
-                // parameters and seed.
-                let asked = live
-                    .study
-                    .enqueue(r.params.clone())
-                    .and_then(|_| live.study.ask());
-                match asked {
-                    Ok((number, _)) => Plan {
+    });
+    // Fair sharing: each free worker goes to the study with the fewest trials running (or being
+    // started) right now, lowest id first on a tie, so a study created later is not starved by an
+    // earlier one that could use every worker.
+    while !free.is_empty() {
+        let load = |id: &i64| studies.get(id).map_or(0, |l| l.running.len() + l.reserved);
+        let Some(&id) = active.iter().min_by_key(|id| (load(id), **id)) else {
+            break;
+        };
+        let live = studies.get_mut(&id).expect("active studies are live");
+        match next_plan(id, live) {
+            Some(next) => {
+                let worker = free.pop().expect("not empty");
+                busy_workers.insert(worker.id.clone(), (id, 0));
+                live.reserved += 1;
+                plans.push((id, next, worker));
+            }
+            None => active.retain(|&a| a != id),
+        }
+    }
+    (finished, plans)
+}
+
+/// The study's next trial: an unsaved one first, then a retry, then a new configuration, if it wants
+/// one. `None` when it has nothing to start now.
+fn next_plan(id: i64, live: &mut Live) -> Option<Plan> {
+    loop {
+        if let Some(p) = live.unsaved.pop_front() {
+            return Some(p);
+        }
+        if let Some(r) = (!live.deadline_passed())
+            .then(|| live.retries.pop_front())
+            .flatten()
+        {
+            // The retry gets a new number (restore needs one row per number) and the same
+            // parameters and seed.
+            let asked = live
+                .study
+                .enqueue(r.params.clone())
+                .and_then(|_| live.study.ask());
+            match asked {
+                Ok((number, _)) => {
+                    return Some(Plan {
                         number,
                         params_json: r.params_json,
                         config: Ok(r.config),
                         retry_of: Some(r.retry_of),
                         attempt: r.attempt,
-                    },
-                    Err(e) => {
-                        tracing::error!(study_id = id, trial_id = r.retry_of, error = %e, "retry dropped");
-                        continue;
-                    }
+                    })
                 }
-            } else if live.wants_more() {
-                let (number, sampled) = match live.study.ask() {
-                    Ok(x) => x,
-                    Err(e) => {
-                        // A finite space (grid) can run out: that ends the study normally.
-                        tracing::info!(study_id = id, reason = %e, "sampler has no more trials");
-                        live.exhausted = true;
-                        break;
-                    }
-                };
-                let full = live.spec.image_space.full_params(&sampled);
-                let seed = live.spec.seed.wrapping_mul(1_000_003).wrapping_add(number);
-                Plan {
-                    number,
-                    params_json: serde_json::to_string(&full).unwrap_or_else(|_| "{}".into()),
-                    config: tanren_core::train_config(&full, live.spec.num_classes, seed)
-                        .map_err(|e| e.to_string()),
-                    retry_of: None,
-                    attempt: 0,
+                Err(e) => {
+                    tracing::error!(study_id = id, trial_id = r.retry_of, error = %e, "retry dropped");
+                    continue;
                 }
-            } else {
-                break;
-            };
-            let worker = free.pop().expect("not empty");
-            busy_workers.insert(worker.id.clone(), (id, 0));
-            live.reserved += 1;
-            plans.push((id, next, worker));
+            }
         }
+        if !live.wants_more() {
+            return None;
+        }
+        let (number, sampled) = match live.study.ask() {
+            Ok(x) => x,
+            Err(e) => {
+                // A finite space (grid) can run out: that ends the study normally.
+                tracing::info!(study_id = id, reason = %e, "sampler has no more trials");
+                live.exhausted = true;
+                return None;
+            }
+        };
+        let full = live.spec.image_space.full_params(&sampled);
+        let seed = live.spec.seed.wrapping_mul(1_000_003).wrapping_add(number);
+        return Some(Plan {
+            number,
+            params_json: serde_json::to_string(&full).unwrap_or_else(|_| "{}".into()),
+            config: tanren_core::train_config(&full, live.spec.num_classes, seed).map_err(|e| e.to_string()),
+            retry_of: None,
+            attempt: 0,
+        });
     }
-    (finished, plans)
 }
 
 async fn tick(state: &Arc<AppState>) -> anyhow::Result<()> {
