@@ -68,7 +68,11 @@ async fn disk_full_on_weight_write() {
         "the reason says what to do: {done}"
     );
     let trials = check_clean(&api, study, &spec.data_dir).await;
-    assert_eq!(trials.len(), 5, "five failures in a row end the study: {trials:?}");
+    assert_eq!(
+        trials.len(),
+        5,
+        "five failures in a row end the study: {trials:?}"
+    );
 
     // Space freed: the same worker's next trial completes.
     std::fs::remove_file(&filler).unwrap();
@@ -78,8 +82,13 @@ async fn disk_full_on_weight_write() {
     check_clean(&api, next, &spec.data_dir).await;
     report::row(
         SCENARIO,
-        &format!("study failed after 5 trials: \"{}\"; after freeing space the next study completes",
-            error.chars().take(90).collect::<String>()),
+        &format!(
+            "study failed after 5 trials (\"...{}...\"); once space is freed the next completes",
+            &error[error.find("disk is full").unwrap()..]
+                .chars()
+                .take(50)
+                .collect::<String>()
+        ),
         "0 (none had completed)",
         None,
     );

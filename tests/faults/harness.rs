@@ -276,15 +276,19 @@ impl Api {
     }
 
     pub async fn wait_worker(&self, id: &str) {
-        self.wait_until(Duration::from_secs(60), &format!("worker {id} registered"), || async {
-            self.try_get("/api/v1/workers").await.is_some_and(|v| {
-                v["workers"]
-                    .as_array()
-                    .unwrap()
-                    .iter()
-                    .any(|w| w["id"] == id && w["alive"] == true)
-            })
-        })
+        self.wait_until(
+            Duration::from_secs(60),
+            &format!("worker {id} registered"),
+            || async {
+                self.try_get("/api/v1/workers").await.is_some_and(|v| {
+                    v["workers"]
+                        .as_array()
+                        .unwrap()
+                        .iter()
+                        .any(|w| w["id"] == id && w["alive"] == true)
+                })
+            },
+        )
         .await;
     }
 
@@ -299,7 +303,10 @@ impl Api {
     pub async fn wait_running_epoch(&self, study: i64, timeout: Duration) -> serde_json::Value {
         let start = Instant::now();
         loop {
-            assert!(start.elapsed() < timeout, "study {study}: no trial reported an epoch in time");
+            assert!(
+                start.elapsed() < timeout,
+                "study {study}: no trial reported an epoch in time"
+            );
             if let Some(v) = self.try_get(&format!("/api/v1/studies/{study}/trials")).await {
                 for t in v["trials"].as_array().unwrap() {
                     if t["state"] != "running" {
@@ -323,7 +330,10 @@ impl Api {
                 if s["state"] != "running" {
                     return s;
                 }
-                assert!(start.elapsed() < timeout, "study {id} still running after {timeout:?}: {s}");
+                assert!(
+                    start.elapsed() < timeout,
+                    "study {id} still running after {timeout:?}: {s}"
+                );
             }
             assert!(start.elapsed() < timeout, "study {id}: control plane unreachable");
             tokio::time::sleep(Duration::from_millis(200)).await;
@@ -375,7 +385,10 @@ pub async fn check_clean(api: &Api, study: i64, data_dir: &Path) -> Vec<serde_js
         let id = t["id"].as_i64().unwrap();
         let dir = data_dir.join("models").join(id.to_string());
         if state == "complete" {
-            assert!(dir.join("model.safetensors").is_file(), "complete trial {id} lost its weights");
+            assert!(
+                dir.join("model.safetensors").is_file(),
+                "complete trial {id} lost its weights"
+            );
         } else {
             assert!(!dir.exists(), "orphan model dir for {state} trial {id}: {t}");
         }
@@ -495,7 +508,10 @@ impl Postgres {
             .collect();
         bins.sort();
         let bin = bins.pop()?;
-        let data = tempfile::Builder::new().prefix("tanren-faults-pg").tempdir().ok()?;
+        let data = tempfile::Builder::new()
+            .prefix("tanren-faults-pg")
+            .tempdir()
+            .ok()?;
         let pg = Postgres {
             bin,
             data,
@@ -509,7 +525,14 @@ impl Postgres {
         }
         let ok = pg
             .as_pg("initdb")
-            .args(["-D", pg.data.path().to_str().unwrap(), "-A", "trust", "-U", "postgres"])
+            .args([
+                "-D",
+                pg.data.path().to_str().unwrap(),
+                "-A",
+                "trust",
+                "-U",
+                "postgres",
+            ])
             .stdout(Stdio::null())
             .status()
             .ok()?
@@ -547,7 +570,15 @@ impl Postgres {
     /// A fresh database on this server, as a URL.
     pub fn database(&self, name: &str) -> String {
         let ok = Command::new(self.bin.join("psql"))
-            .args(["-h", "127.0.0.1", "-p", &self.port.to_string(), "-U", "postgres", "-qc"])
+            .args([
+                "-h",
+                "127.0.0.1",
+                "-p",
+                &self.port.to_string(),
+                "-U",
+                "postgres",
+                "-qc",
+            ])
             .arg(format!("CREATE DATABASE {name}"))
             .status()
             .is_ok_and(|s| s.success());
@@ -557,7 +588,10 @@ impl Postgres {
 
     /// Stop (fast: connections are cut) and start again.
     pub fn restart(&self) {
-        assert!(self.ctl(&["restart", "-m", "fast", "-w"]), "pg_ctl restart failed");
+        assert!(
+            self.ctl(&["restart", "-m", "fast", "-w"]),
+            "pg_ctl restart failed"
+        );
     }
 }
 

@@ -37,7 +37,9 @@ async fn silent_worker(cut_heartbeats: bool, scenario: &str) {
     grpc.set_cut(true);
     heartbeat.set_cut(cut_heartbeats);
     let cut = Instant::now();
-    let _healthy = WorkerSpec::new(dir.path(), "healthy", &spec.url()).start(&api).await;
+    let _healthy = WorkerSpec::new(dir.path(), "healthy", &spec.url())
+        .start(&api)
+        .await;
 
     api.wait_until(NOTICE, "the silent worker's trial interrupted", || async {
         api.get(&format!("/api/v1/trials/{first_id}")).await["state"] == "failed"
@@ -45,12 +47,16 @@ async fn silent_worker(cut_heartbeats: bool, scenario: &str) {
     .await;
     let t = api.get(&format!("/api/v1/trials/{first_id}")).await;
     assert_eq!(t["failure_kind"], "interrupted", "{t}");
-    api.wait_until(Duration::from_secs(60), "the retry running on the healthy worker", || async {
-        api.trials(study)
-            .await
-            .iter()
-            .any(|r| r["retry_of"] == first_id && r["state"] != "queued" && r["worker_id"] == "healthy")
-    })
+    api.wait_until(
+        Duration::from_secs(60),
+        "the retry running on the healthy worker",
+        || async {
+            api.trials(study)
+                .await
+                .iter()
+                .any(|r| r["retry_of"] == first_id && r["state"] != "queued" && r["worker_id"] == "healthy")
+        },
+    )
     .await;
     let recovered = cut.elapsed();
 
@@ -67,7 +73,10 @@ async fn silent_worker(cut_heartbeats: bool, scenario: &str) {
         .filter(|t| t["state"] == "failed" && t["failure_kind"] != "interrupted")
         .count();
     assert_eq!(lost, 0, "only interruptions, no trial lost: {trials:?}");
-    let interrupted = trials.iter().filter(|t| t["failure_kind"] == "interrupted").count();
+    let interrupted = trials
+        .iter()
+        .filter(|t| t["failure_kind"] == "interrupted")
+        .count();
     assert_eq!(
         trials.iter().filter(|t| t["worker_id"] == "silent").count(),
         1,
@@ -89,9 +98,17 @@ async fn silent_worker(cut_heartbeats: bool, scenario: &str) {
         // The network comes back: the worker registers again (its sit-out then still runs).
         grpc.set_cut(false);
         heartbeat.set_cut(false);
-        api.wait_until(Duration::from_secs(60), "the cut worker registered again", || async {
-            silent_proc.log_text().matches("registered with control plane").count() >= 2
-        })
+        api.wait_until(
+            Duration::from_secs(60),
+            "the cut worker registered again",
+            || async {
+                silent_proc
+                    .log_text()
+                    .matches("registered with control plane")
+                    .count()
+                    >= 2
+            },
+        )
         .await;
     }
 }

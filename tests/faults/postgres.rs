@@ -39,11 +39,15 @@ async fn postgres_restart_mid_study() {
 
     pg.restart();
     let restarted = Instant::now();
-    api.wait_until(Duration::from_secs(120), "a trial completes after the restart", || async {
-        api.try_get(&format!("/api/v1/studies/{study}"))
-            .await
-            .is_some_and(|s| s["progress"]["complete"].as_u64() > Some(before.len() as u64))
-    })
+    api.wait_until(
+        Duration::from_secs(120),
+        "a trial completes after the restart",
+        || async {
+            api.try_get(&format!("/api/v1/studies/{study}"))
+                .await
+                .is_some_and(|s| s["progress"]["complete"].as_u64() > Some(before.len() as u64))
+        },
+    )
     .await;
     let recovered = restarted.elapsed();
     let done = api.wait_study(study, Duration::from_secs(300)).await;
@@ -56,7 +60,10 @@ async fn postgres_restart_mid_study() {
     let after = api.completed_ids(study).await;
     assert!(before.iter().all(|id| after.contains(id)), "complete trials lost");
     let trials = check_clean(&api, study, &spec.data_dir).await;
-    let interrupted = trials.iter().filter(|t| t["failure_kind"] == "interrupted").count();
+    let interrupted = trials
+        .iter()
+        .filter(|t| t["failure_kind"] == "interrupted")
+        .count();
     assert!(
         !control.log_text().contains("took the leader lock"),
         "the control plane kept (or quietly re-took) its lock"
@@ -94,9 +101,11 @@ async fn two_control_planes_on_one_postgres() {
 
     let second = b.spawn();
     let standby = Api::new(&b.url());
-    api.wait_until(Duration::from_secs(30), "the second control plane answers as a standby", || async {
-        standby.status("/healthz").await == Some(503)
-    })
+    api.wait_until(
+        Duration::from_secs(30),
+        "the second control plane answers as a standby",
+        || async { standby.status("/healthz").await == Some(503) },
+    )
     .await;
     api.wait_until(Duration::from_secs(120), "a first trial complete", || async {
         !api.completed_ids(study).await.is_empty()
@@ -136,7 +145,10 @@ async fn two_control_planes_on_one_postgres() {
         "what the first ran was retried by the second"
     );
     let log = second.log_text();
-    assert!(log.contains("standby") && log.contains("took the leader lock"), "{log}");
+    assert!(
+        log.contains("standby") && log.contains("took the leader lock"),
+        "{log}"
+    );
     report::row(
         scenario,
         "second stood by (503, touched nothing); took over after the first's SIGKILL; complete 4/4",

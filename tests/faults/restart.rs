@@ -27,12 +27,16 @@ async fn control_plane_sigkill_mid_study() {
     let _control = spec.start().await;
     // Recovered once a trial runs again (the worker re-registered with the new process).
     let running_id = running["id"].as_i64().unwrap();
-    api.wait_until(Duration::from_secs(60), "a trial running after the restart", || async {
-        api.trials(study)
-            .await
-            .iter()
-            .any(|t| t["state"] == "running" && t["id"].as_i64() > Some(running_id))
-    })
+    api.wait_until(
+        Duration::from_secs(60),
+        "a trial running after the restart",
+        || async {
+            api.trials(study)
+                .await
+                .iter()
+                .any(|t| t["state"] == "running" && t["id"].as_i64() > Some(running_id))
+        },
+    )
     .await;
     let recovered = killed.elapsed();
 

@@ -34,14 +34,19 @@ async fn stop_mid_epoch() {
         .await;
     // Training has begun (the worker said Started), then a little more.
     api.wait_until(Duration::from_secs(120), "the slow trial started", || async {
-        api.trials(study).await.first().is_some_and(|t| t["device"].is_string())
+        api.trials(study)
+            .await
+            .first()
+            .is_some_and(|t| t["device"].is_string())
     })
     .await;
     tokio::time::sleep(Duration::from_secs(2)).await;
     let trial_id = api.trials(study).await[0]["id"].as_i64().unwrap();
 
     let stopped_at = Instant::now();
-    let (status, s) = api.post(&format!("/api/v1/studies/{study}/stop"), &serde_json::json!({})).await;
+    let (status, s) = api
+        .post(&format!("/api/v1/studies/{study}/stop"), &serde_json::json!({}))
+        .await;
     assert_eq!((status, s["state"].as_str()), (200, Some("stopped")), "{s}");
     api.wait_until(BOUND, "the stopped trial ended", || async {
         api.get(&format!("/api/v1/trials/{trial_id}")).await["state"] == "failed"
@@ -68,7 +73,11 @@ async fn stop_mid_epoch() {
     check_clean(&api, next, &spec.data_dir).await;
     report::row(
         "stop mid-epoch",
-        &format!("stopped; worker free after {:.1} s (bound {} s)", freed.as_secs_f64(), BOUND.as_secs()),
+        &format!(
+            "stopped; worker free after {:.1} s (bound {} s)",
+            freed.as_secs_f64(),
+            BOUND.as_secs()
+        ),
         "0",
         Some(freed),
     );

@@ -17,10 +17,14 @@ async fn duplicate_worker_id() {
     std::fs::create_dir_all(dir.path().join("other")).unwrap();
     other.log = dir.path().join("twin-2.log");
     let impostor = other.spawn();
-    api.wait_until(Duration::from_secs(60), "the second registration refused", || async {
-        let log = impostor.log_text();
-        log.contains("refused registration") && log.contains("409")
-    })
+    api.wait_until(
+        Duration::from_secs(60),
+        "the second registration refused",
+        || async {
+            let log = impostor.log_text();
+            log.contains("refused registration") && log.contains("409")
+        },
+    )
     .await;
     let workers = api.get("/api/v1/workers").await;
     let twins: Vec<_> = workers["workers"]
@@ -31,7 +35,10 @@ async fn duplicate_worker_id() {
         .collect();
     assert_eq!(twins.len(), 1, "{workers}");
     assert!(
-        twins[0]["grpc_url"].as_str().unwrap().ends_with(&format!(":{}", first.port)),
+        twins[0]["grpc_url"]
+            .as_str()
+            .unwrap()
+            .ends_with(&format!(":{}", first.port)),
         "the first keeps its id: {workers}"
     );
 

@@ -222,10 +222,12 @@ pub async fn start(
     let store = Store::connect(&url).await?;
     // Before any trial is touched: a second control plane on this database waits here as a standby.
     let leader = match store.backend() {
-        tanren_store::Backend::Postgres => match leader::acquire(&url, &listener, tls.clone(), &shutdown).await? {
-            Some(lock) => Some(lock),
-            None => anyhow::bail!("shut down while waiting as a standby"),
-        },
+        tanren_store::Backend::Postgres => {
+            match leader::acquire(&url, &listener, tls.clone(), &shutdown).await? {
+                Some(lock) => Some(lock),
+                None => anyhow::bail!("shut down while waiting as a standby"),
+            }
+        }
         tanren_store::Backend::Sqlite => None,
     };
     let interrupted = store

@@ -13,10 +13,12 @@ const JOIN: &str = "leader-test-join-token-0123456789";
 
 /// A new, empty database on the server of `url`; its URL.
 async fn fresh_database(url: &str) -> String {
+    static N: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
     let name = format!(
-        "tanren_leader_{}_{}",
+        "tanren_leader_{}_{}_{}",
         std::process::id(),
-        tanren_store::now_ms()
+        tanren_store::now_ms(),
+        N.fetch_add(1, std::sync::atomic::Ordering::SeqCst)
     );
     let mut conn = sqlx::PgConnection::connect(url).await.unwrap();
     sqlx::query(&format!("CREATE DATABASE {name}"))
@@ -101,7 +103,11 @@ async fn a_second_control_plane_waits_as_a_standby_and_takes_over() {
     ));
     tokio::time::sleep(Duration::from_secs(2)).await;
     let (status, body) = health(&second_url).await;
-    assert_eq!((status, body["error"]["code"].as_str()), (503, Some("standby")), "{body}");
+    assert_eq!(
+        (status, body["error"]["code"].as_str()),
+        (503, Some("standby")),
+        "{body}"
+    );
     let r = reqwest::Client::new()
         .get(format!("{second_url}/api/v1/studies"))
         .bearer_auth(ADMIN)
@@ -148,7 +154,11 @@ async fn a_standby_stopped_while_waiting_exits_cleanly() {
     let leader = tanren_store::LeaderLock::try_acquire(&db).await.unwrap().unwrap();
     let stop = CancellationToken::new();
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let standby = tokio::spawn(tanren_control::run(config(dir.path(), &db), listener, stop.clone()));
+    let standby = tokio::spawn(tanren_control::run(
+        config(dir.path(), &db),
+        listener,
+        stop.clone(),
+    ));
     tokio::time::sleep(Duration::from_millis(1500)).await;
     assert!(!standby.is_finished(), "it waits while the lock is held");
     stop.cancel();

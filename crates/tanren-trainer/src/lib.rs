@@ -22,8 +22,8 @@ pub use data::{from_packed, prepare, DeviceData};
 pub use device::{device_report, pick_device, DeviceReport};
 pub use model::{build, forward_flops, parameter_count, peak_activation_elems, Net};
 pub use torch_cuda::{ensure_loaded as ensure_torch_cuda, TorchCuda};
-pub use train::{evaluate, load_model, measure_inference, save_weights, train, train_until, EpochControl,
-    Trained,
+pub use train::{
+    evaluate, load_model, measure_inference, save_weights, train, train_until, EpochControl, Trained,
 };
 
 /// Errors the trainer reports; the worker maps them to gRPC statuses.
