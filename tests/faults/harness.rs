@@ -47,13 +47,6 @@ impl Proc {
         self.child.as_ref().expect("running").id()
     }
 
-    /// SIGSTOP / SIGCONT (a worker that is very slow, or frozen).
-    pub fn signal(&self, sig: &str) {
-        let _ = Command::new("kill")
-            .args([format!("-{sig}"), self.pid().to_string()])
-            .status();
-    }
-
     pub fn log_text(&self) -> String {
         std::fs::read_to_string(&self.log).unwrap_or_default()
     }
@@ -301,14 +294,31 @@ impl Api {
 
     /// The first trial of `study` that reported an epoch and is still running.
     pub async fn wait_running_epoch(&self, study: i64, timeout: Duration) -> serde_json::Value {
+        self.wait_running_after(study, 0, timeout).await
+    }
+
+    /// A trial of `study` still running with an epoch reported, once `complete` trials are complete:
+    /// the moment to break something mid-study.
+    pub async fn wait_running_after(
+        &self,
+        study: i64,
+        complete: usize,
+        timeout: Duration,
+    ) -> serde_json::Value {
         let start = Instant::now();
         loop {
             assert!(
                 start.elapsed() < timeout,
-                "study {study}: no trial reported an epoch in time"
+                "study {study}: no trial running with an epoch after {complete} complete, in time"
             );
             if let Some(v) = self.try_get(&format!("/api/v1/studies/{study}/trials")).await {
-                for t in v["trials"].as_array().unwrap() {
+                let trials = v["trials"].as_array().unwrap();
+                let done = trials.iter().filter(|t| t["state"] == "complete").count();
+                if done < complete {
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+                for t in trials {
                     if t["state"] != "running" {
                         continue;
                     }

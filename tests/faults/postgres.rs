@@ -30,11 +30,7 @@ async fn postgres_restart_mid_study() {
     let _worker = WorkerSpec::new(dir.path(), "w1", &spec.url()).start(&api).await;
     let ds = api.upload(quick_zip()).await;
     let study = api.study(quick_study(ds, 4, 15)).await;
-    api.wait_until(Duration::from_secs(120), "a first trial complete", || async {
-        !api.completed_ids(study).await.is_empty()
-    })
-    .await;
-    api.wait_running_epoch(study, Duration::from_secs(60)).await;
+    api.wait_running_after(study, 1, Duration::from_secs(180)).await;
     let before = api.completed_ids(study).await;
 
     pg.restart();
@@ -96,22 +92,18 @@ async fn two_control_planes_on_one_postgres() {
     let mut first = a.start().await;
     let api = Api::new(&vip.url());
     let _worker = WorkerSpec::new(dir.path(), "w1", &vip.url()).start(&api).await;
-    let ds = api.upload(quick_zip()).await;
-    let study = api.study(quick_study(ds, 4, 15)).await;
-
+    // The second one stands by before the study starts (a process start can take a while here).
     let second = b.spawn();
     let standby = Api::new(&b.url());
     api.wait_until(
-        Duration::from_secs(30),
+        Duration::from_secs(60),
         "the second control plane answers as a standby",
         || async { standby.status("/healthz").await == Some(503) },
     )
     .await;
-    api.wait_until(Duration::from_secs(120), "a first trial complete", || async {
-        !api.completed_ids(study).await.is_empty()
-    })
-    .await;
-    let running = api.wait_running_epoch(study, Duration::from_secs(60)).await;
+    let ds = api.upload(quick_zip()).await;
+    let study = api.study(quick_study(ds, 4, 15)).await;
+    let running = api.wait_running_after(study, 1, Duration::from_secs(180)).await;
     let trials = api.trials(study).await;
     assert!(
         trials.iter().all(|t| t["failure_kind"].is_null()),

@@ -14,11 +14,7 @@ async fn control_plane_sigkill_mid_study() {
     let _worker = WorkerSpec::new(dir.path(), "w1", &spec.url()).start(&api).await;
     let ds = api.upload(quick_zip()).await;
     let study = api.study(quick_study(ds, 4, 15)).await;
-    api.wait_until(Duration::from_secs(120), "a first trial complete", || async {
-        !api.completed_ids(study).await.is_empty()
-    })
-    .await;
-    let running = api.wait_running_epoch(study, Duration::from_secs(60)).await;
+    let running = api.wait_running_after(study, 1, Duration::from_secs(180)).await;
     let before = api.completed_ids(study).await;
 
     control.kill();

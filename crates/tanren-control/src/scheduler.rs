@@ -855,9 +855,17 @@ async fn finish(state: &Arc<AppState>, d: &Dispatch, outcome: Outcome, unsaved_e
     let shutting_down = sched.shutting_down.load(Ordering::SeqCst);
     let store = &state.store;
     let trial_id = d.trial_id;
-    // (what the sampler hears, why it failed, whether its worker is down, the error, the write).
-    let mut sit_out = Duration::ZERO;
-    let (mut tell, kind, worker_down, error, stored) = match outcome {
+    // A lost worker gets nothing more from now on, before the trial's end is even stored.
+    if let Outcome::Failed {
+        worker_down: true,
+        sit_out,
+        ..
+    } = &outcome
+    {
+        sched.mark_down(&d.worker.id, *sit_out);
+    }
+    // (what the sampler hears, why it failed, the error, the write).
+    let (mut tell, kind, error, stored) = match outcome {
         Outcome::Complete(r) => {
             let rel = format!("models/{trial_id}/model.safetensors");
             let weights = state.files.weights(trial_id);
@@ -878,7 +886,6 @@ async fn finish(state: &Arc<AppState>, d: &Dispatch, outcome: Outcome, unsaved_e
                     (
                         TellOutcome::Complete(vec![r.val_accuracy]),
                         None,
-                        false,
                         None,
                         stored,
                     )
@@ -889,7 +896,6 @@ async fn finish(state: &Arc<AppState>, d: &Dispatch, outcome: Outcome, unsaved_e
                     (
                         TellOutcome::Failed,
                         Some(FailureKind::Error),
-                        false,
                         Some(msg),
                         stored,
                     )
@@ -900,7 +906,6 @@ async fn finish(state: &Arc<AppState>, d: &Dispatch, outcome: Outcome, unsaved_e
                     (
                         TellOutcome::Failed,
                         Some(FailureKind::Error),
-                        false,
                         Some(msg),
                         stored,
                     )
@@ -917,15 +922,13 @@ async fn finish(state: &Arc<AppState>, d: &Dispatch, outcome: Outcome, unsaved_e
                 store.end_trial_without_result(trial_id, TrialState::Pruned, None, None)
             })
             .await;
-            (TellOutcome::Pruned, None, false, None, stored)
+            (TellOutcome::Pruned, None, None, stored)
         }
         Outcome::Failed {
             kind,
             error,
-            worker_down,
-            sit_out: s,
+            ..
         } => {
-            sit_out = s;
             let kind = if kind == FailureKind::Interrupted && d.attempt >= d.max_retries {
                 FailureKind::RetriesExhausted
             } else {
@@ -943,7 +946,7 @@ async fn finish(state: &Arc<AppState>, d: &Dispatch, outcome: Outcome, unsaved_e
             };
             tracing::warn!(kind = %kind, %error, "trial failed");
             let stored = end_failed(state, trial_id, kind, &error).await;
-            (TellOutcome::Failed, Some(kind), worker_down, Some(error), stored)
+            (TellOutcome::Failed, Some(kind), Some(error), stored)
         }
         Outcome::Stopped(why) => {
             let (kind, msg) = match why {
@@ -959,7 +962,6 @@ async fn finish(state: &Arc<AppState>, d: &Dispatch, outcome: Outcome, unsaved_e
             (
                 TellOutcome::Failed,
                 Some(kind),
-                false,
                 Some(msg.to_string()),
                 stored,
             )
@@ -977,9 +979,6 @@ async fn finish(state: &Arc<AppState>, d: &Dispatch, outcome: Outcome, unsaved_e
         tell = TellOutcome::Failed;
     } else {
         crate::events::trial_changed(state, trial_id).await;
-    }
-    if worker_down {
-        sched.mark_down(&d.worker.id, sit_out);
     }
     let fail_study = {
         let mut inner = sched.lock();
