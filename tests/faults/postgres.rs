@@ -33,8 +33,8 @@ async fn postgres_restart_mid_study() {
     api.wait_running_after(study, 1, Duration::from_secs(180)).await;
     let before = api.completed_ids(study).await;
 
-    pg.restart();
     let restarted = Instant::now();
+    pg.restart();
     api.wait_until(
         Duration::from_secs(120),
         "a trial completes after the restart",
