@@ -6,6 +6,9 @@ mod common;
 mod cuda_link;
 mod pruning;
 mod refusals;
+// A row in the fault table of tests/faults/run.sh (worker_loss is its worker-SIGKILL scenario).
+#[path = "../faults/report.rs"]
+mod report;
 mod restart;
 mod serve;
 mod spine;

@@ -87,6 +87,16 @@ async fn killed_worker_comes_back_and_the_trial_is_retried() {
         "an interrupted trial neither uses the budget nor fails the study: {s}"
     );
     let mut second = app.spawn_worker_process("doomed").await;
+    app.wait_until(Duration::from_secs(60), || async {
+        let ts = app.get(&format!("/api/v1/studies/{id}/trials")).await;
+        ts["trials"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|t| t["retry_of"] == trial_id && t["state"] != "queued")
+    })
+    .await;
+    let recovered = killed.elapsed();
     let done = app.wait_study(id, Duration::from_secs(300)).await;
     second.kill().unwrap();
     let _ = second.wait();
@@ -105,4 +115,10 @@ async fn killed_worker_comes_back_and_the_trial_is_retried() {
     assert_eq!(retry["params"], t["params"], "retried with the same parameters");
     assert_eq!(retry["worker_id"], "doomed");
     assert_eq!(done["best_trial"]["id"], retry["id"]);
+    crate::report::row(
+        "worker SIGKILL mid-trial (defaults; back after 8 s)",
+        "complete 1/1; the trial interrupted at once, retried on the returning worker",
+        "0",
+        Some(recovered),
+    );
 }

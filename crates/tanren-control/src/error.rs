@@ -35,6 +35,9 @@ pub enum ApiError {
     TooManyRequests { retry_after: u64 },
     #[error("{message}")]
     Busy { message: String, retry_after: u64 },
+    /// The control plane's disk is full (ENOSPC): not the client's fault, but the operator can act.
+    #[error("{0}")]
+    InsufficientStorage(String),
     /// The cause is logged in full under an id; the client gets only the id.
     #[error("internal error: {0}")]
     Internal(String),
@@ -58,6 +61,7 @@ impl ApiError {
             }
             ApiError::TooManyRequests { .. } => (StatusCode::TOO_MANY_REQUESTS, "rate_limited"),
             ApiError::Busy { .. } => (StatusCode::SERVICE_UNAVAILABLE, "busy"),
+            ApiError::InsufficientStorage(_) => (StatusCode::INSUFFICIENT_STORAGE, "disk_full"),
             ApiError::Internal(_) => (StatusCode::INTERNAL_SERVER_ERROR, "internal"),
         }
     }
@@ -77,7 +81,15 @@ impl From<StoreError> for ApiError {
 
 impl From<std::io::Error> for ApiError {
     fn from(e: std::io::Error) -> Self {
-        ApiError::Internal(format!("disk: {e}"))
+        match e.kind() {
+            std::io::ErrorKind::StorageFull | std::io::ErrorKind::QuotaExceeded => {
+                ApiError::InsufficientStorage(format!(
+                    "the control plane's disk is full ({e}): free space in its data dir (datasets, \
+                     models) and try again"
+                ))
+            }
+            _ => ApiError::Internal(format!("disk: {e}")),
+        }
     }
 }
 

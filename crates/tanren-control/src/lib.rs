@@ -12,6 +12,7 @@ pub mod auth;
 pub mod error;
 pub mod events;
 pub mod files;
+pub mod leader;
 pub mod metrics;
 pub mod model_card;
 pub mod onnx;
@@ -131,7 +132,12 @@ pub struct AppState {
 }
 
 pub async fn run(config: Config, listener: TcpListener, shutdown: CancellationToken) -> anyhow::Result<()> {
-    start(config, listener, shutdown).await?.serve().await
+    match start(config, listener, shutdown.clone()).await {
+        Ok(server) => server.serve().await,
+        // Stopped while a standby: nothing was started, nothing to drain.
+        Err(_) if shutdown.is_cancelled() => Ok(()),
+        Err(e) => Err(e),
+    }
 }
 
 /// A control plane that is set up (database migrated, state restored) but not yet serving; tests use
@@ -142,6 +148,8 @@ pub struct Server {
     /// Loaded at start, so a bad certificate or key stops `start`, not the first handshake.
     tls: Option<Arc<tokio_rustls::rustls::ServerConfig>>,
     url: String,
+    /// PostgreSQL: the leader lock this process holds (crate::leader).
+    leader: Option<tanren_store::LeaderLock>,
 }
 
 impl Server {
@@ -152,6 +160,10 @@ impl Server {
     pub async fn serve(self) -> anyhow::Result<()> {
         let state = self.state;
         let shutdown = state.shutdown.clone();
+        let lost = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let leader = self
+            .leader
+            .map(|lock| tokio::spawn(leader::watch(lock, shutdown.clone(), lost.clone())));
         let sched = tokio::spawn(scheduler::run_loop(state.clone(), shutdown.clone()));
         let events = tokio::spawn(events::run(state.clone(), shutdown.clone()));
         let app = api::router(state.clone());
@@ -171,6 +183,17 @@ impl Server {
         let _ = sched.await;
         let _ = events.await;
         state.store.close().await;
+        if let Some(leader) = leader {
+            if let Ok(Some(lock)) = leader.await {
+                lock.release().await;
+            }
+        }
+        if lost.load(std::sync::atomic::Ordering::SeqCst) {
+            anyhow::bail!(
+                "stopped: another control plane took over this PostgreSQL database after this one's \
+                 connection broke; start this one again to run as its standby"
+            );
+        }
         Ok(())
     }
 }
@@ -198,6 +221,16 @@ pub async fn start(
         .clone()
         .unwrap_or_else(|| format!("sqlite://{}", config.data_dir.join("tanren.db").display()));
     let store = Store::connect(&url).await?;
+    // Before any trial is touched: a second control plane on this database waits here as a standby.
+    let leader = match store.backend() {
+        tanren_store::Backend::Postgres => {
+            match leader::acquire(&url, &listener, tls.clone(), &shutdown).await? {
+                Some(lock) => Some(lock),
+                None => anyhow::bail!("shut down while waiting as a standby"),
+            }
+        }
+        tanren_store::Backend::Sqlite => None,
+    };
     let interrupted = store
         .fail_unfinished_trials(scheduler::INTERRUPTED_RESTART)
         .await?;
@@ -255,11 +288,15 @@ pub async fn start(
     });
     // A study that cannot be resumed is marked failed; only an unreadable database stops the start.
     state.scheduler.restore(&state).await?;
+    if let Err(e) = scheduler::sweep_orphan_models(&state).await {
+        tracing::warn!(error = %e, "could not look for weights of trials that did not complete");
+    }
     tracing::info!(%addr, %public_url, tls = tls.is_some(), database = %url, data_dir = %config.data_dir.display(), "control plane listening");
     Ok(Server {
         state,
         listener,
         tls,
         url: format!("{scheme}://{addr}"),
+        leader,
     })
 }

@@ -535,74 +535,99 @@ fn plan(inner: &mut Inner, mut free: Vec<WorkerRow>) -> Decisions {
     } = inner;
     let mut finished = Vec::new();
     let mut plans = Vec::new();
-    let mut ids: Vec<i64> = studies.keys().copied().collect();
-    ids.sort_unstable();
-    for id in ids {
+    let mut active: Vec<i64> = studies.keys().copied().collect();
+    active.sort_unstable();
+    active.retain(|&id| {
         let live = studies.get_mut(&id).expect("id from keys");
         if live.deadline_passed() {
             live.cancel_all(StopWhy::Budget);
         }
-        if let Some(reason) = live.end_reason() {
-            studies.remove(&id);
-            finished.push((id, reason));
-            continue;
+        match live.end_reason() {
+            Some(reason) => {
+                studies.remove(&id);
+                finished.push((id, reason));
+                false
+            }
+            None => true,
         }
-        while !free.is_empty() {
-            let next = if let Some(p) = live.unsaved.pop_front() {
-                p
-            } else if let Some(r) = (!live.deadline_passed())
-                .then(|| live.retries.pop_front())
-                .flatten()
-            {
-                // The retry gets a new number (restore needs one row per number) and the same
-                // parameters and seed.
-                let asked = live
-                    .study
-                    .enqueue(r.params.clone())
-                    .and_then(|_| live.study.ask());
-                match asked {
-                    Ok((number, _)) => Plan {
+    });
+    // Fair sharing: each free worker goes to the study with the fewest trials running (or being
+    // started) right now, lowest id first on a tie, so a study created later is not starved by an
+    // earlier one that could use every worker.
+    while !free.is_empty() {
+        let load = |id: &i64| studies.get(id).map_or(0, |l| l.running.len() + l.reserved);
+        let Some(&id) = active.iter().min_by_key(|id| (load(id), **id)) else {
+            break;
+        };
+        let live = studies.get_mut(&id).expect("active studies are live");
+        match next_plan(id, live) {
+            Some(next) => {
+                let worker = free.pop().expect("not empty");
+                busy_workers.insert(worker.id.clone(), (id, 0));
+                live.reserved += 1;
+                plans.push((id, next, worker));
+            }
+            None => active.retain(|&a| a != id),
+        }
+    }
+    (finished, plans)
+}
+
+/// The study's next trial: an unsaved one first, then a retry, then a new configuration, if it wants
+/// one. `None` when it has nothing to start now.
+fn next_plan(id: i64, live: &mut Live) -> Option<Plan> {
+    loop {
+        if let Some(p) = live.unsaved.pop_front() {
+            return Some(p);
+        }
+        if let Some(r) = (!live.deadline_passed())
+            .then(|| live.retries.pop_front())
+            .flatten()
+        {
+            // The retry gets a new number (restore needs one row per number) and the same
+            // parameters and seed.
+            let asked = live
+                .study
+                .enqueue(r.params.clone())
+                .and_then(|_| live.study.ask());
+            match asked {
+                Ok((number, _)) => {
+                    return Some(Plan {
                         number,
                         params_json: r.params_json,
                         config: Ok(r.config),
                         retry_of: Some(r.retry_of),
                         attempt: r.attempt,
-                    },
-                    Err(e) => {
-                        tracing::error!(study_id = id, trial_id = r.retry_of, error = %e, "retry dropped");
-                        continue;
-                    }
+                    })
                 }
-            } else if live.wants_more() {
-                let (number, sampled) = match live.study.ask() {
-                    Ok(x) => x,
-                    Err(e) => {
-                        // A finite space (grid) can run out: that ends the study normally.
-                        tracing::info!(study_id = id, reason = %e, "sampler has no more trials");
-                        live.exhausted = true;
-                        break;
-                    }
-                };
-                let full = live.spec.image_space.full_params(&sampled);
-                let seed = live.spec.seed.wrapping_mul(1_000_003).wrapping_add(number);
-                Plan {
-                    number,
-                    params_json: serde_json::to_string(&full).unwrap_or_else(|_| "{}".into()),
-                    config: tanren_core::train_config(&full, live.spec.num_classes, seed)
-                        .map_err(|e| e.to_string()),
-                    retry_of: None,
-                    attempt: 0,
+                Err(e) => {
+                    tracing::error!(study_id = id, trial_id = r.retry_of, error = %e, "retry dropped");
+                    continue;
                 }
-            } else {
-                break;
-            };
-            let worker = free.pop().expect("not empty");
-            busy_workers.insert(worker.id.clone(), (id, 0));
-            live.reserved += 1;
-            plans.push((id, next, worker));
+            }
         }
+        if !live.wants_more() {
+            return None;
+        }
+        let (number, sampled) = match live.study.ask() {
+            Ok(x) => x,
+            Err(e) => {
+                // A finite space (grid) can run out: that ends the study normally.
+                tracing::info!(study_id = id, reason = %e, "sampler has no more trials");
+                live.exhausted = true;
+                return None;
+            }
+        };
+        let full = live.spec.image_space.full_params(&sampled);
+        let seed = live.spec.seed.wrapping_mul(1_000_003).wrapping_add(number);
+        return Some(Plan {
+            number,
+            params_json: serde_json::to_string(&full).unwrap_or_else(|_| "{}".into()),
+            config: tanren_core::train_config(&full, live.spec.num_classes, seed).map_err(|e| e.to_string()),
+            retry_of: None,
+            attempt: 0,
+        });
     }
-    (finished, plans)
 }
 
 async fn tick(state: &Arc<AppState>) -> anyhow::Result<()> {
@@ -844,9 +869,17 @@ async fn finish(state: &Arc<AppState>, d: &Dispatch, outcome: Outcome, unsaved_e
     let shutting_down = sched.shutting_down.load(Ordering::SeqCst);
     let store = &state.store;
     let trial_id = d.trial_id;
-    // (what the sampler hears, why it failed, whether its worker is down, the error, the write).
-    let mut sit_out = Duration::ZERO;
-    let (mut tell, kind, worker_down, error, stored) = match outcome {
+    // A lost worker gets nothing more from now on, before the trial's end is even stored.
+    if let Outcome::Failed {
+        worker_down: true,
+        sit_out,
+        ..
+    } = &outcome
+    {
+        sched.mark_down(&d.worker.id, *sit_out);
+    }
+    // (what the sampler hears, why it failed, the error, the write).
+    let (mut tell, kind, error, stored) = match outcome {
         Outcome::Complete(r) => {
             let rel = format!("models/{trial_id}/model.safetensors");
             let weights = state.files.weights(trial_id);
@@ -870,7 +903,6 @@ async fn finish(state: &Arc<AppState>, d: &Dispatch, outcome: Outcome, unsaved_e
                                 .values(r.val_accuracy, Some(r.inference_ms_per_image)),
                         ),
                         None,
-                        false,
                         None,
                         stored,
                     )
@@ -881,7 +913,6 @@ async fn finish(state: &Arc<AppState>, d: &Dispatch, outcome: Outcome, unsaved_e
                     (
                         TellOutcome::Failed,
                         Some(FailureKind::Error),
-                        false,
                         Some(msg),
                         stored,
                     )
@@ -892,7 +923,6 @@ async fn finish(state: &Arc<AppState>, d: &Dispatch, outcome: Outcome, unsaved_e
                     (
                         TellOutcome::Failed,
                         Some(FailureKind::Error),
-                        false,
                         Some(msg),
                         stored,
                     )
@@ -909,15 +939,13 @@ async fn finish(state: &Arc<AppState>, d: &Dispatch, outcome: Outcome, unsaved_e
                 store.end_trial_without_result(trial_id, TrialState::Pruned, None, None)
             })
             .await;
-            (TellOutcome::Pruned, None, false, None, stored)
+            (TellOutcome::Pruned, None, None, stored)
         }
         Outcome::Failed {
             kind,
             error,
-            worker_down,
-            sit_out: s,
+            ..
         } => {
-            sit_out = s;
             let kind = if kind == FailureKind::Interrupted && d.attempt >= d.max_retries {
                 FailureKind::RetriesExhausted
             } else {
@@ -935,7 +963,7 @@ async fn finish(state: &Arc<AppState>, d: &Dispatch, outcome: Outcome, unsaved_e
             };
             tracing::warn!(kind = %kind, %error, "trial failed");
             let stored = end_failed(state, trial_id, kind, &error).await;
-            (TellOutcome::Failed, Some(kind), worker_down, Some(error), stored)
+            (TellOutcome::Failed, Some(kind), Some(error), stored)
         }
         Outcome::Stopped(why) => {
             let (kind, msg) = match why {
@@ -951,12 +979,16 @@ async fn finish(state: &Arc<AppState>, d: &Dispatch, outcome: Outcome, unsaved_e
             (
                 TellOutcome::Failed,
                 Some(kind),
-                false,
                 Some(msg.to_string()),
                 stored,
             )
         }
     };
+    // Weights of a trial that did not complete (uploaded before a lost result, or half of a failed
+    // upload) can never be used: they go now, with the trial token already dead.
+    if !matches!(tell, TellOutcome::Complete(_)) {
+        remove_model_dir(state, trial_id).await;
+    }
     if let Err(e) = &stored {
         // The row stays `running`; a restart marks it interrupted and retries it. The search engine
         // hears "failed" so it does not build on a result the database does not have.
@@ -964,9 +996,6 @@ async fn finish(state: &Arc<AppState>, d: &Dispatch, outcome: Outcome, unsaved_e
         tell = TellOutcome::Failed;
     } else {
         crate::events::trial_changed(state, trial_id).await;
-    }
-    if worker_down {
-        sched.mark_down(&d.worker.id, sit_out);
     }
     let fail_study = {
         let mut inner = sched.lock();
@@ -1027,6 +1056,37 @@ async fn finish(state: &Arc<AppState>, d: &Dispatch, outcome: Outcome, unsaved_e
         }
     }
     sched.wake();
+}
+
+async fn remove_model_dir(state: &AppState, trial_id: i64) {
+    let dir = state.files.model_dir(trial_id);
+    match tokio::fs::remove_dir_all(&dir).await {
+        Ok(()) => tracing::info!(trial_id, "removed the weights of a trial that did not complete"),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => tracing::warn!(trial_id, error = %e, dir = %dir.display(), "could not remove weights"),
+    }
+}
+
+/// At start: model dirs whose trial is not complete (a previous process died between an upload and
+/// the trial's end) are removed, so no file outlives its trial.
+pub async fn sweep_orphan_models(state: &AppState) -> anyhow::Result<()> {
+    let root = state.files.model_dir(0);
+    let root = root.parent().context("models dir")?;
+    let mut entries = tokio::fs::read_dir(root).await?;
+    while let Some(e) = entries.next_entry().await? {
+        let Some(id) = e.file_name().to_str().and_then(|n| n.parse::<i64>().ok()) else {
+            continue;
+        };
+        let keep = match state.store.trial(id).await {
+            Ok(t) => t.state == TrialState::Complete.as_str(),
+            Err(StoreError::NotFound(_)) => false,
+            Err(e) => return Err(e.into()),
+        };
+        if !keep {
+            remove_model_dir(state, id).await;
+        }
+    }
+    Ok(())
 }
 
 async fn end_failed(
@@ -1131,7 +1191,7 @@ async fn run_on_worker(
         _ = tokio::time::sleep_until(hard_cap) => return hung(last_heard.elapsed(), None),
         r = client.run_trial(req) => match r {
             Ok(s) => s.into_inner(),
-            Err(s) => return classify(s, worker),
+            Err(s) => return after_error(state, &endpoint, worker, s).await,
         }
     };
     loop {
@@ -1150,7 +1210,7 @@ async fn run_on_worker(
         let event = match msg {
             Ok(Some(ev)) => ev.event,
             Ok(None) => return lost("closed the trial stream without a result".into()),
-            Err(s) => return classify(s, worker),
+            Err(s) => return after_error(state, &endpoint, worker, s).await,
         };
         match event {
             Some(Event::Started(s)) => {
@@ -1222,6 +1282,76 @@ async fn run_on_worker(
     }
 }
 
+/// How long a worker whose trial connection broke has to answer a fresh `Info` call.
+const PROBE_TIMEOUT: Duration = Duration::from_secs(3);
+
+/// A trial's connection broke with `s`. A worker that died refuses the next connection and is welcome
+/// back as soon as it registers again; one that does not answer at all hangs (or the network to it is
+/// cut), and it sits out `trial_silence` even if it still heartbeats, so it does not swallow one trial
+/// after another. (The broken connection alone cannot tell: a keepalive timeout and a reset both end
+/// as a broken stream.)
+async fn after_error(
+    state: &AppState,
+    endpoint: &tonic::transport::Endpoint,
+    worker: &WorkerRow,
+    s: tonic::Status,
+) -> Outcome {
+    let outcome = classify(s, worker);
+    let Outcome::Failed {
+        kind: FailureKind::Interrupted,
+        error,
+        ..
+    } = &outcome
+    else {
+        return outcome;
+    };
+    let probe = async {
+        let channel = endpoint.connect().await?;
+        let mut req = tonic::Request::new(tanren_proto::v1::InfoRequest {});
+        if let Some(v) = state
+            .scheduler
+            .credential(&worker.id)
+            .and_then(|c| format!("Bearer {c}").parse().ok())
+        {
+            req.metadata_mut().insert("authorization", v);
+        }
+        // Any answer, a refusal included, means it is there.
+        let _ = WorkerClient::new(channel).info(req).await;
+        Ok::<(), tonic::transport::Error>(())
+    };
+    match tokio::time::timeout(PROBE_TIMEOUT, probe).await {
+        Ok(_) => outcome,
+        Err(_) => {
+            let sit_out = state.config.trial_silence;
+            Outcome::Failed {
+                kind: FailureKind::Interrupted,
+                error: format!(
+                    "{error}; it does not answer at all (hung, or the network to it is cut), so it gets \
+                     no trial for {} s",
+                    sit_out.as_secs()
+                ),
+                worker_down: true,
+                sit_out,
+            }
+        }
+    }
+}
+
+/// A status's message and the causes under it ("h2 protocol error: ...: keep-alive timed out").
+fn status_chain(s: &tonic::Status) -> String {
+    let mut out = s.message().to_string();
+    let mut cause = std::error::Error::source(s);
+    while let Some(e) = cause {
+        let text = e.to_string();
+        if !out.contains(&text) {
+            out.push_str(": ");
+            out.push_str(&text);
+        }
+        cause = e.source();
+    }
+    out
+}
+
 /// Errors from the worker's side: trial faults count as failures, lost workers as interruptions.
 fn classify(s: tonic::Status, worker: &WorkerRow) -> Outcome {
     // The connection broke, the worker went away, or it is still busy with a trial this process no
@@ -1252,7 +1382,7 @@ fn classify(s: tonic::Status, worker: &WorkerRow) -> Outcome {
             error: format!(
                 "interrupted: worker {} connection lost mid-trial: {}",
                 worker.id,
-                s.message()
+                status_chain(&s)
             ),
             worker_down: true,
             sit_out: Duration::ZERO,

@@ -804,6 +804,38 @@ async fn stopped_and_trial_budget_end_reasons() {
     assert_eq!(s["end_reason_text"], "trial budget reached", "{s}");
 }
 
+// ---- fairness ----
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn running_studies_share_the_workers() {
+    let app = App::spawn().await;
+    let first = app.study(json!({"budget": {"trials": 4}})).await;
+    let second = app.study(json!({"budget": {"trials": 4}})).await;
+    // Each trial takes a while, so the first study could hold both workers all along.
+    let slow = || vec![Step::Complete(Duration::from_millis(600)); 4];
+    let _w1 = fake_worker(&app, "w1", slow()).await;
+    wait_for("the first worker busy", Duration::from_secs(10), || async {
+        !app.trials(first).await.is_empty()
+    })
+    .await;
+    let _w2 = fake_worker(&app, "w2", slow()).await;
+    for id in [first, second] {
+        let s = app.wait_study(id, Duration::from_secs(30)).await;
+        assert_eq!(s["state"], "complete", "{s}");
+    }
+    // The second worker went to the second study at once, not after the first study's last trial.
+    let started =
+        |ts: &[Value]| -> Vec<i64> { ts.iter().map(|t| t["started_at"].as_i64().unwrap()).collect() };
+    let (a, b) = (
+        started(&app.trials(first).await),
+        started(&app.trials(second).await),
+    );
+    assert!(
+        b[0] < a[2],
+        "the second study waited for the first to start its last trials: {a:?} vs {b:?}"
+    );
+}
+
 // ---- workers ----
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

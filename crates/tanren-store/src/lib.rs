@@ -5,9 +5,11 @@
 //! types; every write that must be all-or-nothing runs in one transaction. Each backend has its own
 //! `migrations/` directory holding the same schema.
 
+mod leader;
 mod rows;
 mod store;
 
+pub use leader::{LeaderLock, LockCheck, LEADER_LOCK_KEY};
 pub use rows::*;
 pub use store::*;
 

@@ -22,7 +22,9 @@ pub use data::{from_packed, prepare, DeviceData};
 pub use device::{device_report, pick_device, DeviceReport};
 pub use model::{build, forward_flops, parameter_count, peak_activation_elems, Net};
 pub use torch_cuda::{ensure_loaded as ensure_torch_cuda, TorchCuda};
-pub use train::{evaluate, load_model, measure_inference, save_weights, train, EpochControl, Trained};
+pub use train::{
+    evaluate, load_model, measure_inference, save_weights, train, train_until, EpochControl, Trained,
+};
 
 /// Errors the trainer reports; the worker maps them to gRPC statuses.
 #[derive(Debug, thiserror::Error)]
@@ -35,6 +37,8 @@ pub enum TrainError {
     Torch(#[from] tch::TchError),
     #[error("io: {0}")]
     Io(#[from] std::io::Error),
+    #[error("cancelled during epoch {epoch}")]
+    Cancelled { epoch: u32 },
     #[error("training diverged at epoch {epoch}: loss is {loss}; try a lower learning rate")]
     Diverged { epoch: u32, loss: f64 },
 }

@@ -82,6 +82,19 @@ pub fn train(
     cfg: &TrainConfig,
     data: &DeviceData,
     device: Device,
+    on_epoch: impl FnMut(&EpochMetrics) -> EpochControl,
+) -> Result<Trained, TrainError> {
+    train_until(cfg, data, device, || false, on_epoch)
+}
+
+/// `train`, asking `cancelled` before every step: once it says yes, training ends with
+/// `TrainError::Cancelled` within one step (a stop must not wait for the epoch to end). It is called
+/// once per batch, so it must be cheap (an atomic load, a channel's closed flag).
+pub fn train_until(
+    cfg: &TrainConfig,
+    data: &DeviceData,
+    device: Device,
+    cancelled: impl Fn() -> bool,
     mut on_epoch: impl FnMut(&EpochMetrics) -> EpochControl,
 ) -> Result<Trained, TrainError> {
     cfg.validate().map_err(TrainError::InvalidConfig)?;
@@ -108,6 +121,9 @@ pub fn train(
         // Summed on the device; read once at the end of the epoch (no per-step host sync).
         let mut loss_sum = Tensor::zeros([], (Kind::Float, device));
         for idx in perm.split(bs, 0) {
+            if cancelled() {
+                return Err(TrainError::Cancelled { epoch });
+            }
             if cfg.lr_schedule != LrSchedule::Constant {
                 opt.set_lr(lr_at(cfg.lr_schedule, cfg.learning_rate, step, total_steps));
             }

@@ -1,6 +1,7 @@
 //! The gRPC `Worker` service: one trial at a time; training runs on a blocking thread and talks to
-//! the response stream through a channel. A closed stream (the control plane cancelled: prune or stop)
-//! makes the trainer stop at the next epoch boundary.
+//! the response stream through a channel. A closed stream (the control plane cancelled: prune, stop,
+//! budget, or it went away) makes the trainer stop before its next step, so the worker is free again
+//! within one batch rather than one epoch.
 
 use crate::{dataset, Config};
 use std::sync::Arc;
@@ -26,7 +27,8 @@ struct Inner {
     http: reqwest::Client,
 }
 
-/// How long a new trial waits for the previous (cancelled) one to reach its epoch boundary.
+/// How long a new trial waits for the previous (cancelled) one to let go of the device: normally one
+/// training step, but evaluation, inference timing and saving are not interruptible.
 const BUSY_WAIT: std::time::Duration = std::time::Duration::from_secs(300);
 
 type Tx = mpsc::Sender<Result<v1::TrialEvent, Status>>;
@@ -63,11 +65,29 @@ fn event(e: Event) -> Result<v1::TrialEvent, Status> {
     Ok(v1::TrialEvent { event: Some(e) })
 }
 
+/// The control plane answered the weight upload with an error: say what it said. A full disk there
+/// (507) will not heal by retrying the trial elsewhere, so it is a trial failure carrying the control
+/// plane's own words; other server errors may pass (the trial is retried).
+async fn refused_upload(answer: reqwest::Response) -> Status {
+    let status = answer.status();
+    let text = answer.text().await.unwrap_or_default();
+    let said = serde_json::from_str::<tanren_api::ErrorBody>(&text)
+        .map(|b| b.error.message)
+        .unwrap_or(text);
+    let msg = format!("the control plane refused the trial's weights ({status}): {said}");
+    if status.is_server_error() && status != reqwest::StatusCode::INSUFFICIENT_STORAGE {
+        Status::unavailable(msg)
+    } else {
+        Status::failed_precondition(msg)
+    }
+}
+
 fn train_status(e: TrainError) -> Status {
     match e {
         TrainError::InvalidConfig(m) => Status::invalid_argument(m),
         TrainError::Dataset(e) => Status::failed_precondition(e.to_string()),
         TrainError::Diverged { .. } => Status::aborted(e.to_string()),
+        TrainError::Cancelled { .. } => Status::cancelled(e.to_string()),
         TrainError::Torch(e) => Status::internal(format!("libtorch: {e}")),
         TrainError::Io(e) => Status::internal(format!("worker disk: {e}")),
     }
@@ -92,9 +112,9 @@ impl Worker for WorkerService {
                 "dataset_sha256 must be 64 lowercase hex digits",
             ));
         }
-        // The control plane sends one trial at a time, but a trial it just pruned or stopped is still
-        // finishing its current epoch here (training stops only between epochs): wait for it rather
-        // than refuse, so the next trial is not wasted on "busy".
+        // The control plane sends one trial at a time, but a trial it just pruned or stopped may still
+        // be finishing its current step (or its evaluation) here: wait for it rather than refuse, so
+        // the next trial is not wasted on "busy".
         let permit = tokio::time::timeout(BUSY_WAIT, self.inner.slots.clone().acquire_owned())
             .await
             .map_err(|_| Status::resource_exhausted("worker is busy with another trial"))?
@@ -150,12 +170,23 @@ async fn run(inner: Arc<Inner>, req: v1::TrialRequest, cfg: TrainConfig, tx: Tx)
         if tx2.blocking_send(event(Event::Started(started))).is_err() {
             return Ok(None);
         }
-        let trained = tanren_trainer::train(&cfg, &data, device, |m| {
-            match tx2.blocking_send(event(Event::Epoch(m.into()))) {
+        let trained = tanren_trainer::train_until(
+            &cfg,
+            &data,
+            device,
+            || tx2.is_closed(),
+            |m| match tx2.blocking_send(event(Event::Epoch(m.into()))) {
                 Ok(()) => EpochControl::Continue,
                 Err(_) => EpochControl::Stop,
+            },
+        );
+        let trained = match trained {
+            Err(TrainError::Cancelled { epoch }) => {
+                tracing::info!(epoch, "trial cancelled mid-epoch");
+                return Ok(None);
             }
-        })?;
+            other => other?,
+        };
         if tx2.is_closed() {
             return Ok(None);
         }
@@ -211,15 +242,17 @@ async fn run(inner: Arc<Inner>, req: v1::TrialRequest, cfg: TrainConfig, tx: Tx)
     let body = tokio::fs::read(&weights)
         .await
         .map_err(|e| Status::internal(e.to_string()))?;
-    inner
+    let answer = inner
         .http
         .put(&req.artifact_url)
         .bearer_auth(&req.trial_token)
         .body(body)
         .send()
         .await
-        .and_then(|r| r.error_for_status())
         .map_err(|e| Status::unavailable(format!("uploading weights to {}: {e}", req.artifact_url)))?;
+    if !answer.status().is_success() {
+        return Err(refused_upload(answer).await);
+    }
     tracing::info!(
         val_accuracy = result.val_accuracy,
         test_accuracy = result.test_accuracy,

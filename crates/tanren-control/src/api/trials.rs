@@ -50,10 +50,24 @@ pub async fn upload_weights(
             t.state
         )));
     }
-    let limit = s.config.max_weights_bytes;
     let dir = s.files.model_dir(id);
     tokio::fs::create_dir_all(&dir).await?;
-    let tmp = tempfile::Builder::new().suffix(".part").tempfile_in(&dir)?;
+    let stored = store_weights(&s, id, &dir, body).await;
+    if stored.is_err() {
+        // Nothing was persisted: leave no empty dir behind (a full dir is never removed here).
+        let _ = tokio::fs::remove_dir(&dir).await;
+    }
+    stored
+}
+
+async fn store_weights(
+    s: &S,
+    id: i64,
+    dir: &std::path::Path,
+    body: Body,
+) -> ApiResult<Json<serde_json::Value>> {
+    let limit = s.config.max_weights_bytes;
+    let tmp = tempfile::Builder::new().suffix(".part").tempfile_in(dir)?;
     let mut file = tokio::fs::File::create(tmp.path()).await?;
     let mut stream = body.into_data_stream();
     let mut n = 0u64;
@@ -80,8 +94,8 @@ pub async fn upload_weights(
     let target = s.files.weights(id);
     s.auth
         .finish_upload(id, || tmp.persist(target))?
-        .map_err(|e| ApiError::Internal(format!("disk: {e}")))?;
-    let dir2 = dir.clone();
+        .map_err(|e| ApiError::from(e.error))?;
+    let dir2 = dir.to_path_buf();
     tokio::task::spawn_blocking(move || std::fs::File::open(dir2)?.sync_all())
         .await
         .map_err(|e| ApiError::Internal(e.to_string()))??;
