@@ -200,6 +200,12 @@ pub struct Dataset {
     pub num_test: i64,
     pub size_bytes: i64,
     pub created_at: i64,
+    /// Image sizes (`width`, `height`, `short_side`: `{min, median, max}` px), colour
+    /// (`colour_mode`: colour, greyscale or mixed), images per class and `imbalance` (largest class /
+    /// smallest). Always in `GET /api/v1/datasets/{id}`; in lists once computed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<Object>)]
+    pub stats: Option<tanren_core::dataset_stats::DatasetStats>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]

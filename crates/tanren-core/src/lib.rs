@@ -3,6 +3,7 @@
 //! space with its defaults. No IO, no async, no torch: one place for each fact (STYLE.md #8).
 
 pub mod config;
+pub mod dataset_stats;
 pub mod insight;
 pub mod metrics;
 pub mod params;
