@@ -4,11 +4,13 @@
 
 pub mod config;
 pub mod dataset_stats;
+pub mod estimate;
 pub mod insight;
 pub mod metrics;
 pub mod params;
 pub mod space;
 pub mod state;
+pub mod warnings;
 
 pub use config::*;
 pub use metrics::*;
