@@ -140,6 +140,12 @@ pub static ROUTES: &[Route] = &[
     r(Method::GET, "/api/v1/studies/{id}", User(Scope::Read), B::None),
     r(
         Method::POST,
+        "/api/v1/studies/estimate",
+        User(Scope::Read),
+        B::Json,
+    ),
+    r(
+        Method::POST,
         "/api/v1/studies/{id}/stop",
         User(Scope::Write),
         B::Json,

@@ -65,6 +65,11 @@ fn describe(method: &Method, path: &str) -> Option<(&'static str, u16, Success)>
         ("GET", "/api/v1/studies") => ("Every study", 200, Json("StudyList")),
         ("GET", "/api/v1/studies/{id}") => ("One study: progress, ETA, best trial", 200, Json("Study")),
         ("POST", "/api/v1/studies/{id}/stop") => ("Stop a study", 200, AnyJson),
+        ("POST", "/api/v1/studies/estimate") => (
+            "Dry run of creating a study: its time estimate and warnings about its bounds",
+            200,
+            AnyJson,
+        ),
         ("GET", "/api/v1/studies/{id}/events") => {
             ("The study's live event stream (WebSocket)", 101, WebSocket)
         }
@@ -165,7 +170,7 @@ fn parameters(route: &Route) -> Vec<Value> {
 
 fn request_body(route: &Route) -> Option<Value> {
     let json_schema = match (route.method.as_str(), route.path) {
-        ("POST", "/api/v1/studies") => schema_ref("CreateStudy"),
+        ("POST", "/api/v1/studies") | ("POST", "/api/v1/studies/estimate") => schema_ref("CreateStudy"),
         ("POST", "/api/v1/tokens") => schema_ref("NewToken"),
         ("POST", "/api/v1/workers") => schema_ref("WorkerRegistration"),
         _ => json!({ "type": "object" }),

@@ -20,6 +20,12 @@ pub struct StudySpec {
     /// Absent in specs stored before retries existed: the control plane's setting applies.
     #[serde(default)]
     pub max_retries: Option<u32>,
+    /// What the bounds were warned about at creation (shown on the study page); absent before.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub warnings: Vec<tanren_core::warnings::Warning>,
+    /// The time estimate at creation; absent in specs stored before estimates existed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub estimate: Option<crate::estimate::Estimate>,
 }
 
 impl StudySpec {

@@ -88,7 +88,7 @@ fn summary(m: &Manifest) -> serde_json::Value {
 
 /// The dataset's statistics (image sizes, colour, class balance): from the row's summary when ingest
 /// recorded them, else from the files (computed once, then cached beside the manifest).
-pub async fn dataset_stats(s: &S, row: &DatasetRow) -> ApiResult<tanren_dataset::DatasetStats> {
+pub async fn dataset_stats(s: &crate::AppState, row: &DatasetRow) -> ApiResult<tanren_dataset::DatasetStats> {
     let summary: serde_json::Value = serde_json::from_str(&row.summary).unwrap_or_default();
     if let Ok(stats) = serde_json::from_value(summary["stats"].clone()) {
         return Ok(stats);

@@ -80,6 +80,7 @@ pub async fn create(State(s): State<S>, body: Bytes) -> ApiResult<(StatusCode, J
     let split_seed = summary["split_seed"].as_u64().unwrap_or(0);
     let search = StudySpec::search_config(&image_space, sampler, pruner, req.seed);
     Study::new(search.clone()).map_err(|e| field("bounds", e.to_string()))?;
+    let (estimate, warnings) = crate::estimate::assess(&s, &ds, &req.bounds, &image_space, &budget).await?;
     let spec = StudySpec {
         image_space,
         search,
@@ -89,6 +90,8 @@ pub async fn create(State(s): State<S>, body: Bytes) -> ApiResult<(StatusCode, J
         split_seed,
         seed: req.seed,
         max_retries: req.max_retries,
+        warnings,
+        estimate: Some(estimate),
     };
     let name = req
         .name
@@ -159,7 +162,8 @@ async fn study_json(s: &S, row: &StudyRow) -> ApiResult<serde_json::Value> {
 /// The study as REST and the WebSocket snapshot show it: the row, budget, space, progress, best trial.
 pub async fn study_view(s: &S, row: &StudyRow, trials: &[TrialRow]) -> ApiResult<serde_json::Value> {
     let live_workers = s.scheduler.live_workers(s.store.workers().await?).len();
-    let progress = crate::progress::progress(row, trials, live_workers);
+    let eta = crate::estimate::eta_inputs(s, row, trials).await;
+    let progress = crate::progress::progress(row, trials, live_workers, eta.as_ref());
     let spec: serde_json::Value = serde_json::from_str(&row.spec).unwrap_or_default();
     let mut v = serde_json::to_value(row).unwrap_or_default();
     v["budget"] = serde_json::json!({ "trials": row.max_trials, "minutes": row.max_minutes });
@@ -172,6 +176,11 @@ pub async fn study_view(s: &S, row: &StudyRow, trials: &[TrialRow]) -> ApiResult
     v["sampler"] = spec["search"]["sampler"].clone();
     v["pruner"] = spec["search"]["pruner"].clone();
     v["baseline"] = spec["baseline"].clone();
+    v["warnings"] = spec
+        .get("warnings")
+        .cloned()
+        .unwrap_or_else(|| serde_json::json!([]));
+    v["estimate"] = spec["estimate"].clone();
     v["progress"] = serde_json::to_value(progress).unwrap_or_default();
     v["best_trial"] = best_trial(trials)
         .map(trial_json)
