@@ -45,6 +45,11 @@ fn describe(method: &Method, path: &str) -> Option<(&'static str, u16, Success)>
             200,
             Json("Dataset"),
         ),
+        ("POST", "/api/v1/datasets/{id}/advice") => (
+            "Suggested bounds for every searched parameter, each with a reason, and a budget",
+            200,
+            AnyJson,
+        ),
         ("GET", "/api/v1/datasets/{id}/archive") => ("The dataset's zip", 200, Bytes("application/zip")),
         ("GET", "/api/v1/datasets/{id}/classes/{class}/thumbnails/{k}") => (
             "The k-th training image of a class, as a thumbnail",

@@ -2,6 +2,7 @@
 //! reports (`EpochMetrics`, `TrialResult`), the lifecycle states, and the image-classification search
 //! space with its defaults. No IO, no async, no torch: one place for each fact (STYLE.md #8).
 
+pub mod advisor;
 pub mod config;
 pub mod dataset_stats;
 pub mod estimate;

@@ -43,6 +43,7 @@ pub fn router(state: S) -> Router {
         )
         .route("/api/v1/datasets/{id}", get(datasets::get_one))
         .route("/api/v1/datasets/{id}/archive", get(datasets::archive))
+        .route("/api/v1/datasets/{id}/advice", post(advice::advise))
         .route(
             "/api/v1/datasets/{id}/classes/{class}/thumbnails/{k}",
             get(datasets::thumbnail),
