@@ -18,6 +18,8 @@ use tanren_store::{now_ms, DatasetRow, StudyRow, TrialRow};
 
 /// Studies whose trials calibrate a new study's estimate (most recent first).
 const HISTORY_STUDIES: usize = 20;
+/// How long after its deadline a minutes-bound study takes to stop its running trials and end.
+const STOP_SLACK_SECONDS: f64 = 10.0;
 /// Uniform draws from the space for its mean trial cost.
 const SPACE_SAMPLES: usize = 256;
 /// File in a dataset directory where the advisor keeps what its probes measured.
@@ -278,9 +280,7 @@ pub fn eta(
                 Some(&(k, secs)) if k > 0 => {
                     let per_epoch = secs / k as f64;
                     let rest_epochs = cfg.epochs.saturating_sub(k) as f64;
-                    rest_epochs * per_epoch
-                        + m.seconds_per_work * tanren_core::estimate::final_work(&cfg, inputs.data)
-                        + m.overhead_seconds * 0.5
+                    rest_epochs * per_epoch + m.final_seconds(&cfg, inputs.data) + m.overhead_seconds * 0.5
                 }
                 _ => {
                     let elapsed = t.started_at.map_or(0.0, |s| (now - s) as f64 / 1000.0);
@@ -334,8 +334,11 @@ pub fn eta(
         + rest as f64 * ((rest_mean * m.log_sd).powi(2) + rest_sd.powi(2));
     let var_shared = (total * m.scale_log_sd()).powi(2);
     let rel = (var_indep + var_shared).sqrt() / p / central.max(1e-9);
+    // A minutes budget ends the study at its deadline, give or take the moment stopping the
+    // running trial takes: the range's upper end keeps that moment.
     let cap = |x: f64| by_deadline.map_or(x, |d| x.min(d));
+    let cap_hi = |x: f64| by_deadline.map_or(x, |d| x.min(d + STOP_SLACK_SECONDS));
     let lo = central * (-Z80 * rel).exp();
     let hi = central * (Z80 * rel).exp();
-    (Some(cap(central)), Some([cap(lo), cap(hi)]))
+    (Some(cap(central)), Some([cap(lo), cap_hi(hi)]))
 }

@@ -172,3 +172,93 @@ async fn a_batch_larger_than_the_training_set_is_refused_naming_the_limit() {
     }
     assert_eq!(app.get("/api/v1/studies").await["studies"], json!([]));
 }
+
+/// A zip of two class folders of greyscale 20x20 PNGs (a bright and a dark class).
+fn tiny_zip() -> Vec<u8> {
+    use std::io::Write;
+    let mut w = zip::ZipWriter::new(std::io::Cursor::new(Vec::new()));
+    for (class, base) in [("dark", 40u8), ("light", 200u8)] {
+        for i in 0..12u32 {
+            let img = image::GrayImage::from_fn(20, 20, |x, y| {
+                image::Luma([base.wrapping_add(((x * 7 + y * 3 + i) % 23) as u8)])
+            });
+            let mut png = std::io::Cursor::new(Vec::new());
+            image::DynamicImage::ImageLuma8(img)
+                .write_to(&mut png, image::ImageFormat::Png)
+                .unwrap();
+            w.start_file(
+                format!("{class}/{i}.png"),
+                zip::write::SimpleFileOptions::default(),
+            )
+            .unwrap();
+            w.write_all(&png.into_inner()).unwrap();
+        }
+    }
+    w.finish().unwrap().into_inner()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn advice_follows_the_dataset_and_its_bounds_create_a_study_without_warnings() {
+    let app = App::spawn().await;
+    let (status, _) = app.post("/api/v1/datasets/999/advice", &json!({})).await;
+    assert_eq!(status, 404);
+    let form = reqwest::multipart::Form::new().part(
+        "file",
+        reqwest::multipart::Part::bytes(tiny_zip()).file_name("tiny.zip"),
+    );
+    let r = app
+        .http
+        .post(format!("{}/api/v1/datasets", app.url))
+        .multipart(form)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 201);
+    let ds: Value = r.json().await.unwrap();
+    let id = ds["id"].as_i64().unwrap();
+    let shown = app.get(&format!("/api/v1/datasets/{id}")).await;
+    let stats = &shown["stats"];
+    assert_eq!(
+        stats["short_side"],
+        json!({"min": 20, "median": 20, "max": 20}),
+        "{shown}"
+    );
+    assert_eq!(stats["colour_mode"], "greyscale", "{shown}");
+    assert_eq!(stats["per_class"], json!([12, 12]), "{shown}");
+
+    let (status, advice) = app
+        .post(&format!("/api/v1/datasets/{id}/advice"), &json!({}))
+        .await;
+    assert_eq!(status, 200, "{advice}");
+    // 20 px images: no suggested size far above them, and no more pooling blocks than 20 px allows.
+    assert_eq!(
+        advice["bounds"]["image_size"],
+        json!({"low": 20.0, "high": 30.0}),
+        "{advice}"
+    );
+    assert!(
+        advice["bounds"]["conv_blocks"]["high"].as_f64().unwrap() <= 3.0,
+        "{advice}"
+    );
+    // 19 training images: batches small enough for several steps per epoch.
+    assert!(
+        advice["bounds"]["batch_size"]["high"].as_f64().unwrap() <= 16.0,
+        "{advice}"
+    );
+    let sugg = advice["suggestions"].as_array().unwrap();
+    assert!(
+        sugg.iter()
+            .all(|s| s["reason"].as_str().is_some_and(|r| r.len() > 20)),
+        "{advice}"
+    );
+    let img = sugg.iter().find(|s| s["param"] == "image_size").unwrap();
+    assert!(img["reason"].as_str().unwrap().contains("20 px"), "{img}");
+    assert_eq!(advice["warnings"], json!([]), "{advice}");
+
+    // The advice as a study: accepted, warned about nothing.
+    let trials = advice["budget"]["trials"].as_u64().unwrap();
+    let body = json!({"dataset_id": id, "bounds": advice["bounds"], "budget": {"trials": trials}});
+    let (status, study) = app.post("/api/v1/studies", &body).await;
+    assert_eq!(status, 201, "{study}");
+    assert_eq!(study["warnings"], json!([]), "{study}");
+}

@@ -15,6 +15,10 @@ use crate::space::{train_config, ImageSpace};
 use serde::{Deserialize, Serialize};
 use tanren_search::{Distribution, ParamValue, Params};
 
+/// How epoch time grows with work before anything was measured: a network with 100× the work per
+/// epoch takes about 25× as long on a CPU (small convolutions waste most of the device).
+const PRIOR_EXPONENT: f64 = 0.7;
+
 /// Two-sided 80% quantile of the standard normal.
 pub const Z80: f64 = 1.2816;
 
@@ -142,8 +146,11 @@ pub fn final_work(cfg: &TrainConfig, data: DataSize) -> f64 {
 /// Seconds per GFLOP-equivalent and per-trial overhead, with their uncertainty.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct TimeModel {
-    /// Seconds per GFLOP-equivalent of `epoch_work`.
+    /// Seconds of an epoch of one GFLOP-equivalent of `epoch_work`.
     pub seconds_per_work: f64,
+    /// Epoch seconds grow as `work^exponent`: below 1 because small networks use the device poorly
+    /// (per-op overheads) and large ones well.
+    pub exponent: f64,
     /// Standard deviation of ln(measured / predicted) of one trial's training time.
     pub log_sd: f64,
     /// Seconds per trial outside training: dataset preparation, final evaluation, weight upload.
@@ -171,56 +178,79 @@ impl TimeModel {
     pub fn prior(cuda: bool) -> TimeModel {
         TimeModel {
             seconds_per_work: if cuda { 1.0 / 400.0 } else { 1.0 / 8.0 },
+            exponent: PRIOR_EXPONENT,
             log_sd: 3f64.ln() / Z80,
             overhead_seconds: if cuda { 4.0 } else { 3.0 },
             fitted_on: 0,
         }
     }
 
-    /// Fit to measurements (those with no training time are ignored). The spread is shrunk towards
-    /// 0.25 (what the formula cannot know: other load on the machine, caches) with weight 2.
+    /// Fit to measurements (those with no training time are ignored): ln(epoch seconds) against
+    /// ln(work), the slope shrunk towards the prior's exponent (weight 1 in units of ln(work)², so a
+    /// few similar trials keep the prior's). The spread is shrunk towards 0.25 (what the formula
+    /// cannot know: other load on the machine, caches) with weight 2.
     pub fn fit(prior: &TimeModel, measured: &[Measurement]) -> TimeModel {
-        let logs: Vec<f64> = measured
+        let pts: Vec<(f64, f64)> = measured
             .iter()
             .filter(|m| m.epochs > 0 && m.train_seconds > 0.0)
-            .map(|m| (m.train_seconds / (m.epochs as f64 * epoch_work(&m.config, m.data))).ln())
-            .filter(|x| x.is_finite())
+            .map(|m| {
+                let x = epoch_work(&m.config, m.data).ln();
+                (x, (m.train_seconds / m.epochs as f64).ln())
+            })
+            .filter(|(x, y)| x.is_finite() && y.is_finite())
             .collect();
-        if logs.is_empty() {
+        if pts.is_empty() {
             return prior.clone();
         }
-        let n = logs.len() as f64;
-        let mean = logs.iter().sum::<f64>() / n;
-        let ss: f64 = logs.iter().map(|x| (x - mean).powi(2)).sum();
+        let n = pts.len() as f64;
+        let (mx, my) = (
+            pts.iter().map(|p| p.0).sum::<f64>() / n,
+            pts.iter().map(|p| p.1).sum::<f64>() / n,
+        );
+        let sxx: f64 = pts.iter().map(|p| (p.0 - mx).powi(2)).sum();
+        let sxy: f64 = pts.iter().map(|p| (p.0 - mx) * (p.1 - my)).sum();
+        let exponent = ((sxy + prior.exponent) / (sxx + 1.0)).clamp(0.3, 1.2);
+        let intercept = my - exponent * mx;
+        let ss: f64 = pts
+            .iter()
+            .map(|p| (p.1 - intercept - exponent * p.0).powi(2))
+            .sum();
         let log_sd = ((2.0 * 0.25f64.powi(2) + ss) / (2.0 + n - 1.0)).sqrt();
-        let spw = mean.exp();
+        let spw = intercept.exp();
         let mut over: Vec<f64> = measured
             .iter()
             .filter_map(|m| {
                 let w = m.wall_seconds?;
-                Some((w - m.train_seconds - spw * final_work(&m.config, m.data)).max(0.0))
+                Some((w - m.train_seconds - spw * final_work(&m.config, m.data).powf(exponent)).max(0.0))
             })
             .collect();
         over.sort_by(f64::total_cmp);
         TimeModel {
             seconds_per_work: spw,
+            exponent,
             log_sd,
             overhead_seconds: over
                 .get(over.len() / 2)
                 .copied()
                 .unwrap_or(prior.overhead_seconds),
-            fitted_on: logs.len(),
+            fitted_on: pts.len(),
         }
     }
 
     pub fn epoch_seconds(&self, cfg: &TrainConfig, data: DataSize) -> f64 {
-        self.seconds_per_work * epoch_work(cfg, data)
+        self.seconds_per_work * epoch_work(cfg, data).powf(self.exponent)
+    }
+
+    /// Seconds of the evaluation after training.
+    pub fn final_seconds(&self, cfg: &TrainConfig, data: DataSize) -> f64 {
+        self.seconds_per_work * final_work(cfg, data).powf(self.exponent)
     }
 
     /// Expected seconds of a whole trial that trains `cfg.epochs` epochs.
     pub fn trial_seconds(&self, cfg: &TrainConfig, data: DataSize) -> f64 {
         self.overhead_seconds
-            + self.seconds_per_work * (cfg.epochs as f64 * epoch_work(cfg, data) + final_work(cfg, data))
+            + cfg.epochs as f64 * self.epoch_seconds(cfg, data)
+            + self.final_seconds(cfg, data)
     }
 
     /// The standard deviation of ln(the scale), i.e. of the mean of the fitted ratios: shared by
