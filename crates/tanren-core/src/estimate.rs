@@ -392,11 +392,11 @@ pub fn space_cost(
                 .unwrap_or_else(|| draw(d, 0.5))
         });
         if let Some(t) = cost(&p) {
-            if !(t <= worst) {
+            if worst.is_nan() || t > worst {
                 worst = t;
                 worst_params = p;
             }
-            if !(t >= best) {
+            if best.is_nan() || t < best {
                 best = t;
             }
         }
