@@ -211,6 +211,12 @@ pub struct Dataset {
     pub num_test: i64,
     pub size_bytes: i64,
     pub created_at: i64,
+    /// Image sizes (`width`, `height`, `short_side`: `{min, median, max}` px), colour
+    /// (`colour_mode`: colour, greyscale or mixed), images per class and `imbalance` (largest class /
+    /// smallest). Always in `GET /api/v1/datasets/{id}`; in lists once computed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<Object>)]
+    pub stats: Option<tanren_core::dataset_stats::DatasetStats>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
@@ -339,6 +345,12 @@ pub struct Study {
     pub pruner: serde_json::Value,
     /// Whether trial 0 is the seed's configuration.
     pub baseline: bool,
+    /// What the bounds were warned about at creation (`{param, message}`), kept with the study.
+    #[schema(value_type = Vec<Object>)]
+    pub warnings: serde_json::Value,
+    /// The time estimate at creation (per trial and for the budget); null for older studies.
+    #[schema(value_type = Object)]
+    pub estimate: serde_json::Value,
     pub progress: Progress,
     /// The most accurate trial within the latency limit, if any.
     pub best_trial: Option<Trial>,

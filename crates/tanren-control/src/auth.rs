@@ -117,6 +117,12 @@ pub static ROUTES: &[Route] = &[
     r(Method::GET, "/api/v1/datasets", User(Scope::Read), B::None),
     r(Method::GET, "/api/v1/datasets/{id}", User(Scope::Read), B::None),
     r(
+        Method::POST,
+        "/api/v1/datasets/{id}/advice",
+        User(Scope::Write),
+        B::None,
+    ),
+    r(
         Method::GET,
         "/api/v1/datasets/{id}/archive",
         User(Scope::Read),
@@ -138,6 +144,12 @@ pub static ROUTES: &[Route] = &[
     r(Method::POST, "/api/v1/studies", User(Scope::Write), B::Json),
     r(Method::GET, "/api/v1/studies", User(Scope::Read), B::None),
     r(Method::GET, "/api/v1/studies/{id}", User(Scope::Read), B::None),
+    r(
+        Method::POST,
+        "/api/v1/studies/estimate",
+        User(Scope::Read),
+        B::Json,
+    ),
     r(
         Method::POST,
         "/api/v1/studies/{id}/stop",

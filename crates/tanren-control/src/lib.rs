@@ -10,6 +10,7 @@ pub mod api;
 pub mod assets;
 pub mod auth;
 pub mod error;
+pub mod estimate;
 pub mod events;
 pub mod files;
 pub mod leader;

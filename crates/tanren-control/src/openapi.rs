@@ -45,6 +45,11 @@ fn describe(method: &Method, path: &str) -> Option<(&'static str, u16, Success)>
             200,
             Json("Dataset"),
         ),
+        ("POST", "/api/v1/datasets/{id}/advice") => (
+            "Suggested bounds for every searched parameter, each with a reason, and a budget",
+            200,
+            AnyJson,
+        ),
         ("GET", "/api/v1/datasets/{id}/archive") => ("The dataset's zip", 200, Bytes("application/zip")),
         ("GET", "/api/v1/datasets/{id}/classes/{class}/thumbnails/{k}") => (
             "The k-th training image of a class, as a thumbnail",
@@ -65,6 +70,11 @@ fn describe(method: &Method, path: &str) -> Option<(&'static str, u16, Success)>
         ("GET", "/api/v1/studies") => ("Every study", 200, Json("StudyList")),
         ("GET", "/api/v1/studies/{id}") => ("One study: progress, ETA, best trial", 200, Json("Study")),
         ("POST", "/api/v1/studies/{id}/stop") => ("Stop a study", 200, AnyJson),
+        ("POST", "/api/v1/studies/estimate") => (
+            "Dry run of creating a study: its time estimate and warnings about its bounds",
+            200,
+            AnyJson,
+        ),
         ("GET", "/api/v1/studies/{id}/events") => {
             ("The study's live event stream (WebSocket)", 101, WebSocket)
         }
@@ -182,7 +192,7 @@ fn parameters(route: &Route) -> Vec<Value> {
 
 fn request_body(route: &Route) -> Option<Value> {
     let json_schema = match (route.method.as_str(), route.path) {
-        ("POST", "/api/v1/studies") => schema_ref("CreateStudy"),
+        ("POST", "/api/v1/studies") | ("POST", "/api/v1/studies/estimate") => schema_ref("CreateStudy"),
         ("POST", "/api/v1/tokens") => schema_ref("NewToken"),
         ("POST", "/api/v1/workers") => schema_ref("WorkerRegistration"),
         _ => json!({ "type": "object" }),

@@ -52,7 +52,14 @@ pub fn best_view(objectives: &Objectives, trials: &[TrialRow]) -> Option<Trial> 
 }
 
 /// `parallel` is the number of live workers (at least 1).
-pub fn progress(row: &StudyRow, trials: &[TrialRow], parallel: usize) -> Progress {
+/// `eta` (see crate::estimate) gives the ETA from the time model; without it, from the mean of the
+/// measured trial durations.
+pub fn progress(
+    row: &StudyRow,
+    trials: &[TrialRow],
+    parallel: usize,
+    eta_inputs: Option<&crate::estimate::EtaInputs>,
+) -> Progress {
     let count = |st: TrialState| trials.iter().filter(|t| t.state == st.as_str()).count();
     let interrupted = trials.iter().filter(|t| is_interrupted(t)).count();
     let (complete, pruned, failed, running, queued) = (
@@ -66,6 +73,8 @@ pub fn progress(row: &StudyRow, trials: &[TrialRow], parallel: usize) -> Progres
     let finished = row.state != StudyState::Running.as_str();
     let (eta, range) = if finished {
         (Some(0.0), Some([0.0, 0.0]))
+    } else if let Some(inputs) = eta_inputs {
+        crate::estimate::eta(row, trials, done, parallel.max(1), inputs)
     } else {
         eta(row, trials, done, running, parallel.max(1))
     };

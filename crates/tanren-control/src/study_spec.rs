@@ -23,6 +23,12 @@ pub struct StudySpec {
     /// Absent in specs stored before multi-objective studies: accuracy alone, no latency limit.
     #[serde(default)]
     pub objectives: Objectives,
+    /// What the bounds were warned about at creation (shown on the study page); absent before.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub warnings: Vec<tanren_core::warnings::Warning>,
+    /// The time estimate at creation; absent in specs stored before estimates existed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub estimate: Option<crate::estimate::Estimate>,
 }
 
 impl StudySpec {

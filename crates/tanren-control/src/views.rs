@@ -108,6 +108,11 @@ pub fn study(row: &StudyRow, trials: &[TrialRow], progress: Progress) -> Study {
         sampler: spec["search"]["sampler"].clone(),
         pruner: spec["search"]["pruner"].clone(),
         baseline: spec["baseline"].as_bool().unwrap_or(false),
+        warnings: spec
+            .get("warnings")
+            .cloned()
+            .unwrap_or_else(|| serde_json::json!([])),
+        estimate: spec["estimate"].clone(),
         progress,
         best_trial: best_trial(&objectives, trials).map(trial),
         objectives: objectives.names().into_iter().map(String::from).collect(),

@@ -23,6 +23,7 @@ use crate::eocd::{self, Declared};
 use crate::layout::{self, Candidate, Entry, Side};
 use crate::manifest::{self, ClassInfo, Layout, Manifest, Sample, Skipped};
 use crate::split::stratified_split;
+use crate::stats::{DatasetStats, ImageInfo};
 use crate::IngestError;
 
 /// Entries smaller than this are never refused for their compression ratio: small files of one
@@ -156,10 +157,10 @@ pub fn ingest_zip_cancellable(
     }
 
     // Full decode in parallel: the only way to know a file is usable is to decode all of it.
-    let verdicts: Vec<Result<(), String>> = extracted
+    let verdicts: Vec<Result<ImageInfo, String>> = extracted
         .par_iter()
         .map(|(_, path, _)| match cancelled() {
-            true => Ok(()), // not looked at; refused as a whole below
+            true => Err("not looked at: cancelled".into()), // the whole ingest is refused below
             false => decode_check(path, limits),
         })
         .collect();
@@ -167,9 +168,13 @@ pub fn ingest_zip_cancellable(
         return Err(IngestError::Cancelled);
     }
     let mut usable = Vec::with_capacity(extracted.len());
+    let mut infos = Vec::with_capacity(extracted.len());
     for ((cand, path, ext), verdict) in extracted.into_iter().zip(verdicts) {
         match verdict {
-            Ok(()) => usable.push((cand, path, ext)),
+            Ok(info) => {
+                usable.push((cand, path, ext));
+                infos.push(info);
+            }
             Err(reason) => {
                 fs::remove_file(&path)?;
                 skipped.push(Skipped {
@@ -209,6 +214,14 @@ pub fn ingest_zip_cancellable(
         })
         .collect();
     let (mut train, mut test) = (Vec::new(), Vec::new());
+    let all_labels: Vec<usize> = usable.iter().map(|(c, _, _)| c.class).collect();
+    let train_labels: Vec<usize> = usable
+        .iter()
+        .zip(&sides)
+        .filter(|(_, s)| matches!(s, Side::Train))
+        .map(|((c, _, _), _)| c.class)
+        .collect();
+    let stats = DatasetStats::from_images(&infos, &all_labels, &train_labels, classes.len());
     // `usable` is sorted by (side, class, zip name) for TrainTest and (class, zip name) otherwise;
     // numbering per (side, class) in that order keeps the output names sorted the same way.
     for ((cand, path, ext), side) in usable.into_iter().zip(sides) {
@@ -251,6 +264,7 @@ pub fn ingest_zip_cancellable(
         test,
         skipped,
         split_seed,
+        stats: Some(stats),
     };
     manifest::write_manifest(tmp.path(), &manifest)?;
     // tempfile creates the staging dir 0700; a dataset dir is as readable as any other output.
@@ -432,9 +446,9 @@ fn check_header(
     Ok(Ok(format))
 }
 
-/// Decode the whole image once (then drop it) under the same dimension limits, in case a decoder
+/// Decode the whole image once (then drop it, keeping its size and whether it has colour) under the same dimension limits, in case a decoder
 /// meets a frame larger than the header said.
-fn decode_check(path: &Path, limits: &Limits) -> Result<(), String> {
+fn decode_check(path: &Path, limits: &Limits) -> Result<ImageInfo, String> {
     let mut reader = ImageReader::open(path)
         .and_then(|r| r.with_guessed_format())
         .map_err(|e| e.to_string())?;
@@ -442,5 +456,8 @@ fn decode_check(path: &Path, limits: &Limits) -> Result<(), String> {
     l.max_image_width = Some(limits.max_dimension);
     l.max_image_height = Some(limits.max_dimension);
     reader.limits(l);
-    reader.decode().map(drop).map_err(|e| e.to_string())
+    reader
+        .decode()
+        .map(|img| crate::stats::image_info(&img))
+        .map_err(|e| e.to_string())
 }

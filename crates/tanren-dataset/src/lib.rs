@@ -12,9 +12,11 @@ pub mod ingest;
 mod layout;
 pub mod manifest;
 pub mod split;
+pub mod stats;
 
 pub use cache::{decode_resize, load_or_build, CacheStatus, Packed, Split};
 pub use error::IngestError;
 pub use ingest::{ingest_zip, ingest_zip_cancellable, Limits};
 pub use manifest::{load_manifest, ClassInfo, Layout, Manifest, Sample, Skipped};
 pub use split::stratified_split;
+pub use stats::{DatasetStats, ImageInfo};

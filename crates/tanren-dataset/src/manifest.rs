@@ -26,6 +26,10 @@ pub struct Manifest {
     pub skipped: Vec<Skipped>,
     /// Seed of the 80/20 split (only meaningful for `Layout::ClassFolders`, recorded always).
     pub split_seed: u64,
+    /// Image sizes, colour and class balance; absent in manifests written before they existed (see
+    /// `stats::load_or_compute`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stats: Option<crate::stats::DatasetStats>,
 }
 
 /// How the zip was laid out.

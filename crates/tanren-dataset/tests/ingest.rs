@@ -512,3 +512,50 @@ fn a_cancelled_ingest_stops_and_leaves_nothing_behind() {
     let (_p, m) = ok(&zip, 0);
     assert_eq!(m.train.len() + m.test.len(), 1200);
 }
+
+#[test]
+fn statistics_are_recorded_at_ingest_and_recomputed_for_old_manifests() {
+    use image::{DynamicImage, GrayImage, ImageFormat, Luma};
+    let grey = |seed: u8, w: u32, h: u32| {
+        let img = GrayImage::from_fn(w, h, |x, y| Luma([seed ^ (x as u8) ^ (y as u8)]));
+        encode(&DynamicImage::ImageLuma8(img), ImageFormat::Png)
+    };
+    let mut zip = Zip::new();
+    // Class `a`: 6 grey 28x28; class `b`: 3 colour 40x20 (one class twice the other: imbalance 2).
+    for i in 0..6u8 {
+        zip = zip.file(&format!("a/{i}.png"), &grey(i, 28, 28));
+    }
+    for i in 0..3u32 {
+        zip = zip.file(
+            &format!("b/{i}.png"),
+            &encode(&image(i, 40, 20).into(), ImageFormat::Png),
+        );
+    }
+    let (parent, m) = ok(&zip.bytes(), 42);
+    let s = m.stats.clone().expect("ingest records statistics");
+    assert_eq!(s.images, 9);
+    assert_eq!((s.width.min, s.width.median, s.width.max), (28, 28, 40));
+    assert_eq!((s.height.min, s.height.max), (20, 28));
+    assert_eq!(s.short_side.min, 20);
+    assert_eq!((s.greyscale_images, s.colour_images), (6, 3));
+    assert_eq!(s.colour_mode, "mixed");
+    assert_eq!(s.per_class, vec![6, 3]);
+    assert_eq!(s.train_per_class.iter().sum::<usize>(), m.train.len());
+    assert_eq!(s.imbalance, 2.0);
+
+    // A manifest from before statistics existed still loads, and they are computed from the files.
+    let dir = parent.path().join("ds");
+    let path = dir.join("manifest.json");
+    let mut json: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&path).expect("read")).expect("json");
+    json.as_object_mut().expect("object").remove("stats");
+    std::fs::write(&path, serde_json::to_vec(&json).expect("json")).expect("write");
+    let old = load_manifest(&dir).expect("old manifest loads");
+    assert!(old.stats.is_none());
+    let lazy = tanren_dataset::stats::load_or_compute(&dir, &old).expect("computed");
+    assert_eq!(lazy, s);
+    assert!(
+        dir.join(tanren_dataset::stats::STATS_FILE).exists(),
+        "cached for next time"
+    );
+}

@@ -4,6 +4,7 @@
 // narrowed around its best trials (GET /api/v1/studies/S/importance), its budget, sampler and pruner.
 import { get, post } from '../api.js';
 import { h } from '../dom.js';
+import { estimatePanel } from './advice.js';
 
 export function mount(root, { dataset, from }) {
   const form = h('form', { class: 'study-form', novalidate: true });
@@ -73,6 +74,26 @@ async function load(form, datasetId, from) {
 
   const updateSize = () => size.replaceChildren(spaceSize(params, rows));
   form.addEventListener('input', updateSize);
+  const body = () => {
+    const bounds = {};
+    for (const r of rows) bounds[r.name] = r.value();
+    const b = {
+      dataset_id: Number(ds.value),
+      bounds,
+      budget: { trials: trials.value === '' ? null : Number(trials.value), minutes: minutes.value === '' ? null : Number(minutes.value) },
+      sampler: sampler.value,
+      pruner: pruner.value,
+      objectives: goal.value.split(','),
+      max_latency_ms: maxLatency.value === '' ? null : Number(maxLatency.value),
+      seed: Number(seed.value || 0),
+      baseline: baseline.checked,
+    };
+    if (name.value.trim()) b.name = name.value.trim();
+    return b;
+  };
+  const estimate = estimatePanel(body);
+  form.addEventListener('input', estimate.update);
+  form.addEventListener('change', estimate.update);
   // An error belongs to the values it was about: editing the field clears it.
   form.addEventListener('input', (e) => {
     const f = e.target.closest('.field.invalid');
@@ -103,33 +124,21 @@ async function load(form, datasetId, from) {
         h('thead', {}, h('tr', {}, h('th', {}, 'parameter'), h('th', {}, 'scale'), h('th', {}, 'bounds'))),
         h('tbody', {}, rows.map((r) => r.el))),
       size),
+    estimate.el,
     formError,
     submit,
   );
   updateSize();
+  estimate.update();
 
   form.addEventListener('submit', async (e) => {
     e.preventDefault();
     for (const el of form.querySelectorAll('.field-error')) el.textContent = '';
     for (const el of form.querySelectorAll('.invalid')) el.classList.remove('invalid');
     formError.textContent = '';
-    const bounds = {};
-    for (const r of rows) bounds[r.name] = r.value();
-    const body = {
-      dataset_id: Number(ds.value),
-      bounds,
-      budget: { trials: trials.value === '' ? null : Number(trials.value), minutes: minutes.value === '' ? null : Number(minutes.value) },
-      sampler: sampler.value,
-      pruner: pruner.value,
-      objectives: goal.value.split(','),
-      max_latency_ms: maxLatency.value === '' ? null : Number(maxLatency.value),
-      seed: Number(seed.value || 0),
-      baseline: baseline.checked,
-    };
-    if (name.value.trim()) body.name = name.value.trim();
     submit.disabled = true;
     try {
-      const study = await post('/api/v1/studies', body);
+      const study = await post('/api/v1/studies', body());
       location.hash = `#/studies/${study.id}`;
     } catch (err) {
       submit.disabled = false;

@@ -10,6 +10,7 @@ import { h, acc, num, duration, badge, paramsText } from '../dom.js';
 import { COLORS, downsample, historyChart, curvesChart, scatterChart, sliceChart, curveStyle, importanceChart } from '../charts.js';
 import { drawParallel } from '../parallel.js';
 import { openTrial } from '../trial.js';
+import { studyWarnings } from './advice.js';
 
 const PAGE = 50;
 // Chart.js takes unparsed data (`parsing: false`) as sorted by x and reads the range from its ends.
@@ -30,6 +31,7 @@ export function mount(root, { id }) {
     eta: h('div', { id: 'eta', class: 'muted' }),
     best: h('div', { class: 'card best', id: 'best-card' }, h('h2', {}, 'Best so far'), h('p', { class: 'muted' }, 'No complete trial yet.')),
     error: h('div', { class: 'error' }),
+    warnings: h('div', { id: 'warnings-slot' }),
     tbody: h('tbody'),
     pager: h('div', { class: 'pager' }),
     count: h('span', { class: 'muted' }),
@@ -64,6 +66,7 @@ export function mount(root, { id }) {
   root.append(
     h('div', { class: 'row spread' }, h('div', { class: 'row' }, el.title, el.state), h('div', { class: 'row' }, el.conn, el.stop)),
     el.error,
+    el.warnings,
     h('div', { class: 'card' }, el.bar, h('div', { class: 'row spread' }, el.text, el.eta)),
     h('div', { class: 'grid2' },
       el.best,
@@ -180,6 +183,7 @@ export function mount(root, { id }) {
     el.state.replaceChildren(badge(s.state));
     el.stop.hidden = s.state !== 'running';
     el.error.textContent = s.error ? `Study error: ${s.error}` : '';
+    el.warnings.replaceChildren(...[studyWarnings(s)].filter(Boolean));
     const p = S.progress;
     const failed = p.failed - p.interrupted;
     const total = p.total ?? Math.max(p.done + p.running + p.queued, 1);

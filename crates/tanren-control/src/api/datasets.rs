@@ -83,7 +83,25 @@ fn summary(m: &Manifest) -> serde_json::Value {
         "classes": m.classes,
         "skipped": m.skipped,
         "split_seed": m.split_seed,
+        "stats": m.stats,
     })
+}
+
+/// The dataset's statistics (image sizes, colour, class balance): from the row's summary when ingest
+/// recorded them, else from the files (computed once, then cached beside the manifest).
+pub async fn dataset_stats(s: &crate::AppState, row: &DatasetRow) -> ApiResult<tanren_dataset::DatasetStats> {
+    let summary: serde_json::Value = serde_json::from_str(&row.summary).unwrap_or_default();
+    if let Ok(stats) = serde_json::from_value(summary["stats"].clone()) {
+        return Ok(stats);
+    }
+    let dir = s.files.dataset_dir(&row.sha256);
+    tokio::task::spawn_blocking(move || {
+        let m = tanren_dataset::load_manifest(&dir)?;
+        tanren_dataset::stats::load_or_compute(&dir, &m)
+    })
+    .await
+    .map_err(|e| ApiError::Internal(e.to_string()))?
+    .map_err(|e| ApiError::Internal(e.to_string()))
 }
 
 pub async fn upload(
@@ -250,7 +268,12 @@ pub async fn list(State(s): State<S>) -> ApiResult<Json<serde_json::Value>> {
 }
 
 pub async fn get_one(State(s): State<S>, Path(id): Path<i64>) -> ApiResult<Json<serde_json::Value>> {
-    Ok(Json(dataset_json(&s.store.dataset(id).await?)))
+    let row = s.store.dataset(id).await?;
+    let mut v = dataset_json(&row);
+    if v["stats"].is_null() {
+        v["stats"] = serde_json::to_value(dataset_stats(&s, &row).await?).unwrap_or_default();
+    }
+    Ok(Json(v))
 }
 
 pub async fn archive(State(s): State<S>, Path(id): Path<i64>) -> ApiResult<Response> {

@@ -2,8 +2,9 @@
 //! parse, call the store/scheduler/files, shape JSON. Who may call each route is in crate::auth::ROUTES,
 //! enforced by one middleware before any handler runs.
 
+mod advice;
 mod datasets;
-pub use datasets::UploadLocks;
+pub use datasets::{dataset_stats, UploadLocks};
 mod importance;
 mod studies;
 mod tokens;
@@ -42,6 +43,7 @@ pub fn router(state: S) -> Router {
         )
         .route("/api/v1/datasets/{id}", get(datasets::get_one))
         .route("/api/v1/datasets/{id}/archive", get(datasets::archive))
+        .route("/api/v1/datasets/{id}/advice", post(advice::advise))
         .route(
             "/api/v1/datasets/{id}/classes/{class}/thumbnails/{k}",
             get(datasets::thumbnail),
@@ -52,6 +54,7 @@ pub fn router(state: S) -> Router {
         )
         .route("/api/v1/search-space", get(studies::search_space))
         .route("/api/v1/studies", post(studies::create).get(studies::list))
+        .route("/api/v1/studies/estimate", post(advice::estimate))
         .route("/api/v1/studies/{id}", get(studies::get_one))
         .route("/api/v1/studies/{id}/stop", post(studies::stop))
         .route("/api/v1/studies/{id}/importance", get(importance::get))

@@ -86,6 +86,7 @@ pub async fn create(State(s): State<S>, body: Bytes) -> ApiResult<(StatusCode, J
     let split_seed = summary["split_seed"].as_u64().unwrap_or(0);
     let search = StudySpec::search_config(&image_space, &objectives, sampler, pruner, req.seed);
     Study::new(search.clone()).map_err(|e| field("bounds", e.to_string()))?;
+    let (estimate, warnings) = crate::estimate::assess(&s, &ds, &req.bounds, &image_space, &budget).await?;
     let spec = StudySpec {
         image_space,
         search,
@@ -96,6 +97,8 @@ pub async fn create(State(s): State<S>, body: Bytes) -> ApiResult<(StatusCode, J
         seed: req.seed,
         max_retries: req.max_retries,
         objectives,
+        warnings,
+        estimate: Some(estimate),
     };
     let name = req
         .name
@@ -156,6 +159,7 @@ async fn study_json(s: &S, row: &StudyRow) -> ApiResult<tanren_api::Study> {
 /// The study as REST and the WebSocket snapshot show it: the row, budget, space, progress, best trial.
 pub async fn study_view(s: &S, row: &StudyRow, trials: &[TrialRow]) -> ApiResult<tanren_api::Study> {
     let live_workers = s.scheduler.live_workers(s.store.workers().await?).len();
-    let progress = crate::progress::progress(row, trials, live_workers);
+    let eta = crate::estimate::eta_inputs(s, row, trials).await;
+    let progress = crate::progress::progress(row, trials, live_workers, eta.as_ref());
     Ok(crate::views::study(row, trials, progress))
 }

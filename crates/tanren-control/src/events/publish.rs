@@ -73,7 +73,8 @@ async fn publish_progress(state: &AppState, study_id: i64) -> Result<(), tanren_
     let row = state.store.study(study_id).await?;
     let trials = state.store.trials(study_id).await?;
     let parallel = state.scheduler.live_workers(state.store.workers().await?).len();
-    let progress = crate::progress::progress(&row, &trials, parallel);
+    let eta = crate::estimate::eta_inputs(state, &row, &trials).await;
+    let progress = crate::progress::progress(&row, &trials, parallel, eta.as_ref());
     let best_trial = crate::progress::best_view(&crate::progress::objectives_of(&row), &trials);
     state
         .events

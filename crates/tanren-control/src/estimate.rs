@@ -1,0 +1,344 @@
+//! What a study will cost before it runs, and how long it has left while it runs, from the time model
+//! (`tanren_core::estimate`), plus the warnings about its bounds (`tanren_core::warnings`).
+//!
+//! The model is fitted on measured trials: a running study's own finished trials when it has some,
+//! else the most recent finished trials of this control plane on the same kind of device, else the
+//! device prior. Gathering is IO (the store, the dataset's statistics, a stored advice); the
+//! arithmetic is in tanren-core.
+
+use crate::error::{ApiError, ApiResult};
+use crate::study_spec::{Budget, StudySpec};
+use crate::AppState;
+use serde::Serialize;
+use std::collections::HashMap;
+use tanren_core::estimate::{space_cost, DataSize, Measurement, SpaceCost, TimeModel, Z80};
+use tanren_core::warnings::{self, human_seconds, Measured, Warning};
+use tanren_core::{Bounds, ImageSpace, TrainConfig, TrialState};
+use tanren_store::{now_ms, DatasetRow, StudyRow, TrialRow};
+
+/// Studies whose trials calibrate a new study's estimate (most recent first).
+const HISTORY_STUDIES: usize = 20;
+/// How long after its deadline a minutes-bound study takes to stop its running trials and end.
+const STOP_SLACK_SECONDS: f64 = 10.0;
+/// Uniform draws from the space for its mean trial cost.
+const SPACE_SAMPLES: usize = 256;
+/// File in a dataset directory where the advisor keeps what its probes measured.
+pub const ADVICE_FILE: &str = "advice.json";
+
+/// The cost of a study before it starts, as `POST /studies` and `POST /studies/estimate` return it.
+#[derive(Debug, Clone, Serialize, serde::Deserialize)]
+pub struct Estimate {
+    /// Expected seconds of one trial (mean over the space) and of the most expensive one allowed.
+    pub trial_seconds: f64,
+    pub worst_trial_seconds: f64,
+    /// Expected and worst seconds for the whole budget on `workers` workers (capped by the minutes
+    /// budget); null for a minutes-only budget.
+    pub total_seconds: Option<f64>,
+    pub worst_total_seconds: Option<f64>,
+    /// An 80% range around `total_seconds`.
+    pub total_range_seconds: Option<[f64; 2]>,
+    pub trials: Option<u32>,
+    /// Live workers the estimate assumes (at least 1).
+    pub workers: usize,
+    /// Finished trials the time model was calibrated on (0: a rough device prior).
+    pub calibrated_on: usize,
+    /// The estimate in one sentence.
+    pub summary: String,
+}
+
+pub fn data_size(ds: &DatasetRow) -> DataSize {
+    DataSize {
+        train: ds.num_train.max(0) as usize,
+        test: ds.num_test.max(0) as usize,
+    }
+}
+
+/// What the probes measured for a dataset, if the advisor ran on it.
+pub async fn measured(s: &AppState, ds: &DatasetRow) -> Option<Measured> {
+    let path = s.files.dataset_dir(&ds.sha256).join(ADVICE_FILE);
+    let bytes = tokio::fs::read(path).await.ok()?;
+    let v: serde_json::Value = serde_json::from_slice(&bytes).ok()?;
+    serde_json::from_value(v["measured"].clone()).ok()
+}
+
+fn is_cuda(label: Option<&str>) -> bool {
+    label.is_some_and(|d| d.starts_with("cuda"))
+}
+
+/// A finished or pruned trial as a measurement of the time model.
+pub fn measurement(t: &TrialRow, data: DataSize) -> Option<Measurement> {
+    if t.state != TrialState::Complete.as_str() && t.state != TrialState::Pruned.as_str() {
+        return None;
+    }
+    let config: TrainConfig = serde_json::from_str(&t.config).ok()?;
+    Some(Measurement {
+        epochs: t.epochs_completed.unwrap_or(config.epochs as i64).max(0) as u32,
+        train_seconds: t.train_seconds?,
+        wall_seconds: Some((t.finished_at? - t.started_at?) as f64 / 1000.0),
+        data,
+        config,
+    })
+}
+
+/// The time model for a new study: fitted on recent finished trials that ran on the kind of device
+/// the live workers have.
+pub async fn history_model(s: &AppState, cuda: bool) -> ApiResult<TimeModel> {
+    let mut studies = s.store.studies().await?;
+    studies.sort_by_key(|r| std::cmp::Reverse(r.created_at));
+    let mut sizes: HashMap<i64, DataSize> = HashMap::new();
+    let mut measured = Vec::new();
+    for row in studies.iter().take(HISTORY_STUDIES) {
+        let data = match sizes.get(&row.dataset_id) {
+            Some(d) => *d,
+            None => {
+                let d = data_size(&s.store.dataset(row.dataset_id).await?);
+                sizes.insert(row.dataset_id, d);
+                d
+            }
+        };
+        for t in s.store.trials(row.id).await? {
+            if is_cuda(t.device.as_deref()) == cuda {
+                measured.extend(measurement(&t, data));
+            }
+        }
+    }
+    Ok(TimeModel::fit(&TimeModel::prior(cuda), &measured))
+}
+
+/// Live workers and whether most of them have CUDA.
+async fn workers(s: &AppState) -> ApiResult<(usize, bool)> {
+    let live = s.scheduler.live_workers(s.store.workers().await?);
+    let cuda = live.iter().filter(|w| w.cuda_available != 0).count();
+    Ok((live.len(), cuda * 2 > live.len()))
+}
+
+/// The estimate and warnings of a study about to be created; `Err` when a bound is refused.
+pub async fn assess(
+    s: &AppState,
+    ds: &DatasetRow,
+    given: &Bounds,
+    space: &ImageSpace,
+    budget: &Budget,
+) -> ApiResult<(Estimate, Vec<Warning>)> {
+    let (live, cuda) = workers(s).await?;
+    let model = history_model(s, cuda).await?;
+    let data = data_size(ds);
+    let stats = crate::api::dataset_stats(s, ds).await.ok();
+    let measured = measured(s, ds).await;
+    let cost = space_cost(space, ds.num_classes as u32, data, &model, SPACE_SAMPLES);
+    let ws = warnings::check(
+        space,
+        &warnings::Context {
+            given,
+            stats: stats.as_ref(),
+            data,
+            val_fraction: 0.15,
+            measured: measured.as_ref(),
+            cost: cost.as_ref(),
+            trials: budget.trials,
+            minutes: budget.minutes,
+        },
+    )
+    .map_err(|r| ApiError::InvalidField {
+        field: format!("bounds.{}", r.param),
+        message: r.message,
+    })?;
+    Ok((estimate(cost.as_ref(), &model, budget, live), ws))
+}
+
+fn estimate(cost: Option<&SpaceCost>, model: &TimeModel, budget: &Budget, live: usize) -> Estimate {
+    let workers = live.max(1);
+    let (mean, worst, sd) = cost.map_or((0.0, 0.0, 0.0), |c| {
+        (c.mean_trial_seconds, c.worst_trial_seconds, c.sd_trial_seconds)
+    });
+    let cap = |x: f64| budget.minutes.map_or(x, |m| x.min(m * 60.0));
+    let total = budget.trials.map(|t| {
+        let n = t as f64;
+        let central = n * mean / workers as f64;
+        // Each trial's own error and the space's spread are independent; the scale is shared.
+        let var = n * (mean * model.log_sd).powi(2) + n * sd * sd + (n * mean * model.scale_log_sd()).powi(2);
+        let rel = var.sqrt() / workers as f64 / central.max(1e-9);
+        (
+            central,
+            n * worst / workers as f64,
+            [central * (-Z80 * rel).exp(), central * (Z80 * rel).exp()],
+        )
+    });
+    let summary = match (total, budget.minutes) {
+        (Some((c, w, _)), _) => format!(
+            "about {} per trial (at most {}); about {} for {} trials on {workers} worker{}, at most {}{}",
+            human_seconds(mean),
+            human_seconds(worst),
+            human_seconds(cap(c)),
+            budget.trials.unwrap_or(0),
+            if workers == 1 { "" } else { "s" },
+            human_seconds(cap(w)),
+            if model.fitted_on == 0 {
+                " (a rough guess until trials have been measured on this device)"
+            } else {
+                ""
+            }
+        ),
+        (None, Some(m)) => format!(
+            "about {} per trial (at most {}); about {:.0} trials fit in {m} minutes on {workers} worker{}",
+            human_seconds(mean),
+            human_seconds(worst),
+            (m * 60.0 * workers as f64 / mean.max(1e-9)).floor(),
+            if workers == 1 { "" } else { "s" },
+        ),
+        (None, None) => String::new(),
+    };
+    Estimate {
+        trial_seconds: mean,
+        worst_trial_seconds: worst,
+        total_seconds: total.map(|t| cap(t.0)),
+        worst_total_seconds: total.map(|t| cap(t.1)),
+        total_range_seconds: total.map(|t| [cap(t.2[0]), cap(t.2[1])]),
+        trials: budget.trials,
+        workers,
+        calibrated_on: model.fitted_on,
+        summary,
+    }
+}
+
+/// What the ETA of a running study needs besides its rows.
+pub struct EtaInputs {
+    pub model: TimeModel,
+    pub space: ImageSpace,
+    pub num_classes: u32,
+    pub data: DataSize,
+    /// Per running trial: (epochs finished, seconds of training they took).
+    pub running: HashMap<i64, (u32, f64)>,
+}
+
+/// Gather the ETA's inputs for a running study (`None` for a finished one or an unreadable spec).
+pub async fn eta_inputs(s: &AppState, row: &StudyRow, trials: &[TrialRow]) -> Option<EtaInputs> {
+    if row.state != tanren_core::StudyState::Running.as_str() {
+        return None;
+    }
+    let spec: StudySpec = serde_json::from_str(&row.spec).ok()?;
+    let data = data_size(&s.store.dataset(row.dataset_id).await.ok()?);
+    let own: Vec<Measurement> = trials.iter().filter_map(|t| measurement(t, data)).collect();
+    let model = if own.is_empty() {
+        let cuda = trials
+            .iter()
+            .find_map(|t| t.device.as_deref())
+            .map_or(workers(s).await.ok()?.1, |d| is_cuda(Some(d)));
+        history_model(s, cuda).await.ok()?
+    } else {
+        TimeModel::fit(
+            &TimeModel::prior(is_cuda(trials.iter().find_map(|t| t.device.as_deref()))),
+            &own,
+        )
+    };
+    let mut running = HashMap::new();
+    for t in trials.iter().filter(|t| t.state == TrialState::Running.as_str()) {
+        let epochs = s.store.epochs(t.id).await.ok()?;
+        if let Some(last) = epochs.last() {
+            running.insert(t.id, (epochs.len() as u32, last.elapsed_seconds));
+        }
+    }
+    Some(EtaInputs {
+        model,
+        space: spec.image_space,
+        num_classes: spec.num_classes,
+        data,
+        running,
+    })
+}
+
+/// Remaining seconds and an 80% range: each running trial's rest from its own measured epochs (or
+/// the model before its first epoch), each queued trial from its parameters, the trials not sampled
+/// yet from the space (the mean of the space and of the most recent samples: a sampler that has found
+/// a region keeps sampling near it), spread over `parallel` workers.
+pub fn eta(
+    row: &StudyRow,
+    trials: &[TrialRow],
+    done: usize,
+    parallel: usize,
+    inputs: &EtaInputs,
+) -> (Option<f64>, Option<[f64; 2]>) {
+    let now = now_ms();
+    let by_deadline = row
+        .max_minutes
+        .map(|m| ((row.created_at + (m * 60_000.0) as i64 - now) as f64 / 1000.0).max(0.0));
+    let Some(max) = row.max_trials else {
+        return (by_deadline, by_deadline.map(|d| [d, d]));
+    };
+    let m = &inputs.model;
+    let config = |t: &TrialRow| serde_json::from_str::<TrainConfig>(&t.config).ok();
+    // (predicted seconds, its log-sd) of each piece of remaining work.
+    let mut pieces: Vec<(f64, f64)> = Vec::new();
+    let mut longest_running = 0.0f64;
+    let mut started = 0usize;
+    for t in trials {
+        let Some(cfg) = config(t) else { continue };
+        if t.state == TrialState::Running.as_str() {
+            started += 1;
+            let full = m.trial_seconds(&cfg, inputs.data);
+            let left = match inputs.running.get(&t.id) {
+                Some(&(k, secs)) if k > 0 => {
+                    let per_epoch = secs / k as f64;
+                    let rest_epochs = cfg.epochs.saturating_sub(k) as f64;
+                    rest_epochs * per_epoch + m.final_seconds(&cfg, inputs.data) + m.overhead_seconds * 0.5
+                }
+                _ => {
+                    let elapsed = t.started_at.map_or(0.0, |s| (now - s) as f64 / 1000.0);
+                    (full - elapsed).max(0.1 * full)
+                }
+            };
+            // Measured epochs predict the rest well: half the model's spread.
+            let sd = if inputs.running.contains_key(&t.id) {
+                m.log_sd * 0.5
+            } else {
+                m.log_sd
+            };
+            longest_running = longest_running.max(left);
+            pieces.push((left, sd));
+        } else if t.state == TrialState::Queued.as_str() {
+            started += 1;
+            pieces.push((m.trial_seconds(&cfg, inputs.data), m.log_sd));
+        }
+    }
+    let rest = (max as usize).saturating_sub(done + started);
+    let mut rest_mean = 0.0;
+    let mut rest_sd = 0.0;
+    if rest > 0 {
+        let Some(cost) = space_cost(&inputs.space, inputs.num_classes, inputs.data, m, 128) else {
+            return (None, None);
+        };
+        let recent: Vec<f64> = trials
+            .iter()
+            .rev()
+            .filter_map(|t| config(t).map(|c| m.trial_seconds(&c, inputs.data)))
+            .take(5)
+            .collect();
+        let (mean, sd) = if recent.len() >= 3 {
+            let r = recent.iter().sum::<f64>() / recent.len() as f64;
+            let mix = 0.5 * (r + cost.mean_trial_seconds);
+            let spread = (0.5 * (r - mix).powi(2)
+                + 0.5 * (cost.mean_trial_seconds - mix).powi(2)
+                + cost.sd_trial_seconds.powi(2))
+            .sqrt();
+            (mix, spread)
+        } else {
+            (cost.mean_trial_seconds, cost.sd_trial_seconds)
+        };
+        rest_mean = mean;
+        rest_sd = sd;
+    }
+    let p = parallel.max(1) as f64;
+    let total: f64 = pieces.iter().map(|(x, _)| x).sum::<f64>() + rest as f64 * rest_mean;
+    let central = (total / p).max(longest_running);
+    let var_indep: f64 = pieces.iter().map(|(x, s)| (x * s).powi(2)).sum::<f64>()
+        + rest as f64 * ((rest_mean * m.log_sd).powi(2) + rest_sd.powi(2));
+    let var_shared = (total * m.scale_log_sd()).powi(2);
+    let rel = (var_indep + var_shared).sqrt() / p / central.max(1e-9);
+    // A minutes budget ends the study at its deadline, give or take the moment stopping the
+    // running trial takes: the range's upper end keeps that moment.
+    let cap = |x: f64| by_deadline.map_or(x, |d| x.min(d));
+    let cap_hi = |x: f64| by_deadline.map_or(x, |d| x.min(d + STOP_SLACK_SECONDS));
+    let lo = central * (-Z80 * rel).exp();
+    let hi = central * (Z80 * rel).exp();
+    (Some(cap(central)), Some([cap(lo), cap_hi(hi)]))
+}

@@ -1,0 +1,266 @@
+//! Suggested bounds for a dataset, each with one sentence a beginner understands, and a budget.
+//!
+//! From the dataset's statistics (image sizes, counts) and, when probes have run, what they measured
+//! (the learning rate where the loss blew up, the largest batch that fits, where accuracy plateaued).
+//! Every suggestion passes `ImageSpace::from_bounds` (tested). No IO.
+
+use crate::dataset_stats::DatasetStats;
+use crate::estimate::{space_cost, DataSize, TimeModel};
+use crate::params::param;
+use crate::space::{Bound, Bounds, ImageSpace};
+use crate::warnings::{human_seconds, Measured};
+use serde::{Deserialize, Serialize};
+
+/// One parameter's suggested bound and why.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Suggestion {
+    pub param: String,
+    pub bound: Bound,
+    pub reason: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct BudgetAdvice {
+    pub trials: u32,
+    /// Minutes those trials are expected to take on one worker, with some slack.
+    pub minutes: f64,
+    pub reason: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Advice {
+    /// Ready to send as `bounds` of `POST /api/v1/studies`.
+    pub bounds: Bounds,
+    pub suggestions: Vec<Suggestion>,
+    pub budget: BudgetAdvice,
+    /// What probes measured (empty when none ran).
+    pub measured: Measured,
+}
+
+fn range(low: f64, high: f64) -> Bound {
+    Bound::Range { low, high }
+}
+
+fn pow2_floor(x: f64) -> f64 {
+    2f64.powf(x.max(1.0).log2().floor())
+}
+
+/// Suggest bounds for a dataset. `model` prices the budget.
+pub fn advise(
+    stats: &DatasetStats,
+    data: DataSize,
+    measured: Option<&Measured>,
+    model: &TimeModel,
+) -> Advice {
+    use param::*;
+    let m = measured.cloned().unwrap_or_default();
+    let mut out: Vec<Suggestion> = Vec::new();
+    let mut put = |param: &str, bound: Bound, reason: String| {
+        out.push(Suggestion {
+            param: param.into(),
+            bound,
+            reason,
+        })
+    };
+
+    // Image size: around the source images; upscaling adds cost, not detail.
+    let s = stats.short_side.median.max(1) as f64;
+    let (img_lo, img_hi) = if s > 64.0 {
+        (32.0, s.min(128.0).round())
+    } else {
+        let lo = s.round().clamp(8.0, 64.0);
+        let hi = (1.5 * s).clamp(16.0, 64.0).round().max(lo);
+        (lo, hi)
+    };
+    put(
+        IMAGE_SIZE,
+        range(img_lo, img_hi),
+        if s > 64.0 {
+            format!("images are about {s:.0} px; {img_lo:.0}–{img_hi:.0} px keeps most of the detail at a fraction of the cost")
+        } else {
+            format!("images are about {s:.0} px; sizes above {img_hi:.0} only add cost (upscaling adds no detail)")
+        },
+    );
+
+    // Conv blocks: each halves the image; keep at least 2 px after the last one.
+    let max_blocks = ((img_lo / 2.0).log2().floor()).clamp(1.0, 4.0);
+    put(
+        CONV_BLOCKS,
+        range(1.0, max_blocks),
+        format!("each block halves the image: {img_lo:.0} px allows at most {max_blocks:.0} before it is too small to see"),
+    );
+
+    // Channels: small sets cannot use wide networks.
+    let (ch_lo, ch_hi) = if stats.images < 3000 {
+        (8.0, 32.0)
+    } else {
+        (16.0, 64.0)
+    };
+    put(
+        CHANNELS,
+        range(ch_lo, ch_hi),
+        format!(
+            "{} images: wider networks than {ch_hi:.0} channels mostly memorise and cost more",
+            stats.images
+        ),
+    );
+
+    // Batch: a few steps per epoch at least, and what fits the device.
+    let fit = (data.train as f64 * 0.85).max(1.0);
+    let mut b_hi = pow2_floor((fit / 8.0).min(128.0)).max(2.0);
+    let mut why_batch =
+        format!("{fit:.0} training images: batches up to {b_hi:.0} still give at least 8 steps per epoch");
+    if let Some(max) = m.max_batch {
+        if (max as f64) < b_hi {
+            b_hi = pow2_floor(max as f64).max(2.0);
+            why_batch =
+                format!("the probe found batches above {max} do not fit the worker (or stop getting faster)");
+        }
+    }
+    let b_lo = (b_hi / 8.0).max(1.0);
+    put(BATCH_SIZE, range(b_lo, b_hi), why_batch);
+
+    // Epochs: enough steps to converge on small data, not past the plateau.
+    let steps_per_epoch = (fit / (b_lo * b_hi).sqrt()).max(1.0);
+    let (ep_hi, why_epochs) = match m.plateau_epochs {
+        Some(p) => (
+            (p as f64 * 1.5).ceil().clamp(2.0, 50.0),
+            format!("the probes stopped improving after about {p} epochs"),
+        ),
+        None => {
+            let e = (600.0 / steps_per_epoch).ceil().clamp(3.0, 30.0);
+            (e, format!("about {steps_per_epoch:.0} steps per epoch: {e:.0} epochs give the network some 600 steps, enough for data this size"))
+        }
+    };
+    put(EPOCHS, range(1.0, ep_hi), why_epochs);
+
+    // Optimizer and learning rate: one range cannot suit both Adam and SGD.
+    put(
+        OPTIMIZER,
+        Bound::Choices {
+            choices: vec!["adam".into(), "adamw".into()],
+        },
+        "Adam and AdamW share a learning rate range; SGD needs one ten times larger, so mixing them wastes trials".into(),
+    );
+    let (lr_lo, lr_hi, why_lr) = match m.divergence_lr.get("adam").copied() {
+        Some(d) => {
+            let hi = (d / 3.0).min(0.05);
+            (hi / 30.0, hi, format!("the learning-rate test's loss blew up at {d:.1e}; the upper bound stays three times below it"))
+        }
+        None => (
+            3e-4,
+            1e-2,
+            "Adam learns best between 3e-4 and 1e-2 on most small image sets; above that it often diverges"
+                .into(),
+        ),
+    };
+    put(LEARNING_RATE, range(lr_lo, lr_hi), why_lr);
+
+    put(
+        DROPOUT,
+        range(0.0, 0.3),
+        "a little dropout helps small sets; above 0.3 it mostly slows learning".into(),
+    );
+
+    let bounds: Bounds = out.iter().map(|s| (s.param.clone(), s.bound.clone())).collect();
+    // Budget: about three trials per searched parameter, at least 12.
+    let space = ImageSpace::from_bounds(&bounds).ok();
+    let searched = space.as_ref().map_or(6, |s| s.space.params().len());
+    let trials = (3 * searched).max(12) as u32;
+    let mean = space
+        .as_ref()
+        .and_then(|sp| space_cost(sp, stats.classes.max(2) as u32, data, model, 128))
+        .map_or(60.0, |c| c.mean_trial_seconds);
+    let minutes = ((trials as f64 * mean * 1.3) / 60.0).ceil().max(1.0);
+    Advice {
+        bounds,
+        suggestions: out,
+        budget: BudgetAdvice {
+            trials,
+            minutes,
+            reason: format!(
+                "{searched} searched parameters want about {trials} trials; at about {} per trial that is some {} on one worker",
+                human_seconds(mean),
+                human_seconds(minutes * 60.0)
+            ),
+        },
+        measured: m,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::dataset_stats::ImageInfo;
+    use crate::warnings::{check, Context};
+
+    fn stats(side: u32, n: usize, colour: bool) -> DatasetStats {
+        let infos = vec![
+            ImageInfo {
+                width: side,
+                height: side,
+                colour
+            };
+            n
+        ];
+        let labels: Vec<usize> = (0..n).map(|i| i % 10).collect();
+        DatasetStats::from_images(&infos, &labels, &labels[..n * 4 / 5], 10)
+    }
+
+    #[test]
+    fn advice_is_valid_and_draws_no_warnings_across_datasets() {
+        let model = TimeModel::prior(false);
+        let mut measured = Measured::default();
+        measured.divergence_lr.insert("adam".into(), 0.02);
+        measured.max_batch = Some(24);
+        measured.plateau_epochs = Some(6);
+        for (side, n) in [(8, 300), (28, 6000), (32, 1200), (100, 500), (500, 20000)] {
+            for m in [None, Some(&measured)] {
+                let st = stats(side, n, side > 30);
+                let data = DataSize {
+                    train: n * 4 / 5,
+                    test: n / 5,
+                };
+                let a = advise(&st, data, m, &model);
+                let space = ImageSpace::from_bounds(&a.bounds)
+                    .unwrap_or_else(|e| panic!("{side} px, {n} images: {e}: {:?}", a.bounds));
+                let ws = check(
+                    &space,
+                    &Context {
+                        given: &a.bounds,
+                        stats: Some(&st),
+                        data,
+                        val_fraction: 0.15,
+                        measured: m,
+                        cost: None,
+                        trials: Some(a.budget.trials),
+                        minutes: None,
+                    },
+                )
+                .expect("never refused");
+                assert!(ws.is_empty(), "{side} px: {ws:?}");
+                assert!(a.suggestions.iter().all(|s| !s.reason.is_empty()));
+                assert!(a.budget.trials >= 12 && a.budget.minutes >= 1.0);
+            }
+        }
+    }
+
+    #[test]
+    fn advice_follows_the_images_and_the_probes() {
+        let model = TimeModel::prior(false);
+        let data = DataSize {
+            train: 4800,
+            test: 1200,
+        };
+        let a = advise(&stats(28, 6000, false), data, None, &model);
+        assert_eq!(a.bounds["image_size"], range(28.0, 42.0));
+        let img = a.suggestions.iter().find(|s| s.param == "image_size").unwrap();
+        assert!(img.reason.contains("28 px"), "{}", img.reason);
+        let mut m = Measured::default();
+        m.divergence_lr.insert("adam".into(), 0.006);
+        m.max_batch = Some(16);
+        let b = advise(&stats(28, 6000, false), data, Some(&m), &model);
+        assert_eq!(b.bounds["learning_rate"], range(0.002 / 30.0, 0.002));
+        assert_eq!(b.bounds["batch_size"], range(2.0, 16.0));
+    }
+}
