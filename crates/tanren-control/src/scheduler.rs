@@ -910,22 +910,12 @@ async fn finish(state: &Arc<AppState>, d: &Dispatch, outcome: Outcome, unsaved_e
                 Ok(Err(e)) => {
                     let msg = format!("the uploaded weights cannot be read: {e}");
                     let stored = end_failed(state, trial_id, FailureKind::Error, &msg).await;
-                    (
-                        TellOutcome::Failed,
-                        Some(FailureKind::Error),
-                        Some(msg),
-                        stored,
-                    )
+                    (TellOutcome::Failed, Some(FailureKind::Error), Some(msg), stored)
                 }
                 Err(e) => {
                     let msg = format!("hashing the weights: {e}");
                     let stored = end_failed(state, trial_id, FailureKind::Error, &msg).await;
-                    (
-                        TellOutcome::Failed,
-                        Some(FailureKind::Error),
-                        Some(msg),
-                        stored,
-                    )
+                    (TellOutcome::Failed, Some(FailureKind::Error), Some(msg), stored)
                 }
             }
         }
@@ -941,11 +931,7 @@ async fn finish(state: &Arc<AppState>, d: &Dispatch, outcome: Outcome, unsaved_e
             .await;
             (TellOutcome::Pruned, None, None, stored)
         }
-        Outcome::Failed {
-            kind,
-            error,
-            ..
-        } => {
+        Outcome::Failed { kind, error, .. } => {
             let kind = if kind == FailureKind::Interrupted && d.attempt >= d.max_retries {
                 FailureKind::RetriesExhausted
             } else {
@@ -976,12 +962,7 @@ async fn finish(state: &Arc<AppState>, d: &Dispatch, outcome: Outcome, unsaved_e
                 ),
             };
             let stored = end_failed(state, trial_id, kind, msg).await;
-            (
-                TellOutcome::Failed,
-                Some(kind),
-                Some(msg.to_string()),
-                stored,
-            )
+            (TellOutcome::Failed, Some(kind), Some(msg.to_string()), stored)
         }
     };
     // Weights of a trial that did not complete (uploaded before a lost result, or half of a failed

@@ -1,7 +1,7 @@
 //! The cost estimate and the warnings about bounds on the real control plane (port 0, temp data dir,
 //! SQLite), before any worker exists: `POST /api/v1/studies` answers with both and keeps the
 //! warnings for the study page; `POST /api/v1/studies/estimate` answers the same without creating
-//! anything; a batch larger than the training set is refused naming the limit.
+//! anything; batch bounds entirely above the training set are refused naming the limit.
 
 use serde_json::{json, Value};
 use std::time::Duration;
@@ -161,7 +161,7 @@ async fn a_batch_larger_than_the_training_set_is_refused_naming_the_limit() {
     let app = App::spawn().await;
     let body = json!({
         "dataset_id": app.dataset_id,
-        "bounds": {"batch_size": {"low": 16, "high": 2048}},
+        "bounds": {"batch_size": {"low": 512, "high": 2048}},
     });
     for path in ["/api/v1/studies", "/api/v1/studies/estimate"] {
         let (status, e) = app.post(path, &body).await;

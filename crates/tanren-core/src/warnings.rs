@@ -105,17 +105,19 @@ pub fn check(space: &ImageSpace, ctx: &Context<'_>) -> Result<Vec<Warning>, Refu
         })
     };
 
-    // Batch: refused past the training set or the measured memory limit when the person asked for it.
+    // Batch: refused when every batch the person asked for is past the training set, or past the
+    // measured memory limit; a range that merely reaches past the set (the defaults, or bounds carried
+    // over by "narrow and run again" on a small set) is a warning.
     let fit = (ctx.data.train as f64 * (1.0 - ctx.val_fraction))
         .floor()
         .max(1.0);
-    if let Some((_, high)) = range(space, BATCH_SIZE) {
+    if let Some((low, high)) = range(space, BATCH_SIZE) {
         let given = ctx.given.contains_key(BATCH_SIZE);
         if high > fit {
             let msg = format!(
                 "batch size up to {high} is larger than the training set ({fit} images after holding out validation); every step would see the whole set"
             );
-            if given {
+            if given && low > fit {
                 return Err(Refusal {
                     param: BATCH_SIZE.into(),
                     message: format!("{msg}: the limit is {fit}"),
