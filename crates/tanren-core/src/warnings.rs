@@ -105,25 +105,18 @@ pub fn check(space: &ImageSpace, ctx: &Context<'_>) -> Result<Vec<Warning>, Refu
         })
     };
 
-    // Batch: refused when every batch the person asked for is past the training set, or past the
-    // measured memory limit; a range that merely reaches past the set (the defaults, or bounds carried
-    // over by "narrow and run again" on a small set) is a warning.
+    // Batch: past the training set it still trains (each step sees the whole set): a warning. Past the
+    // measured memory limit it cannot run: refused when the person asked for it.
     let fit = (ctx.data.train as f64 * (1.0 - ctx.val_fraction))
         .floor()
         .max(1.0);
-    if let Some((low, high)) = range(space, BATCH_SIZE) {
+    if let Some((_, high)) = range(space, BATCH_SIZE) {
         let given = ctx.given.contains_key(BATCH_SIZE);
         if high > fit {
             let msg = format!(
                 "batch size up to {high} is larger than the training set ({fit} images after holding out validation); every step would see the whole set"
             );
-            if given && low > fit {
-                return Err(Refusal {
-                    param: BATCH_SIZE.into(),
-                    message: format!("{msg}: the limit is {fit}"),
-                });
-            }
-            warn(BATCH_SIZE, msg);
+            warn(BATCH_SIZE, format!("{msg} (at most {fit} makes a difference)"));
         }
         if let Some(max) = ctx.measured.and_then(|m| m.max_batch) {
             if high > max as f64 && given {
