@@ -3,82 +3,17 @@
 //! warnings for the study page; `POST /api/v1/studies/estimate` answers the same without creating
 //! anything; a batch larger than the training set is a warning naming the limit.
 
+mod common;
+
+use common::App;
 use serde_json::{json, Value};
-use std::time::Duration;
-use tanren_control::Config;
-use tokio_util::sync::CancellationToken;
 
-const ADMIN: &str = "tnr_estimate_test_admin_token";
-
-struct App {
-    url: String,
-    http: reqwest::Client,
-    shutdown: CancellationToken,
-    _dir: tempfile::TempDir,
-    dataset_id: i64,
-}
-
-impl Drop for App {
-    fn drop(&mut self) {
-        self.shutdown.cancel();
-    }
-}
-
-impl App {
-    /// A dataset row of 400 training and 100 test images in 10 classes (no files: the statistics
-    /// of the images are then unknown, and only the counts inform the checks).
-    async fn spawn() -> App {
-        let dir = tempfile::tempdir().unwrap();
-        let mut c = Config::new(dir.path().join("control"));
-        c.tick = Duration::from_millis(50);
-        c.admin_token = Some(ADMIN.into());
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let shutdown = CancellationToken::new();
-        let server = tanren_control::start(c, listener, shutdown.clone())
-            .await
-            .unwrap();
-        let url = server.url().to_string();
-        let ds = server
-            .state
-            .store
-            .insert_dataset(tanren_store::NewDataset {
-                name: "digits",
-                sha256: "00ee",
-                num_classes: 10,
-                num_train: 400,
-                num_test: 100,
-                size_bytes: 1,
-                summary: "{\"split_seed\": 1}",
-            })
-            .await
-            .unwrap();
-        tokio::spawn(server.serve());
-        let mut h = reqwest::header::HeaderMap::new();
-        h.insert("authorization", format!("Bearer {ADMIN}").parse().unwrap());
-        App {
-            url,
-            http: reqwest::Client::builder().default_headers(h).build().unwrap(),
-            shutdown,
-            _dir: dir,
-            dataset_id: ds.id,
-        }
-    }
-
-    async fn post(&self, path: &str, body: &Value) -> (u16, Value) {
-        let r = self
-            .http
-            .post(format!("{}{path}", self.url))
-            .json(body)
-            .send()
-            .await
-            .unwrap();
-        (r.status().as_u16(), r.json().await.unwrap_or_default())
-    }
-
-    async fn get(&self, path: &str) -> Value {
-        let r = self.http.get(format!("{}{path}", self.url)).send().await.unwrap();
-        r.json().await.unwrap()
-    }
+/// A dataset row of 400 training and 100 test images in 10 classes (no files: the statistics of
+/// the images are then unknown, and only the counts inform the checks).
+async fn spawn() -> (tempfile::TempDir, App) {
+    let dir = tempfile::tempdir().unwrap();
+    let app = App::spawn_with(dir.path(), 10, 400, 100).await;
+    (dir, app)
 }
 
 fn warned(body: &Value) -> Vec<String> {
@@ -92,7 +27,7 @@ fn warned(body: &Value) -> Vec<String> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn create_returns_estimate_and_warnings_and_the_study_keeps_them() {
-    let app = App::spawn().await;
+    let (_dir, app) = spawn().await;
     let absurd = json!({
         "dataset_id": app.dataset_id,
         "bounds": {
@@ -105,7 +40,7 @@ async fn create_returns_estimate_and_warnings_and_the_study_keeps_them() {
     // The dry run: the same answer, and no study.
     let (status, dry) = app.post("/api/v1/studies/estimate", &absurd).await;
     assert_eq!(status, 200, "{dry}");
-    assert_eq!(app.get("/api/v1/studies").await["studies"], json!([]));
+    assert_eq!(app.get("/api/v1/studies").await.1["studies"], json!([]));
     let (status, created) = app.post("/api/v1/studies", &absurd).await;
     assert_eq!(status, 201, "warned, not refused: {created}");
     for body in [&dry, &created] {
@@ -130,7 +65,7 @@ async fn create_returns_estimate_and_warnings_and_the_study_keeps_them() {
     }
     assert_eq!(dry["warnings"], created["warnings"]);
     let id = created["id"].as_i64().unwrap();
-    let page = app.get(&format!("/api/v1/studies/{id}")).await;
+    let page = app.get(&format!("/api/v1/studies/{id}")).await.1;
     assert_eq!(page["warnings"], created["warnings"], "{page}");
     assert!(
         page["estimate"]["worst_trial_seconds"].as_f64().is_some(),
@@ -158,7 +93,7 @@ async fn create_returns_estimate_and_warnings_and_the_study_keeps_them() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_batch_larger_than_the_training_set_is_a_warning_naming_the_limit() {
-    let app = App::spawn().await;
+    let (_dir, app) = spawn().await;
     let body = json!({
         "dataset_id": app.dataset_id,
         "bounds": {"batch_size": {"low": 512, "high": 2048}},
@@ -203,7 +138,7 @@ fn tiny_zip() -> Vec<u8> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn advice_follows_the_dataset_and_its_bounds_create_a_study_without_warnings() {
-    let app = App::spawn().await;
+    let (_dir, app) = spawn().await;
     let (status, _) = app.post("/api/v1/datasets/999/advice", &json!({})).await;
     assert_eq!(status, 404);
     let form = reqwest::multipart::Form::new().part(
@@ -213,6 +148,7 @@ async fn advice_follows_the_dataset_and_its_bounds_create_a_study_without_warnin
     let r = app
         .http
         .post(format!("{}/api/v1/datasets", app.url))
+        .bearer_auth(common::ADMIN)
         .multipart(form)
         .send()
         .await
@@ -220,7 +156,7 @@ async fn advice_follows_the_dataset_and_its_bounds_create_a_study_without_warnin
     assert_eq!(r.status().as_u16(), 201);
     let ds: Value = r.json().await.unwrap();
     let id = ds["id"].as_i64().unwrap();
-    let shown = app.get(&format!("/api/v1/datasets/{id}")).await;
+    let shown = app.get(&format!("/api/v1/datasets/{id}")).await.1;
     let stats = &shown["stats"];
     assert_eq!(
         stats["short_side"],

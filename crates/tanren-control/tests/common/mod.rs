@@ -37,8 +37,14 @@ impl Drop for App {
 }
 
 impl App {
-    /// The control plane on `data_dir` (created with a fake dataset the first time).
+    /// The control plane on `data_dir` (created with a fake dataset of 2 classes, 10 training and 4
+    /// test images, the first time).
     pub async fn spawn(data_dir: &Path) -> App {
+        App::spawn_with(data_dir, 2, 10, 4).await
+    }
+
+    /// The control plane with a fake dataset row of this size (no files: only the counts are known).
+    pub async fn spawn_with(data_dir: &Path, num_classes: i64, num_train: i64, num_test: i64) -> App {
         let mut c = tanren_control::Config::new(data_dir.join("control"));
         c.tick = Duration::from_millis(50);
         c.admin_token = Some(ADMIN.into());
@@ -57,9 +63,9 @@ impl App {
                     .insert_dataset(tanren_store::NewDataset {
                         name: "fake",
                         sha256: "00ff",
-                        num_classes: 2,
-                        num_train: 10,
-                        num_test: 4,
+                        num_classes,
+                        num_train,
+                        num_test,
                         size_bytes: 1,
                         summary: "{\"split_seed\": 1}",
                     })
