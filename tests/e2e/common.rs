@@ -128,8 +128,12 @@ impl TestApp {
         self.wait_healthy().await;
     }
 
-    /// A worker inside this test process (shares its runtime), training on CPU.
-    pub async fn spawn_worker(&self, id: &str) {
+    /// A worker inside this test process (shares its runtime), training on CPU. Answers where its
+    /// metrics endpoint listens (loopback, no token).
+    pub async fn spawn_worker(&self, id: &str) -> std::net::SocketAddr {
+        let metrics_listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let metrics = tanren_worker::MetricsEndpoint::new(metrics_listener, None).unwrap();
+        let metrics_addr = metrics.local_addr();
         let config = tanren_worker::Config {
             control_url: Some(self.url.clone()),
             advertise_url: None,
@@ -141,10 +145,12 @@ impl TestApp {
             join_token: JOIN_TOKEN.into(),
             tls: None,
             ca_cert: None,
+            metrics: Some(metrics),
         };
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         tokio::spawn(tanren_worker::run(config, listener, self.shutdown.clone()));
         self.wait_for_worker(id).await;
+        metrics_addr
     }
 
     /// A worker as a separate OS process (so a test can kill it).

@@ -10,7 +10,7 @@ use std::time::Duration;
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn study_runs_end_to_end_and_the_model_rebuilds() {
     let app = TestApp::spawn().await;
-    app.spawn_worker("w1").await;
+    let worker_metrics = app.spawn_worker("w1").await;
 
     let zip = shapes_zip(40, 12, 7);
     let (status, ds) = app.upload(zip.clone(), "shapes").await;
@@ -58,6 +58,41 @@ async fn study_runs_end_to_end_and_the_model_rebuilds() {
 
     let trials = app.get(&format!("/api/v1/studies/{id}/trials")).await;
     let trials = trials["trials"].as_array().unwrap().clone();
+
+    // The worker's own metrics agree with what the control plane stored.
+    let scrape = reqwest::get(format!("http://{worker_metrics}/metrics"))
+        .await
+        .unwrap();
+    assert_eq!(scrape.status(), 200);
+    let text = scrape.text().await.unwrap();
+    let sample = |line: &str| -> f64 {
+        text.lines()
+            .find_map(|l| l.strip_prefix(line).map(|v| v.trim().parse::<f64>().unwrap()))
+            .unwrap_or_else(|| panic!("no `{line}` in:\n{text}"))
+    };
+    assert_eq!(
+        sample("tanren_worker_trials_total{outcome=\"completed\"}"),
+        3.0,
+        "{text}"
+    );
+    assert_eq!(sample("tanren_worker_trials_running"), 0.0, "{text}");
+    let epochs: i64 = trials
+        .iter()
+        .map(|t| t["epochs_completed"].as_i64().unwrap())
+        .sum();
+    assert_eq!(
+        sample("tanren_worker_epoch_duration_seconds_count") as i64,
+        epochs,
+        "{text}"
+    );
+    assert!(sample("tanren_worker_epoch_duration_seconds_sum") > 0.0, "{text}");
+    assert!(
+        sample("tanren_worker_device_memory_total_bytes{device=\"cpu\"}") > 0.0,
+        "{text}"
+    );
+    let prepared = sample("tanren_worker_dataset_cache_total{result=\"miss\"}")
+        + sample("tanren_worker_dataset_cache_total{result=\"hit\"}");
+    assert_eq!(prepared, 3.0, "one dataset preparation per trial: {text}");
     assert_eq!(trials.len(), 3);
     // Trial 0 is the seed's configuration moved inside the bounds.
     let p0 = &trials[0]["params"];

@@ -7,6 +7,7 @@
 //! open, so clients must ignore fields they do not know).
 
 pub mod events;
+pub mod prometheus;
 
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
@@ -217,6 +218,39 @@ pub struct Dataset {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schema(value_type = Option<Object>)]
     pub stats: Option<tanren_core::dataset_stats::DatasetStats>,
+    /// How the zip was laid out: `train_test` (`train/<class>/`, `test/<class>/`) or `class_folders`
+    /// (one folder per class, split 80/20 with `split_seed`).
+    pub layout: String,
+    /// Alphabetical (byte order), like torchvision's ImageFolder; a class's `index` is its label.
+    pub classes: Vec<DatasetClass>,
+    /// Zip entries that were not used, and why.
+    pub skipped: Vec<SkippedEntry>,
+    /// Seed of the stratified 80/20 split (recorded for every layout; used by `class_folders`).
+    pub split_seed: u64,
+}
+
+/// One class of a dataset.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct DatasetClass {
+    pub index: u32,
+    /// The folder name, in Unicode NFC.
+    pub name: String,
+    /// Images in the training split.
+    pub train: u64,
+    /// Images in the test split.
+    pub test: u64,
+    /// The zip's spellings of this folder when several differ only by Unicode normalisation (their
+    /// images were merged into this class); absent otherwise.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub merged_spellings: Vec<String>,
+}
+
+/// A zip entry ingest did not use.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct SkippedEntry {
+    /// The entry's name inside the zip.
+    pub path: String,
+    pub reason: String,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
@@ -377,6 +411,42 @@ pub struct StudyList {
     pub studies: Vec<Study>,
 }
 
+/// `GET /api/v1/studies/{id}/importance`: which parameters decided the validation accuracy. Too few
+/// trials is not an error: `importances` is empty and `note` says how many are needed.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct Importance {
+    /// `ped-anova` or `fanova`.
+    pub method: String,
+    /// Always `val_accuracy`.
+    pub objective: String,
+    /// Complete trials with a finite validation accuracy that went in.
+    pub trials_used: usize,
+    /// How many of them PED-ANOVA counted as the top set (absent for fANOVA and without a result).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub top_trials: Option<usize>,
+    /// How many complete trials count as "the best trials" in `best_range` and the sentences.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub best_trials: Option<usize>,
+    /// Most important first; shares sum to 1.
+    #[schema(value_type = Vec<Object>)]
+    pub importances: Vec<tanren_core::insight::ParamInsight>,
+    /// The same in plain words.
+    pub sentences: Vec<String>,
+    /// Bounds for a follow-up study narrowed around the best trials (the create request's `bounds`
+    /// shape; this study's own bounds while there is no result).
+    #[schema(value_type = Object)]
+    pub narrowed: tanren_core::space::Bounds,
+    /// Why there are no importances yet; absent when there are.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub note: Option<String>,
+}
+
+/// `PUT /api/v1/internal/trials/{id}/weights`: what was stored.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct WeightsStored {
+    pub bytes: u64,
+}
+
 /// Every schema the OpenAPI document lists under `components/schemas`.
 pub fn components() -> utoipa::openapi::Components {
     utoipa::openapi::ComponentsBuilder::new()
@@ -395,6 +465,10 @@ pub fn components() -> utoipa::openapi::Components {
         .schema_from::<WorkerView>()
         .schema_from::<WorkerList>()
         .schema_from::<Dataset>()
+        .schema_from::<DatasetClass>()
+        .schema_from::<SkippedEntry>()
+        .schema_from::<Importance>()
+        .schema_from::<WeightsStored>()
         .schema_from::<DatasetList>()
         .schema_from::<Trial>()
         .schema_from::<EpochView>()

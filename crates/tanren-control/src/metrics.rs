@@ -17,56 +17,8 @@ use std::sync::{Arc, Mutex};
 use std::time::Instant;
 use tracing::Instrument;
 
-/// Upper bounds (seconds) of the latency buckets.
-const HTTP_BUCKETS: &[f64] = &[0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 10.0, 60.0];
-const TRIAL_BUCKETS: &[f64] = &[
-    1.0,
-    5.0,
-    15.0,
-    60.0,
-    300.0,
-    900.0,
-    3600.0,
-    4.0 * 3600.0,
-    24.0 * 3600.0,
-];
-
-#[derive(Default, Clone)]
-struct Histogram {
-    counts: Vec<u64>,
-    sum: f64,
-    n: u64,
-}
-
-impl Histogram {
-    fn observe(&mut self, bounds: &[f64], v: f64) {
-        if self.counts.is_empty() {
-            self.counts = vec![0; bounds.len()];
-        }
-        for (c, b) in self.counts.iter_mut().zip(bounds) {
-            if v <= *b {
-                *c += 1;
-            }
-        }
-        self.sum += v;
-        self.n += 1;
-    }
-
-    fn render(&self, out: &mut String, name: &str, labels: &str, bounds: &[f64]) {
-        let sep = if labels.is_empty() { "" } else { "," };
-        for (c, b) in self.counts.iter().zip(bounds) {
-            let _ = writeln!(out, "{name}_bucket{{{labels}{sep}le=\"{b}\"}} {c}");
-        }
-        let _ = writeln!(out, "{name}_bucket{{{labels}{sep}le=\"+Inf\"}} {}", self.n);
-        let braces = if labels.is_empty() {
-            String::new()
-        } else {
-            format!("{{{labels}}}")
-        };
-        let _ = writeln!(out, "{name}_sum{braces} {}", self.sum);
-        let _ = writeln!(out, "{name}_count{braces} {}", self.n);
-    }
-}
+use tanren_api::prometheus::{esc, Histogram, DURATION_BUCKETS as TRIAL_BUCKETS};
+use tanren_api::prometheus::{CONTENT_TYPE, LATENCY_BUCKETS as HTTP_BUCKETS};
 
 #[derive(Default)]
 pub struct Metrics {
@@ -102,11 +54,6 @@ impl Metrics {
             .or_default()
             .observe(HTTP_BUCKETS, seconds);
     }
-}
-
-/// Label values are route patterns, methods and states (ours), but escape anyway.
-fn esc(s: &str) -> String {
-    s.replace('\\', "\\\\").replace('"', "\\\"").replace('\n', "\\n")
 }
 
 pub async fn render(State(s): State<Arc<AppState>>) -> Response {
@@ -181,11 +128,7 @@ pub async fn render(State(s): State<Arc<AppState>>) -> Response {
         "tanren_weights_bytes_total {}",
         m.weights_bytes.load(Ordering::Relaxed)
     );
-    (
-        [(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")],
-        out,
-    )
-        .into_response()
+    ([(header::CONTENT_TYPE, CONTENT_TYPE)], out).into_response()
 }
 
 /// A request id from the client (`x-request-id`, up to 64 visible ASCII characters) or a new one.

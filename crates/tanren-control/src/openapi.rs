@@ -69,7 +69,7 @@ fn describe(method: &Method, path: &str) -> Option<(&'static str, u16, Success)>
         ("POST", "/api/v1/studies") => ("Create a study", 201, Json("Study")),
         ("GET", "/api/v1/studies") => ("Every study", 200, Json("StudyList")),
         ("GET", "/api/v1/studies/{id}") => ("One study: progress, ETA, best trial", 200, Json("Study")),
-        ("POST", "/api/v1/studies/{id}/stop") => ("Stop a study", 200, AnyJson),
+        ("POST", "/api/v1/studies/{id}/stop") => ("Stop a study", 200, Json("Study")),
         ("POST", "/api/v1/studies/estimate") => (
             "Dry run of creating a study: its time estimate and warnings about its bounds",
             200,
@@ -82,7 +82,7 @@ fn describe(method: &Method, path: &str) -> Option<(&'static str, u16, Success)>
         ("GET", "/api/v1/studies/{id}/importance") => (
             "Which parameters mattered, in numbers and sentences",
             200,
-            AnyJson,
+            Json("Importance"),
         ),
         ("GET", "/api/v1/studies/{id}/model") => (
             "The best model, or the fastest within X points or under a latency (zip: weights, model.json, ONNX)",
@@ -99,7 +99,7 @@ fn describe(method: &Method, path: &str) -> Option<(&'static str, u16, Success)>
             ("A complete trial's model (zip)", 200, Bytes("application/zip"))
         }
         ("PUT", "/api/v1/internal/trials/{id}/weights") => {
-            ("A worker's weight upload (its trial token, once)", 200, AnyJson)
+            ("A worker's weight upload (its trial token, once)", 200, Json("WeightsStored"))
         }
         ("POST", "/api/v1/workers") => (
             "Register a worker (join token); also its heartbeat",

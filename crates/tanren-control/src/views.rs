@@ -5,7 +5,39 @@
 use crate::progress::{best_trial, candidates, objectives_of};
 use tanren_api::{Budget, EpochView, ParetoPoint, Progress, Study, Trial, TrialDetail, WorkerView};
 use tanren_core::EndReason;
-use tanren_store::{EpochRow, StudyRow, TrialRow, WorkerRow};
+use tanren_store::{DatasetRow, EpochRow, StudyRow, TrialRow, WorkerRow};
+
+/// What ingest recorded about a dataset beside its row (`DatasetRow::summary`, written from the
+/// manifest by `api::datasets`; its field names are the API's).
+#[derive(serde::Deserialize, Default)]
+#[serde(default)]
+struct DatasetSummary {
+    layout: String,
+    classes: Vec<tanren_api::DatasetClass>,
+    skipped: Vec<tanren_api::SkippedEntry>,
+    split_seed: u64,
+    stats: Option<tanren_core::dataset_stats::DatasetStats>,
+}
+
+/// A dataset: its row plus the ingest summary stored with it.
+pub fn dataset(row: &DatasetRow) -> tanren_api::Dataset {
+    let summary: DatasetSummary = serde_json::from_str(&row.summary).unwrap_or_default();
+    tanren_api::Dataset {
+        id: row.id,
+        name: row.name.clone(),
+        sha256: row.sha256.clone(),
+        num_classes: row.num_classes,
+        num_train: row.num_train,
+        num_test: row.num_test,
+        size_bytes: row.size_bytes,
+        created_at: row.created_at,
+        stats: summary.stats,
+        layout: summary.layout,
+        classes: summary.classes,
+        skipped: summary.skipped,
+        split_seed: summary.split_seed,
+    }
+}
 
 pub fn trial(t: &TrialRow) -> Trial {
     Trial {

@@ -5,7 +5,7 @@
 
 use crate::params::{bound_of, catalogue, param_info};
 use crate::space::{Bound, Bounds, ImageSpace};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use tanren_search::importance::{best_k, top_count, ImportanceReport, Observation};
 use tanren_search::{Direction, Distribution, ParamValue};
 
@@ -17,7 +17,7 @@ pub const NOTABLE: f64 = 0.15;
 pub const NEGLIGIBLE: f64 = 0.05;
 
 /// One parameter's importance with what a person needs to read it.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ParamInsight {
     pub param: String,
     pub label: String,

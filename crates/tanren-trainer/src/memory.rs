@@ -21,6 +21,15 @@ pub fn free_bytes(device: Device) -> Option<u64> {
     }
 }
 
+/// (free, total) bytes of a CUDA device as the driver sees them (all processes); `None` on the CPU or
+/// when the runtime does not say.
+pub fn device_memory(device: Device) -> Option<(u64, u64)> {
+    match device {
+        Device::Cuda(i) => cuda_mem_info(i),
+        _ => None,
+    }
+}
+
 /// Whether `bytes` of data should go onto a device with `free` bytes free (unknown: assume it fits).
 pub fn fits(bytes: u64, free: Option<u64>) -> bool {
     free.is_none_or(|f| bytes as f64 <= f as f64 * DEVICE_DATA_SHARE)

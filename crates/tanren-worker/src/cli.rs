@@ -43,6 +43,13 @@ struct Args {
     /// TANREN_JOIN_TOKEN); required to register.
     #[arg(long, env = "TANREN_JOIN_TOKEN", hide_env_values = true)]
     join_token: Option<String>,
+    /// Serve Prometheus metrics (`GET /metrics`, plain HTTP) on this address, e.g. 127.0.0.1:9464
+    /// (default: no metrics endpoint). Beyond loopback it needs --metrics-token.
+    #[arg(long, env = "TANREN_WORKER_METRICS_LISTEN")]
+    metrics_listen: Option<String>,
+    /// Bearer token a scraper must present to the metrics endpoint.
+    #[arg(long, env = "TANREN_WORKER_METRICS_TOKEN", hide_env_values = true)]
+    metrics_token: Option<String>,
     /// Milliseconds between registrations (heartbeats) with the control plane.
     #[arg(long, env = "TANREN_HEARTBEAT_MS", default_value_t = 5000)]
     heartbeat_ms: u64,
@@ -132,6 +139,14 @@ pub async fn main() -> anyhow::Result<()> {
         );
     };
     let listener = tokio::net::TcpListener::bind(&args.listen).await?;
+    let metrics = match &args.metrics_listen {
+        Some(addr) => {
+            let l = std::net::TcpListener::bind(addr)
+                .map_err(|e| anyhow::anyhow!("metrics endpoint: cannot listen on {addr}: {e}"))?;
+            Some(crate::MetricsEndpoint::new(l, args.metrics_token.clone())?)
+        }
+        None => None,
+    };
     let port = listener.local_addr()?.port();
     let config = crate::Config {
         control_url: Some(args.control_url),
@@ -147,6 +162,7 @@ pub async fn main() -> anyhow::Result<()> {
         join_token: join_token.trim().to_string(),
         tls: args.tls_cert.zip(args.tls_key),
         ca_cert: args.ca_cert,
+        metrics,
     };
     let shutdown = CancellationToken::new();
     let s = shutdown.clone();

@@ -6,6 +6,7 @@
 
 pub mod cli;
 mod dataset;
+pub mod metrics;
 mod register;
 mod service;
 mod tls;
@@ -16,6 +17,7 @@ use std::time::Duration;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
+pub use metrics::MetricsEndpoint;
 pub use service::WorkerService;
 
 #[derive(Debug, Clone)]
@@ -39,6 +41,8 @@ pub struct Config {
     pub tls: Option<(PathBuf, PathBuf)>,
     /// Extra root certificate (PEM) for an `https://` control plane, besides the OS trust store.
     pub ca_cert: Option<PathBuf>,
+    /// Serve Prometheus metrics (`GET /metrics`) there; `None`: no metrics endpoint.
+    pub metrics: Option<MetricsEndpoint>,
 }
 
 /// The secret the control plane handed this worker at registration; every RPC must present it as
@@ -78,7 +82,7 @@ impl Credential {
 }
 
 /// Constant-time comparison (the length of the credential is not secret).
-fn same(a: &[u8], b: &[u8]) -> bool {
+pub(crate) fn same(a: &[u8], b: &[u8]) -> bool {
     a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
@@ -115,6 +119,22 @@ pub async fn run(config: Config, listener: TcpListener, shutdown: CancellationTo
         .unwrap_or_else(|| format!("{scheme}://{addr}"));
     let service = WorkerService::new(config.clone(), device, report.clone(), http.clone());
     let info = service.info_message();
+    if let Some(endpoint) = config.metrics.clone() {
+        let about = metrics::About {
+            worker_id: config.worker_id.clone(),
+            device,
+            device_label: tanren_trainer::device::device_label(device),
+            device_name: report.device_name.clone(),
+            torch_version: report.torch_version.clone(),
+            slots: info.slots,
+        };
+        let (m, stop) = (service.metrics(), shutdown.clone());
+        tokio::spawn(async move {
+            if let Err(e) = endpoint.serve(m, about, stop).await {
+                tracing::error!(error = %e, "worker metrics endpoint stopped");
+            }
+        });
+    }
     let credential = Credential::default();
     if let Some(control) = config.control_url.clone() {
         tokio::spawn(register::heartbeat(

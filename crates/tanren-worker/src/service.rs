@@ -3,6 +3,7 @@
 //! budget, or it went away) makes the trainer stop before its next step, so the worker is free again
 //! within one batch rather than one epoch.
 
+use crate::metrics::{Outcome, WorkerMetrics};
 use crate::{dataset, Config};
 use std::sync::Arc;
 use std::time::Instant;
@@ -25,6 +26,7 @@ struct Inner {
     report: DeviceReport,
     slots: Arc<Semaphore>,
     http: reqwest::Client,
+    metrics: Arc<WorkerMetrics>,
 }
 
 /// How long a new trial waits for the previous (cancelled) one to let go of the device: normally one
@@ -43,8 +45,14 @@ impl WorkerService {
                 report,
                 slots: Arc::new(Semaphore::new(1)),
                 http,
+                metrics: Arc::default(),
             }),
         }
+    }
+
+    /// The counters the metrics endpoint renders.
+    pub fn metrics(&self) -> Arc<WorkerMetrics> {
+        self.inner.metrics.clone()
     }
 
     pub fn info_message(&self) -> v1::WorkerInfo {
@@ -125,16 +133,27 @@ impl Worker for WorkerService {
             let _permit = permit;
             let span = tracing::info_span!("trial", trial_id = req.trial_id, study_id = req.study_id);
             let _g = span.enter();
-            if let Err(status) = run(inner, req, cfg, tx.clone()).await {
-                tracing::warn!(error = %status.message(), "trial failed");
-                let _ = tx.send(Err(status)).await;
-            }
+            let metrics = inner.metrics.clone();
+            let running = metrics.trial_started();
+            let start = Instant::now();
+            let outcome = match run(inner, req, cfg, tx.clone()).await {
+                Ok(ended) => ended,
+                Err(status) => {
+                    tracing::warn!(error = %status.message(), "trial failed");
+                    let _ = tx.send(Err(status)).await;
+                    Outcome::Failed
+                }
+            };
+            drop(running);
+            metrics.trial_ended(outcome, start.elapsed().as_secs_f64());
         });
         Ok(Response::new(ReceiverStream::new(rx)))
     }
 }
 
-async fn run(inner: Arc<Inner>, req: v1::TrialRequest, cfg: TrainConfig, tx: Tx) -> Result<(), Status> {
+/// Runs one trial to its end: `Completed` once the result is sent, `Stopped` when the control plane
+/// cancelled it (closed the stream).
+async fn run(inner: Arc<Inner>, req: v1::TrialRequest, cfg: TrainConfig, tx: Tx) -> Result<Outcome, Status> {
     let prep_start = Instant::now();
     let (dir, manifest, _) = dataset::ensure(
         &inner.http,
@@ -159,9 +178,11 @@ async fn run(inner: Arc<Inner>, req: v1::TrialRequest, cfg: TrainConfig, tx: Tx)
     let weights = weights_dir.path().join("model.safetensors");
     let tx2 = tx.clone();
     let weights2 = weights.clone();
+    let metrics = inner.metrics.clone();
     let result = tokio::task::spawn_blocking(move || -> Result<Option<TrialResult>, TrainError> {
         let data = tanren_trainer::prepare(&dir, &manifest, &cfg, &cache_dir, device)?;
         let prepare_seconds = prep_start.elapsed().as_secs_f64();
+        metrics.prepared(prepare_seconds, data.cache_hit);
         let started = v1::Started {
             device: tanren_trainer::device::device_label(device),
             dataset_cache_hit: data.cache_hit,
@@ -170,14 +191,19 @@ async fn run(inner: Arc<Inner>, req: v1::TrialRequest, cfg: TrainConfig, tx: Tx)
         if tx2.blocking_send(event(Event::Started(started))).is_err() {
             return Ok(None);
         }
+        let mut last_elapsed = 0.0;
         let trained = tanren_trainer::train_until(
             &cfg,
             &data,
             device,
             || tx2.is_closed(),
-            |m| match tx2.blocking_send(event(Event::Epoch(m.into()))) {
-                Ok(()) => EpochControl::Continue,
-                Err(_) => EpochControl::Stop,
+            |m| {
+                metrics.epoch(m.elapsed_seconds - last_elapsed);
+                last_elapsed = m.elapsed_seconds;
+                match tx2.blocking_send(event(Event::Epoch(m.into()))) {
+                    Ok(()) => EpochControl::Continue,
+                    Err(_) => EpochControl::Stop,
+                }
             },
         );
         let trained = match trained {
@@ -237,8 +263,9 @@ async fn run(inner: Arc<Inner>, req: v1::TrialRequest, cfg: TrainConfig, tx: Tx)
     .map_err(train_status)?;
     let Some(result) = result else {
         tracing::info!("control plane went away; trial stopped");
-        return Ok(());
+        return Ok(Outcome::Stopped);
     };
+    inner.metrics.peak_memory(result.peak_memory_bytes);
     let body = tokio::fs::read(&weights)
         .await
         .map_err(|e| Status::internal(e.to_string()))?;
@@ -261,5 +288,5 @@ async fn run(inner: Arc<Inner>, req: v1::TrialRequest, cfg: TrainConfig, tx: Tx)
     let _ = tx
         .send(event(Event::Result(tanren_proto::encode_result(&result))))
         .await;
-    Ok(())
+    Ok(Outcome::Completed)
 }

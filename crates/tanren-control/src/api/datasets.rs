@@ -3,6 +3,7 @@
 
 use super::S;
 use crate::error::{ApiError, ApiResult};
+use crate::views;
 use axum::body::Body;
 use axum::extract::{Multipart, Path, Query, State};
 use axum::http::{header, StatusCode};
@@ -66,17 +67,6 @@ fn default_split_seed() -> u64 {
     42
 }
 
-/// The dataset as REST shows it: the row plus the manifest's summary.
-pub fn dataset_json(row: &DatasetRow) -> serde_json::Value {
-    let mut v = serde_json::to_value(row).unwrap_or_default();
-    if let Ok(serde_json::Value::Object(summary)) = serde_json::from_str::<serde_json::Value>(&row.summary) {
-        for (k, val) in summary {
-            v[k] = val;
-        }
-    }
-    v
-}
-
 fn summary(m: &Manifest) -> serde_json::Value {
     serde_json::json!({
         "layout": m.layout,
@@ -90,8 +80,7 @@ fn summary(m: &Manifest) -> serde_json::Value {
 /// The dataset's statistics (image sizes, colour, class balance): from the row's summary when ingest
 /// recorded them, else from the files (computed once, then cached beside the manifest).
 pub async fn dataset_stats(s: &crate::AppState, row: &DatasetRow) -> ApiResult<tanren_dataset::DatasetStats> {
-    let summary: serde_json::Value = serde_json::from_str(&row.summary).unwrap_or_default();
-    if let Ok(stats) = serde_json::from_value(summary["stats"].clone()) {
+    if let Some(stats) = views::dataset(row).stats {
         return Ok(stats);
     }
     let dir = s.files.dataset_dir(&row.sha256);
@@ -177,7 +166,7 @@ pub async fn upload(
     // From here to the insert, one upload of this content at a time; the others then find its row.
     let _turn = s.upload_locks.acquire(&sha).await;
     if let Some(existing) = s.store.dataset_by_sha(&sha).await? {
-        return Ok((StatusCode::OK, Json(dataset_json(&existing))).into_response());
+        return Ok((StatusCode::OK, Json(views::dataset(&existing))).into_response());
     }
     let out = s.files.dataset_dir(&sha);
     if out.exists() {
@@ -230,13 +219,13 @@ pub async fn upload(
     match row {
         Ok(row) => {
             tracing::info!(dataset_id = row.id, %sha, classes = row.num_classes, train = row.num_train, test = row.num_test, "dataset stored");
-            Ok((StatusCode::CREATED, Json(dataset_json(&row))).into_response())
+            Ok((StatusCode::CREATED, Json(views::dataset(&row))).into_response())
         }
         Err(e) => {
             // Another control plane on the same database stored this content first: its row and files
             // (the same bytes, same paths) stay.
             if let Ok(Some(existing)) = s.store.dataset_by_sha(&sha).await {
-                return Ok((StatusCode::OK, Json(dataset_json(&existing))).into_response());
+                return Ok((StatusCode::OK, Json(views::dataset(&existing))).into_response());
             }
             // Nothing half-written: the extraction and the zip go if the row could not be recorded.
             let _ = tokio::fs::remove_dir_all(&out).await;
@@ -260,20 +249,20 @@ async fn drain(field: &mut axum::extract::multipart::Field<'_>) {
     }
 }
 
-pub async fn list(State(s): State<S>) -> ApiResult<Json<serde_json::Value>> {
+pub async fn list(State(s): State<S>) -> ApiResult<Json<tanren_api::DatasetList>> {
     let rows = s.store.datasets().await?;
-    Ok(Json(
-        serde_json::json!({ "datasets": rows.iter().map(dataset_json).collect::<Vec<_>>() }),
-    ))
+    Ok(Json(tanren_api::DatasetList {
+        datasets: rows.iter().map(views::dataset).collect(),
+    }))
 }
 
-pub async fn get_one(State(s): State<S>, Path(id): Path<i64>) -> ApiResult<Json<serde_json::Value>> {
+pub async fn get_one(State(s): State<S>, Path(id): Path<i64>) -> ApiResult<Json<tanren_api::Dataset>> {
     let row = s.store.dataset(id).await?;
-    let mut v = dataset_json(&row);
-    if v["stats"].is_null() {
-        v["stats"] = serde_json::to_value(dataset_stats(&s, &row).await?).unwrap_or_default();
+    let mut d = views::dataset(&row);
+    if d.stats.is_none() {
+        d.stats = Some(dataset_stats(&s, &row).await?);
     }
-    Ok(Json(v))
+    Ok(Json(d))
 }
 
 pub async fn archive(State(s): State<S>, Path(id): Path<i64>) -> ApiResult<Response> {

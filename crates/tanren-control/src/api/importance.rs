@@ -11,6 +11,7 @@ use crate::study_spec::StudySpec;
 use axum::extract::{Path, Query, State};
 use axum::Json;
 use serde::Deserialize;
+use tanren_api::Importance;
 use tanren_core::insight::{current_bounds, explain};
 use tanren_core::TrialState;
 use tanren_search::importance::{fanova, ped_anova, Observation, PedAnova};
@@ -29,7 +30,7 @@ pub async fn get(
     State(s): State<S>,
     Path(id): Path<i64>,
     Query(q): Query<ImportanceQuery>,
-) -> ApiResult<Json<serde_json::Value>> {
+) -> ApiResult<Json<Importance>> {
     let method = match q.method.as_deref() {
         None | Some("ped-anova") => "ped-anova",
         Some("fanova") => "fanova",
@@ -69,30 +70,34 @@ pub async fn get(
     } else {
         ped_anova(&space.space, &observations, direction, &PedAnova::default())
     };
+    let method = method.to_string();
+    let objective = "val_accuracy".to_string();
     let body = match result {
         Ok(report) => {
             let insight = explain(space, &report, &observations, direction);
-            serde_json::json!({
-                "trials_used": report.trials_used,
-                "method": method,
-                "objective": "val_accuracy",
-                "top_trials": report.top_trials,
-                "best_trials": insight.best_trials,
-                "importances": insight.importances,
-                "sentences": insight.sentences,
-                "narrowed": insight.narrowed,
-                "note": null,
-            })
+            Importance {
+                method,
+                objective,
+                trials_used: report.trials_used,
+                top_trials: Some(report.top_trials),
+                best_trials: Some(insight.best_trials),
+                importances: insight.importances,
+                sentences: insight.sentences,
+                narrowed: insight.narrowed,
+                note: None,
+            }
         }
-        Err(e) => serde_json::json!({
-            "trials_used": observations.len(),
-            "method": method,
-            "objective": "val_accuracy",
-            "importances": [],
-            "sentences": [],
-            "narrowed": current_bounds(space),
-            "note": e.to_string(),
-        }),
+        Err(e) => Importance {
+            method,
+            objective,
+            trials_used: observations.len(),
+            top_trials: None,
+            best_trials: None,
+            importances: Vec::new(),
+            sentences: Vec::new(),
+            narrowed: current_bounds(space),
+            note: Some(e.to_string()),
+        },
     };
     Ok(Json(body))
 }

@@ -41,7 +41,7 @@ pub async fn upload_weights(
     Path(id): Path<i64>,
     headers: HeaderMap,
     body: Body,
-) -> ApiResult<Json<serde_json::Value>> {
+) -> ApiResult<Json<tanren_api::WeightsStored>> {
     s.auth.begin_upload(id, crate::auth::bearer(&headers))?;
     let t = s.store.trial(id).await?;
     if t.state != TrialState::Running.as_str() {
@@ -65,7 +65,7 @@ async fn store_weights(
     id: i64,
     dir: &std::path::Path,
     body: Body,
-) -> ApiResult<Json<serde_json::Value>> {
+) -> ApiResult<Json<tanren_api::WeightsStored>> {
     let limit = s.config.max_weights_bytes;
     let tmp = tempfile::Builder::new().suffix(".part").tempfile_in(dir)?;
     let mut file = tokio::fs::File::create(tmp.path()).await?;
@@ -99,7 +99,7 @@ async fn store_weights(
     tokio::task::spawn_blocking(move || std::fs::File::open(dir2)?.sync_all())
         .await
         .map_err(|e| ApiError::Internal(e.to_string()))??;
-    Ok(Json(serde_json::json!({ "bytes": n })))
+    Ok(Json(tanren_api::WeightsStored { bytes: n }))
 }
 
 #[derive(Deserialize)]
