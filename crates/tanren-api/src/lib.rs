@@ -441,6 +441,19 @@ pub struct Importance {
     pub note: Option<String>,
 }
 
+/// `GET /api/v1/search-space`: every tunable parameter. Each entry is its default bounds in the
+/// search engine's `ParamDef` shape (`name`, `distribution`: `low`/`high` or `choices`, `condition`),
+/// plus `label`, the widest bounds accepted (`allowed`) and a sentence (`help`). Parameters whose
+/// default is one value keep the seed's behaviour until a person widens them towards `allowed`.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct SearchSpace {
+    #[schema(value_type = Vec<Object>)]
+    pub params: Vec<tanren_core::params::ParamDoc>,
+    /// The seed project's values of every parameter (what a study with no bounds trains first).
+    #[schema(value_type = Object)]
+    pub baseline: serde_json::Value,
+}
+
 /// `PUT /api/v1/internal/trials/{id}/weights`: what was stored.
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 pub struct WeightsStored {
@@ -469,6 +482,7 @@ pub fn components() -> utoipa::openapi::Components {
         .schema_from::<SkippedEntry>()
         .schema_from::<Importance>()
         .schema_from::<WeightsStored>()
+        .schema_from::<SearchSpace>()
         .schema_from::<DatasetList>()
         .schema_from::<Trial>()
         .schema_from::<EpochView>()

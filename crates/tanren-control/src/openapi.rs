@@ -64,7 +64,7 @@ fn describe(method: &Method, path: &str) -> Option<(&'static str, u16, Success)>
         ("GET", "/api/v1/search-space") => (
             "Every tunable parameter: default bounds, allowed range, help",
             200,
-            AnyJson,
+            Json("SearchSpace"),
         ),
         ("POST", "/api/v1/studies") => ("Create a study", 201, Json("Study")),
         ("GET", "/api/v1/studies") => ("Every study", 200, Json("StudyList")),

@@ -24,11 +24,11 @@ fn field(field: &str, message: impl Into<String>) -> ApiError {
 /// `choices`, and `condition`), the widest bounds accepted (`allowed`), and a sentence (`help`).
 /// Parameters whose default is one value (`architecture: ["cnn"]`, `label_smoothing: 0..0`) keep the
 /// seed's behaviour until a person widens them towards `allowed`.
-pub async fn search_space() -> Json<serde_json::Value> {
-    Json(serde_json::json!({
-        "params": param_docs(),
-        "baseline": tanren_core::seed_params(),
-    }))
+pub async fn search_space() -> Json<tanren_api::SearchSpace> {
+    Json(tanren_api::SearchSpace {
+        params: param_docs(),
+        baseline: serde_json::to_value(tanren_core::seed_params()).unwrap_or_default(),
+    })
 }
 
 pub async fn create(State(s): State<S>, body: Bytes) -> ApiResult<(StatusCode, Json<tanren_api::Study>)> {
