@@ -137,6 +137,7 @@ impl TestApp {
             data_dir: self.dir.path().join(id),
             device: "cpu".into(),
             threads: Some(2),
+            slots: 1,
             heartbeat: Duration::from_millis(300),
             join_token: JOIN_TOKEN.into(),
             tls: None,

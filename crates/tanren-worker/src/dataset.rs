@@ -78,6 +78,22 @@ pub async fn ensure(
     Ok((dir, manifest, false))
 }
 
+/// Images (train and test) of a dataset already in this worker's cache; `None` before its first
+/// download.
+pub async fn cached_images(data_dir: &Path, sha: &str) -> Option<u64> {
+    if !valid_sha(sha) {
+        return None;
+    }
+    let dir = data_dir.join("datasets").join(sha);
+    tokio::task::spawn_blocking(move || {
+        let m = load_manifest(&dir).ok()?;
+        Some((m.train.len() + m.test.len()) as u64)
+    })
+    .await
+    .ok()
+    .flatten()
+}
+
 fn io(e: std::io::Error) -> Status {
     Status::internal(format!("worker disk: {e}"))
 }
