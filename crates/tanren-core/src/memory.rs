@@ -148,9 +148,15 @@ pub struct MemoryState {
 pub enum Admission {
     Fits,
     /// Not now: what is free beside the running trials is less than the trial needs.
-    Busy { need: u64, free: u64 },
+    Busy {
+        need: u64,
+        free: u64,
+    },
     /// Never on this device: it needs more than the device has.
-    Never { need: u64, limit: u64 },
+    Never {
+        need: u64,
+        limit: u64,
+    },
 }
 
 /// Whether a trial needing `need` bytes may start: never past the device's total; otherwise only if
@@ -158,10 +164,7 @@ pub enum Admission {
 /// is free right now.
 pub fn admit(need: u64, m: &MemoryState) -> Admission {
     if need > m.total {
-        return Admission::Never {
-            need,
-            limit: m.total,
-        };
+        return Admission::Never { need, limit: m.total };
     }
     let free = m
         .free_idle

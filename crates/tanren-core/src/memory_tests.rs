@@ -20,7 +20,10 @@ fn activations_of_the_seed_cnn_layer_by_layer() {
     let conv_relu = 2 * 16 * 28 * 28;
     let pooled_and_indices = 3 * 16 * 14 * 14;
     let head = 2 * 16 * 14 * 14 + 2 * 10;
-    assert_eq!(activation_floats(&spec), input + conv_relu + pooled_and_indices + head);
+    assert_eq!(
+        activation_floats(&spec),
+        input + conv_relu + pooled_and_indices + head
+    );
 }
 
 #[test]
@@ -29,7 +32,10 @@ fn the_estimate_grows_with_batch_image_optimizer_and_data() {
     let big_batch = trial_memory(&cfg(32, 128, "adam"), 0, false);
     assert_eq!(big_batch.activations, 4 * small.activations);
     assert_eq!(big_batch.input, 4 * small.input);
-    assert_eq!(big_batch.weights, small.weights, "weights do not depend on the batch");
+    assert_eq!(
+        big_batch.weights, small.weights,
+        "weights do not depend on the batch"
+    );
     assert!(trial_memory(&cfg(64, 32, "adam"), 0, false).activations > 3 * small.activations);
     // Adam keeps two tensors per weight, SGD with momentum one, plain SGD none: 4, 3, 2 copies.
     let mut sgd = cfg(32, 32, "sgd");
@@ -41,7 +47,10 @@ fn the_estimate_grows_with_batch_image_optimizer_and_data() {
     let data = dataset_bytes(&c, 1000);
     assert_eq!(data, 1000 * 3 * 32 * 32);
     assert_eq!(trial_memory(&c, data, false).total(), small.total() + data);
-    assert!(trial_memory(&c, 0, true).total() > small.total(), "cuDNN workspace");
+    assert!(
+        trial_memory(&c, 0, true).total() > small.total(),
+        "cuDNN workspace"
+    );
 }
 
 #[test]
@@ -73,7 +82,10 @@ fn state(total: u64, free_now: Option<u64>, free_idle: u64, reserved: u64) -> Me
 #[test]
 fn admission_fits_is_busy_beside_running_trials_and_never_past_the_device() {
     // Nothing running, plenty free.
-    assert_eq!(admit(GIB, &state(16 * GIB, Some(12 * GIB), 12 * GIB, 0)), Admission::Fits);
+    assert_eq!(
+        admit(GIB, &state(16 * GIB, Some(12 * GIB), 12 * GIB, 0)),
+        Admission::Fits
+    );
     // Two running trials reserved 10 GiB of the 12 free when idle: 2 GiB left, 3 GiB needed.
     assert_eq!(
         admit(3 * GIB, &state(16 * GIB, Some(11 * GIB), 12 * GIB, 10 * GIB)),
@@ -97,7 +109,10 @@ fn admission_fits_is_busy_beside_running_trials_and_never_past_the_device() {
         }
     );
     // Unknown free memory (CUDA without cudaMemGetInfo): the total less the reservations.
-    assert_eq!(admit(5 * GIB, &state(16 * GIB, None, 16 * GIB, 10 * GIB)), Admission::Fits);
+    assert_eq!(
+        admit(5 * GIB, &state(16 * GIB, None, 16 * GIB, 10 * GIB)),
+        Admission::Fits
+    );
     assert!(matches!(
         admit(7 * GIB, &state(16 * GIB, None, 16 * GIB, 10 * GIB)),
         Admission::Busy { .. }

@@ -197,12 +197,18 @@ mod tests {
         }
         assert!(!ledger.any_closing());
         drop(a);
-        assert!(ledger.try_reserve(400 * MIB, open()).is_ok(), "the first one's memory came free");
+        assert!(
+            ledger.try_reserve(400 * MIB, open()).is_ok(),
+            "the first one's memory came free"
+        );
         assert!(matches!(
             ledger.try_reserve(1200 * MIB, open()),
             Err((Admission::Never { .. }, _))
         ));
         let unknown = Ledger::with_reader(Device::Cpu, Box::new(|_| None));
-        assert!(unknown.try_reserve(u64::MAX / 2, open()).is_ok(), "unknown memory admits");
+        assert!(
+            unknown.try_reserve(u64::MAX / 2, open()).is_ok(),
+            "unknown memory admits"
+        );
     }
 }

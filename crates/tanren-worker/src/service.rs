@@ -106,7 +106,12 @@ impl WorkerService {
     /// Reserve the trial's estimated peak memory, or refuse it: busy (retry later) when it does not
     /// fit beside the running trials, never when it does not fit this device at all. Memory held by
     /// a trial already cancelled is waited for, as a slot is.
-    async fn reserve(&self, req: &v1::TrialRequest, cfg: &TrainConfig, tx: &Tx) -> Result<Reservation, Status> {
+    async fn reserve(
+        &self,
+        req: &v1::TrialRequest,
+        cfg: &TrainConfig,
+        tx: &Tx,
+    ) -> Result<Reservation, Status> {
         let inner = &self.inner;
         let cuda = matches!(inner.device, Device::Cuda(_));
         let images = dataset::cached_images(&inner.config.data_dir, &req.dataset_sha256).await;
@@ -121,7 +126,10 @@ impl WorkerService {
         let started = std::time::Instant::now();
         loop {
             let closed = tx.clone();
-            match inner.memory.try_reserve(need, Box::new(move || closed.is_closed())) {
+            match inner
+                .memory
+                .try_reserve(need, Box::new(move || closed.is_closed()))
+            {
                 Ok(r) => {
                     tracing::info!(trial_id = req.trial_id, need = %human_bytes(need), "memory reserved");
                     return Ok(r);
