@@ -130,6 +130,11 @@ impl TestApp {
 
     /// A worker inside this test process (shares its runtime), training on CPU.
     pub async fn spawn_worker(&self, id: &str) {
+        self.spawn_worker_with_slots(id, 1).await
+    }
+
+    /// Like `spawn_worker`, running up to `slots` trials at once.
+    pub async fn spawn_worker_with_slots(&self, id: &str, slots: u32) {
         let config = tanren_worker::Config {
             control_url: Some(self.url.clone()),
             advertise_url: None,
@@ -137,7 +142,7 @@ impl TestApp {
             data_dir: self.dir.path().join(id),
             device: "cpu".into(),
             threads: Some(2),
-            slots: 1,
+            slots,
             heartbeat: Duration::from_millis(300),
             join_token: JOIN_TOKEN.into(),
             tls: None,
