@@ -46,10 +46,11 @@ async fn a_worker_with_two_slots_trains_two_trials_at_once() {
     }
     assert_eq!(most, 2, "the worker never trained two trials at once");
     let done = app.wait_study(id, Duration::from_secs(120)).await;
+    let trials = app.get(&format!("/api/v1/studies/{id}/trials")).await;
     assert_eq!(
         (done["state"].as_str(), done["progress"]["complete"].as_u64()),
         (Some("complete"), Some(4)),
-        "{done}"
+        "{trials}"
     );
 }
 
@@ -75,7 +76,11 @@ async fn a_trial_larger_than_the_device_is_refused_naming_the_estimate_and_the_l
     let done = app.wait_study(id, Duration::from_secs(60)).await;
     let trials = app.get(&format!("/api/v1/studies/{id}/trials")).await;
     let t = &trials["trials"][0];
-    assert_eq!((t["state"].as_str(), t["failure_kind"].as_str()), (Some("failed"), Some("error")), "{done} {t}");
+    assert_eq!(
+        (t["state"].as_str(), t["failure_kind"].as_str()),
+        (Some("failed"), Some("error")),
+        "{done} {t}"
+    );
     let error = t["error"].as_str().unwrap();
     assert!(
         error.contains("needs about") && error.contains("in all") && error.contains("batch 4096"),

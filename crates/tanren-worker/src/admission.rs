@@ -7,7 +7,11 @@
 //!   reclaimable page cache).
 //! - CUDA: `cudaMemGetInfo` (free and total, all processes); when it does not answer, the total from
 //!   the device's properties with nothing known about what is free (then the total less the
-//!   reservations decides); when neither answers, nothing is checked.
+//!   reservations decides); when neither answers, nothing is checked. libtorch's caching allocator
+//!   keeps what a finished trial used (the driver counts it as used) and hands it to the next trial,
+//!   so after this worker's first trial the driver's "free" undercounts what a trial can get: from
+//!   then on the free memory seen before the first trial, less the reservations, decides alone (memory
+//!   another process takes on the GPU later is not seen: one worker per GPU).
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -29,6 +33,8 @@ pub struct Ledger {
 #[derive(Default)]
 struct State {
     next: u64,
+    /// A trial was admitted in this process (on CUDA the allocator's cache is warm from then on).
+    ran: bool,
     /// key -> (bytes, is the trial's stream closed: cancelled and finishing its step).
     reserved: HashMap<u64, (u64, Box<dyn Fn() -> bool + Send>)>,
     /// Free memory the last time nothing was reserved.
@@ -80,8 +86,10 @@ impl Ledger {
     ) -> Result<Reservation, (Admission, usize)> {
         let reading = (self.read)(self.device);
         let mut st = self.lock();
+        let cached = matches!(self.device, Device::Cuda(_)) && st.ran;
         if let Some((total, free_now)) = reading {
-            if st.reserved.is_empty() {
+            let free_now = if cached { None } else { free_now };
+            if st.reserved.is_empty() && !cached {
                 st.free_idle = Some(free_now.unwrap_or(total));
             }
             let m = MemoryState {
@@ -96,6 +104,7 @@ impl Ledger {
             }
         }
         st.next += 1;
+        st.ran = true;
         let key = st.next;
         st.reserved.insert(key, (need, closed));
         Ok(Reservation {
@@ -204,6 +213,30 @@ mod tests {
         assert!(matches!(
             ledger.try_reserve(1200 * MIB, open()),
             Err((Admission::Never { .. }, _))
+        ));
+        // On CUDA a finished trial's memory stays in libtorch's cache (used, to the driver) and is
+        // reused by the next trial: after the first trial the driver's low "free" does not refuse.
+        let cuda = Ledger::with_reader(Device::Cuda(0), Box::new(|_| Some((1000 * MIB, Some(100 * MIB)))));
+        assert!(matches!(
+            cuda.try_reserve(400 * MIB, open()),
+            Err((Admission::Busy { .. }, 0))
+        ));
+        let cuda = Ledger::with_reader(Device::Cuda(0), Box::new(|_| Some((1000 * MIB, Some(900 * MIB)))));
+        drop(
+            cuda.try_reserve(800 * MIB, open())
+                .expect("first on an empty GPU"),
+        );
+        let cuda = Ledger {
+            read: Box::new(|_| Some((1000 * MIB, Some(100 * MIB)))),
+            ..Arc::into_inner(cuda).expect("one owner")
+        };
+        let cuda = Arc::new(cuda);
+        let _next = cuda
+            .try_reserve(800 * MIB, open())
+            .expect("the cache is ours to reuse");
+        assert!(matches!(
+            cuda.try_reserve(200 * MIB, open()),
+            Err((Admission::Busy { .. }, 1))
         ));
         let unknown = Ledger::with_reader(Device::Cpu, Box::new(|_| None));
         assert!(

@@ -31,6 +31,7 @@ struct Inner {
     report: DeviceReport,
     slots: Arc<Semaphore>,
     memory: Arc<Ledger>,
+    datasets: dataset::Fetches,
     http: reqwest::Client,
 }
 
@@ -51,6 +52,7 @@ impl WorkerService {
                 report,
                 slots: Arc::new(Semaphore::new(slots)),
                 memory: Ledger::new(device),
+                datasets: dataset::Fetches::default(),
                 http,
             }),
         }
@@ -237,15 +239,17 @@ impl Worker for WorkerService {
 
 async fn run(inner: Arc<Inner>, req: v1::TrialRequest, cfg: TrainConfig, tx: Tx) -> Result<(), Status> {
     let prep_start = Instant::now();
-    let (dir, manifest, _) = dataset::ensure(
-        &inner.http,
-        &inner.config.data_dir,
-        &req.dataset_sha256,
-        &req.dataset_url,
-        &req.trial_token,
-        req.split_seed,
-    )
-    .await?;
+    let (dir, manifest, _) = inner
+        .datasets
+        .ensure(
+            &inner.http,
+            &inner.config.data_dir,
+            &req.dataset_sha256,
+            &req.dataset_url,
+            &req.trial_token,
+            req.split_seed,
+        )
+        .await?;
     if manifest.classes.len() as u32 != cfg.model.num_classes() {
         return Err(Status::invalid_argument(format!(
             "model has {} classes but the dataset has {}",
