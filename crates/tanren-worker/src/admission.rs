@@ -21,6 +21,9 @@ use tch::Device;
 /// Memory of the device right now: (total, free now).
 type Reading = Option<(u64, Option<u64>)>;
 
+/// Says whether a running trial's stream is closed (cancelled; it is finishing its step).
+pub type Closed = Box<dyn Fn() -> bool + Send>;
+
 pub struct Ledger {
     device: Device,
     state: Mutex<State>,
@@ -36,7 +39,7 @@ struct State {
     /// A trial was admitted in this process (on CUDA the allocator's cache is warm from then on).
     ran: bool,
     /// key -> (bytes, is the trial's stream closed: cancelled and finishing its step).
-    reserved: HashMap<u64, (u64, Box<dyn Fn() -> bool + Send>)>,
+    reserved: HashMap<u64, (u64, Closed)>,
     /// Free memory the last time nothing was reserved.
     free_idle: Option<u64>,
 }
@@ -82,7 +85,7 @@ impl Ledger {
     pub fn try_reserve(
         self: &Arc<Self>,
         need: u64,
-        closed: Box<dyn Fn() -> bool + Send>,
+        closed: Closed,
     ) -> Result<Reservation, (Admission, usize)> {
         let reading = (self.read)(self.device);
         let mut st = self.lock();
@@ -195,7 +198,7 @@ mod tests {
         // A 1000 MiB device, all free: two 400 MiB trials fit, a third does not until one ends; a
         // 1200 MiB one never does.
         let ledger = Ledger::with_reader(Device::Cpu, Box::new(|_| Some((1000 * MIB, Some(1000 * MIB)))));
-        let open = || Box::new(|| false) as Box<dyn Fn() -> bool + Send>;
+        let open = || Box::new(|| false) as Closed;
         let a = ledger.try_reserve(400 * MIB, open()).expect("first");
         let _b = ledger.try_reserve(400 * MIB, open()).expect("second");
         match ledger.try_reserve(400 * MIB, open()) {
