@@ -131,6 +131,11 @@ impl TestApp {
     /// A worker inside this test process (shares its runtime), training on CPU. Answers where its
     /// metrics endpoint listens (loopback, no token).
     pub async fn spawn_worker(&self, id: &str) -> std::net::SocketAddr {
+        self.spawn_worker_with_slots(id, 1).await
+    }
+
+    /// Like `spawn_worker`, running up to `slots` trials at once.
+    pub async fn spawn_worker_with_slots(&self, id: &str, slots: u32) -> std::net::SocketAddr {
         let metrics_listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         let metrics = tanren_worker::MetricsEndpoint::new(metrics_listener, None).unwrap();
         let metrics_addr = metrics.local_addr();
@@ -141,6 +146,7 @@ impl TestApp {
             data_dir: self.dir.path().join(id),
             device: "cpu".into(),
             threads: Some(2),
+            slots,
             heartbeat: Duration::from_millis(300),
             join_token: JOIN_TOKEN.into(),
             tls: None,

@@ -11,6 +11,7 @@ mod refusals;
 mod report;
 mod restart;
 mod serve;
+mod slots;
 mod spine;
 mod tls;
 mod wide_space;

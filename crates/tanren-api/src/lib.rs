@@ -185,15 +185,31 @@ pub struct WorkerView {
     pub device_name: String,
     pub torch_version: String,
     pub cuda_available: bool,
+    /// Trials it runs at once at most (`--slots`).
     pub slots: i64,
+    /// Trials this control plane runs on it now.
+    #[serde(default)]
+    pub slots_in_use: i64,
     pub registered_at: i64,
     pub last_seen_at: i64,
     /// Heard from within the timeout and registered with this control plane process.
     pub alive: bool,
+    /// Runs at least one trial.
     pub busy: bool,
-    /// The trial it runs now, if any.
+    /// The first trial it runs now, if any (all of them are in `running`).
     pub study_id: Option<i64>,
     pub trial_id: Option<i64>,
+    /// Every trial it runs now, one per taken slot.
+    #[serde(default)]
+    pub running: Vec<RunningTrial>,
+}
+
+/// A trial running on a worker.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct RunningTrial {
+    pub study_id: i64,
+    /// 0 for a moment while the trial's row is being written.
+    pub trial_id: i64,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
@@ -476,6 +492,7 @@ pub fn components() -> utoipa::openapi::Components {
         .schema_from::<Whoami>()
         .schema_from::<Progress>()
         .schema_from::<WorkerView>()
+        .schema_from::<RunningTrial>()
         .schema_from::<WorkerList>()
         .schema_from::<Dataset>()
         .schema_from::<DatasetClass>()

@@ -9,6 +9,7 @@
 pub mod api;
 pub mod assets;
 pub mod auth;
+pub mod data_lock;
 pub mod error;
 pub mod estimate;
 pub mod events;
@@ -151,6 +152,8 @@ pub struct Server {
     url: String,
     /// PostgreSQL: the leader lock this process holds (crate::leader).
     leader: Option<tanren_store::LeaderLock>,
+    /// SQLite: the data dir's lock (crate::data_lock), released after the store is closed.
+    data_lock: Option<data_lock::DataDirLock>,
 }
 
 impl Server {
@@ -160,6 +163,7 @@ impl Server {
 
     pub async fn serve(self) -> anyhow::Result<()> {
         let state = self.state;
+        let data_lock = self.data_lock;
         let shutdown = state.shutdown.clone();
         let lost = Arc::new(std::sync::atomic::AtomicBool::new(false));
         let leader = self
@@ -184,6 +188,7 @@ impl Server {
         let _ = sched.await;
         let _ = events.await;
         state.store.close().await;
+        drop(data_lock);
         if let Some(leader) = leader {
             if let Ok(Some(lock)) = leader.await {
                 lock.release().await;
@@ -221,6 +226,15 @@ pub async fn start(
         .database_url
         .clone()
         .unwrap_or_else(|| format!("sqlite://{}", config.data_dir.join("tanren.db").display()));
+    // SQLite: before the database is opened, a second control plane on this data dir refuses to start.
+    let data_lock = if url.starts_with("sqlite:") {
+        Some(data_lock::acquire(
+            &config.data_dir,
+            &format!("{scheme}://{addr}"),
+        )?)
+    } else {
+        None
+    };
     let store = Store::connect(&url).await?;
     // Before any trial is touched: a second control plane on this database waits here as a standby.
     let leader = match store.backend() {
@@ -299,5 +313,6 @@ pub async fn start(
         tls,
         url: format!("{scheme}://{addr}"),
         leader,
+        data_lock,
     })
 }

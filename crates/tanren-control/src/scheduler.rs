@@ -16,7 +16,10 @@
 //! - no trial waits forever: once epochs are measured, a worker silent for 5 mean epochs plus
 //!   `trial_silence` has hung (it may still heartbeat) and the trial is interrupted; `trial_timeout` caps
 //!   every trial; at a study's minutes deadline its running trials are cancelled;
-//! - a worker runs one trial at a time;
+//! - a worker runs at most its `slots` trials at once (it registers how many); free slots are handed
+//!   out one per worker per round (an idle worker before a second trial on a busy one), each to the
+//!   study with the fewest trials running; a worker that answers "busy" (its memory is short) gets no
+//!   more than it runs now until one of those ends, and the trial is retried without using an attempt;
 //! - the state lock (`std::sync::Mutex`) is never held across an `.await`: the compiler enforces it,
 //!   because a guard held there would make the spawned futures `!Send`.
 
@@ -73,8 +76,42 @@ pub struct Scheduler {
 #[derive(Default)]
 struct Inner {
     studies: HashMap<i64, Live>,
-    /// worker id -> (study id, trial id) it is running; trial id 0 while the row is being inserted.
-    busy_workers: HashMap<String, (i64, i64)>,
+    /// worker id -> the (study id, trial id) it runs, one per taken slot; trial id 0 while the row is
+    /// being inserted. A worker with nothing running has no entry.
+    assigned: HashMap<String, Vec<(i64, i64)>>,
+    /// worker id -> the most trials it takes for now: it answered "busy" (not enough memory) with
+    /// this many of ours running. Lifted when one of its trials ends.
+    full: HashMap<String, usize>,
+}
+
+impl Inner {
+    /// Slots of `w` free now.
+    fn free_slots(&self, w: &WorkerRow) -> usize {
+        let cap = (w.slots.max(1) as usize).min(self.full.get(&w.id).copied().unwrap_or(usize::MAX));
+        cap.saturating_sub(self.assigned.get(&w.id).map_or(0, Vec::len))
+    }
+
+    /// The slot taken for a trial of `study_id` now runs `trial_id`.
+    fn bind_slot(&mut self, worker_id: &str, study_id: i64, trial_id: i64) {
+        if let Some(slot) = self
+            .assigned
+            .get_mut(worker_id)
+            .and_then(|v| v.iter_mut().find(|s| **s == (study_id, 0)))
+        {
+            slot.1 = trial_id;
+        }
+    }
+
+    fn release_slot(&mut self, worker_id: &str, study_id: i64, trial_id: i64) {
+        if let Some(v) = self.assigned.get_mut(worker_id) {
+            if let Some(i) = v.iter().position(|s| *s == (study_id, trial_id)) {
+                v.swap_remove(i);
+            }
+            if v.is_empty() {
+                self.assigned.remove(worker_id);
+            }
+        }
+    }
 }
 
 /// Why a running trial was cancelled.
@@ -202,6 +239,9 @@ impl Live {
 enum Outcome {
     Complete(Box<TrialResult>),
     Pruned,
+    /// The worker refused it for now (not enough memory beside its running trials): interrupted and
+    /// retried without using an attempt.
+    Busy(String),
     Failed {
         kind: FailureKind,
         error: String,
@@ -469,9 +509,9 @@ impl Scheduler {
         self.lock().studies.get(&study_id).map_or(0, |l| l.running.len())
     }
 
-    /// What each busy worker runs now: worker id -> (study id, trial id).
-    pub async fn busy_workers(&self) -> HashMap<String, (i64, i64)> {
-        self.lock().busy_workers.clone()
+    /// What each busy worker runs now: worker id -> (study id, trial id) per taken slot.
+    pub async fn busy_workers(&self) -> HashMap<String, Vec<(i64, i64)>> {
+        self.lock().assigned.clone()
     }
 
     /// Workers heard from within the timeout and not found down since their last registration.
@@ -528,10 +568,10 @@ pub async fn run_loop(state: Arc<AppState>, shutdown: CancellationToken) {
 /// What one planning step decided: studies that ended (and why), trials to start (study, trial, worker).
 type Decisions = (Vec<(i64, EndReason)>, Vec<(i64, Plan, WorkerRow)>);
 
+/// `free` holds one entry per free slot, the next to hand out last.
 fn plan(inner: &mut Inner, mut free: Vec<WorkerRow>) -> Decisions {
     let Inner {
-        studies,
-        busy_workers,
+        studies, assigned, ..
     } = inner;
     let mut finished = Vec::new();
     let mut plans = Vec::new();
@@ -551,9 +591,9 @@ fn plan(inner: &mut Inner, mut free: Vec<WorkerRow>) -> Decisions {
             None => true,
         }
     });
-    // Fair sharing: each free worker goes to the study with the fewest trials running (or being
+    // Fair sharing: each free slot goes to the study with the fewest trials running (or being
     // started) right now, lowest id first on a tie, so a study created later is not starved by an
-    // earlier one that could use every worker.
+    // earlier one that could use every slot.
     while !free.is_empty() {
         let load = |id: &i64| studies.get(id).map_or(0, |l| l.running.len() + l.reserved);
         let Some(&id) = active.iter().min_by_key(|id| (load(id), **id)) else {
@@ -563,7 +603,7 @@ fn plan(inner: &mut Inner, mut free: Vec<WorkerRow>) -> Decisions {
         match next_plan(id, live) {
             Some(next) => {
                 let worker = free.pop().expect("not empty");
-                busy_workers.insert(worker.id.clone(), (id, 0));
+                assigned.entry(worker.id.clone()).or_default().push((id, 0));
                 live.reserved += 1;
                 plans.push((id, next, worker));
             }
@@ -635,10 +675,7 @@ async fn tick(state: &Arc<AppState>) -> anyhow::Result<()> {
     let workers = sched.live_workers(state.store.workers().await?);
     let (finished, plans) = {
         let mut inner = sched.lock();
-        let free: Vec<WorkerRow> = workers
-            .into_iter()
-            .filter(|w| !inner.busy_workers.contains_key(&w.id))
-            .collect();
+        let free = free_slots(&inner, workers);
         plan(&mut inner, free)
     };
     for (id, reason) in finished {
@@ -698,6 +735,24 @@ async fn tick(state: &Arc<AppState>) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// One entry per free slot, in rounds (every worker's first free slot, then every second one, ...),
+/// the last round first, so that `pop` hands out the first round first: an idle worker gets a trial
+/// before a worker already running one gets another. Within a round the workers keep the store's
+/// order (`pop` takes the last one first, as it did when a worker had one slot).
+fn free_slots(inner: &Inner, workers: Vec<WorkerRow>) -> Vec<WorkerRow> {
+    let counted: Vec<(usize, WorkerRow)> = workers
+        .into_iter()
+        .map(|w| (inner.free_slots(&w), w))
+        .filter(|(n, _)| *n > 0)
+        .collect();
+    let rounds = counted.iter().map(|(n, _)| *n).max().unwrap_or(0);
+    let mut out = Vec::new();
+    for round in (0..rounds).rev() {
+        out.extend(counted.iter().filter(|(n, _)| *n > round).map(|(_, w)| w.clone()));
+    }
+    out
+}
+
 /// A queued row already holding this trial's number and parameters.
 async fn existing_row(state: &AppState, study_id: i64, plan: &Plan) -> Option<TrialRow> {
     let row = state
@@ -711,7 +766,7 @@ async fn existing_row(state: &AppState, study_id: i64, plan: &Plan) -> Option<Tr
 /// The insert failed: the sampler's trial waits, with its number, for the next tick.
 fn unsave(sched: &Scheduler, study_id: i64, plan: Plan, worker_id: &str) {
     let mut inner = sched.lock();
-    inner.busy_workers.remove(worker_id);
+    inner.release_slot(worker_id, study_id, 0);
     if let Some(live) = inner.studies.get_mut(&study_id) {
         live.reserved -= 1;
         live.unsaved.push_back(plan);
@@ -738,7 +793,7 @@ async fn start_or_fail(state: &Arc<AppState>, study_id: i64, plan: Plan, row: Tr
             }
             crate::events::trial_changed(state, row.id).await;
             let mut inner = sched.lock();
-            inner.busy_workers.remove(&worker.id);
+            inner.release_slot(&worker.id, study_id, 0);
             if let Some(live) = inner.studies.get_mut(&study_id) {
                 live.reserved -= 1;
                 if let Err(e) = live.study.tell(plan.number, TellOutcome::Failed) {
@@ -779,11 +834,11 @@ async fn start_or_fail(state: &Arc<AppState>, study_id: i64, plan: Plan, row: Tr
                     token,
                     why,
                 };
-                inner.busy_workers.insert(worker.id.clone(), (study_id, row.id));
+                inner.bind_slot(&worker.id, study_id, row.id);
                 Some(job)
             }
             None => {
-                inner.busy_workers.remove(&worker.id);
+                inner.release_slot(&worker.id, study_id, 0);
                 None
             }
         }
@@ -850,6 +905,7 @@ async fn dispatch(state: Arc<AppState>, d: Dispatch) {
     let ended = match &outcome {
         Outcome::Complete(_) => "complete",
         Outcome::Pruned => "pruned",
+        Outcome::Busy(_) => FailureKind::Interrupted.as_str(),
         Outcome::Failed { kind, .. } => kind.as_str(),
         Outcome::Stopped(_) => "stopped",
     };
@@ -878,6 +934,7 @@ async fn finish(state: &Arc<AppState>, d: &Dispatch, outcome: Outcome, unsaved_e
     {
         sched.mark_down(&d.worker.id, *sit_out);
     }
+    let busy = matches!(outcome, Outcome::Busy(_));
     // (what the sampler hears, why it failed, the error, the write).
     let (mut tell, kind, error, stored) = match outcome {
         Outcome::Complete(r) => {
@@ -931,6 +988,12 @@ async fn finish(state: &Arc<AppState>, d: &Dispatch, outcome: Outcome, unsaved_e
             .await;
             (TellOutcome::Pruned, None, None, stored)
         }
+        Outcome::Busy(error) => {
+            tracing::info!(%error, "worker busy; the trial is retried");
+            let kind = FailureKind::Interrupted;
+            let stored = end_failed(state, trial_id, kind, &error).await;
+            (TellOutcome::Failed, Some(kind), Some(error), stored)
+        }
         Outcome::Failed { kind, error, .. } => {
             let kind = if kind == FailureKind::Interrupted && d.attempt >= d.max_retries {
                 FailureKind::RetriesExhausted
@@ -980,7 +1043,11 @@ async fn finish(state: &Arc<AppState>, d: &Dispatch, outcome: Outcome, unsaved_e
     }
     let fail_study = {
         let mut inner = sched.lock();
-        inner.busy_workers.remove(&d.worker.id);
+        inner.release_slot(&d.worker.id, d.study_id, trial_id);
+        // A trial of its ended: memory came free, so a worker that said "busy" may take more again.
+        if !busy {
+            inner.full.remove(&d.worker.id);
+        }
         let mut fail_study = None;
         if let Some(live) = inner.studies.get_mut(&d.study_id) {
             live.running.remove(&trial_id);
@@ -1007,7 +1074,8 @@ async fn finish(state: &Arc<AppState>, d: &Dispatch, outcome: Outcome, unsaved_e
                             params_json: d.params_json.clone(),
                             config: d.cfg.clone(),
                             retry_of: trial_id,
-                            attempt: d.attempt + 1,
+                            // "Busy" is not an attempt at running it.
+                            attempt: if busy { d.attempt } else { d.attempt + 1 },
                         });
                     }
                 }
@@ -1172,6 +1240,12 @@ async fn run_on_worker(
         _ = tokio::time::sleep_until(hard_cap) => return hung(last_heard.elapsed(), None),
         r = client.run_trial(req) => match r {
             Ok(s) => s.into_inner(),
+            Err(s) if s.code() == Code::ResourceExhausted => {
+                if let Some(busy) = refused_as_busy(&state.scheduler, d, &s) {
+                    return busy;
+                }
+                return after_error(state, &endpoint, worker, s).await;
+            }
             Err(s) => return after_error(state, &endpoint, worker, s).await,
         }
     };
@@ -1261,6 +1335,27 @@ async fn run_on_worker(
             None => {}
         }
     }
+}
+
+/// The worker answered "busy" (its memory is short beside the trials it runs). With other trials of
+/// ours running there, it takes no more than those until one ends, and this trial is retried without
+/// using an attempt. With none of ours there, something else holds it: `None`, handled as a lost
+/// connection (no trial until it registers again, and the attempt counts, so it cannot go on forever).
+fn refused_as_busy(sched: &Scheduler, d: &Dispatch, s: &tonic::Status) -> Option<Outcome> {
+    let mut inner = sched.lock();
+    let others = inner
+        .assigned
+        .get(&d.worker.id)
+        .map_or(0, |v| v.iter().filter(|t| t.1 != d.trial_id).count());
+    if others == 0 {
+        return None;
+    }
+    inner.full.insert(d.worker.id.clone(), others);
+    Some(Outcome::Busy(format!(
+        "interrupted: worker {} is busy: {}",
+        d.worker.id,
+        s.message()
+    )))
 }
 
 /// How long a worker whose trial connection broke has to answer a fresh `Info` call.

@@ -153,8 +153,10 @@ pub fn study(row: &StudyRow, trials: &[TrialRow], progress: Progress) -> Study {
     }
 }
 
-/// A worker row as REST and the event stream show it.
-pub fn worker(w: &WorkerRow, alive: bool, running: Option<(i64, i64)>) -> WorkerView {
+/// A worker row as REST and the event stream show it; `running` holds (study id, trial id) per taken
+/// slot (trial id 0 while its row is being written).
+pub fn worker(w: &WorkerRow, alive: bool, running: &[(i64, i64)]) -> WorkerView {
+    let first = running.first().copied();
     WorkerView {
         id: w.id.clone(),
         grpc_url: w.grpc_url.clone(),
@@ -163,11 +165,16 @@ pub fn worker(w: &WorkerRow, alive: bool, running: Option<(i64, i64)>) -> Worker
         torch_version: w.torch_version.clone(),
         cuda_available: w.cuda_available != 0,
         slots: w.slots,
+        slots_in_use: running.len() as i64,
         registered_at: w.registered_at,
         last_seen_at: w.last_seen_at,
         alive,
-        busy: running.is_some(),
-        study_id: running.map(|r| r.0),
-        trial_id: running.map(|r| r.1),
+        busy: first.is_some(),
+        study_id: first.map(|r| r.0),
+        trial_id: first.map(|r| r.1),
+        running: running
+            .iter()
+            .map(|&(study_id, trial_id)| tanren_api::RunningTrial { study_id, trial_id })
+            .collect(),
     }
 }

@@ -471,7 +471,7 @@ async fn the_first_start_makes_an_admin_token_for_the_cli_and_keeps_it() {
             .unwrap();
         let url = server.url().to_string();
         let store = server.state.store.clone();
-        tokio::spawn(server.serve());
+        let serving = tokio::spawn(server.serve());
         let doc: Value = serde_json::from_str(&std::fs::read_to_string(&creds).unwrap()).unwrap();
         let token = doc["servers"][&url]["token"].as_str().unwrap().to_string();
         let kept = std::fs::read_to_string(dir.path().join("control").join("admin-token")).unwrap();
@@ -495,7 +495,8 @@ async fn the_first_start_makes_an_admin_token_for_the_cli_and_keeps_it() {
             "round {round}: a restart reuses the first admin token"
         );
         shutdown.cancel();
-        tokio::time::sleep(Duration::from_millis(200)).await;
+        // Stopped for good (data dir lock released) before the next round starts on the same dir.
+        serving.await.unwrap().unwrap();
     }
 }
 

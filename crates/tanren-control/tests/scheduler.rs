@@ -192,6 +192,9 @@ enum Step {
     /// Like `Complete`, but first misuses its trial token (and others'), then replays its upload; the
     /// answers are recorded in `probes`.
     Probe,
+    /// "Busy" (RESOURCE_EXHAUSTED, as a worker short of memory answers) if another trial runs here,
+    /// else like `Complete`.
+    AloneOrBusy(Duration),
 }
 
 #[derive(Clone)]
@@ -202,6 +205,26 @@ struct Fake {
     /// (what was tried, HTTP status) for `Probe` steps.
     probes: Arc<Mutex<Vec<(&'static str, u16)>>>,
     http: reqwest::Client,
+    /// Trials running now, and the most that ever ran at once.
+    running: Arc<Mutex<(usize, usize)>>,
+}
+
+/// Counts a trial as running until dropped (with the task that streams it).
+struct Running(Arc<Mutex<(usize, usize)>>);
+
+impl Running {
+    fn start(c: &Arc<Mutex<(usize, usize)>>) -> Running {
+        let mut g = c.lock().unwrap();
+        g.0 += 1;
+        g.1 = g.1.max(g.0);
+        Running(c.clone())
+    }
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        self.0.lock().unwrap().0 -= 1;
+    }
 }
 
 type EventStream = Pin<Box<dyn futures::Stream<Item = Result<TrialEvent, Status>> + Send>>;
@@ -223,10 +246,21 @@ impl Worker for Fake {
             .unwrap()
             .pop_front()
             .unwrap_or(Step::Complete(Duration::ZERO));
+        let step = match step {
+            Step::AloneOrBusy(_) if self.running.lock().unwrap().0 > 0 => {
+                return Err(Status::resource_exhausted(
+                    "worker is busy: this trial needs about 3.0 GiB of GPU memory and 1.0 GiB is free",
+                ))
+            }
+            Step::AloneOrBusy(after) => Step::Complete(after),
+            other => other,
+        };
+        let running = Running::start(&self.running);
         let (tx, rx) = tokio::sync::mpsc::channel(8);
         let http = self.http.clone();
         let probes = self.probes.clone();
         tokio::spawn(async move {
+            let _running = running;
             let started = tanren_proto::v1::Started {
                 device: "cpu".into(),
                 dataset_cache_hit: true,
@@ -259,7 +293,7 @@ impl Worker for Fake {
             }
             let _ = tx.send(Ok(epoch(1))).await;
             match step {
-                Step::Hang => unreachable!(),
+                Step::Hang | Step::AloneOrBusy(_) => unreachable!(),
                 Step::Lost => {
                     let _ = tx
                         .send(Err(Status::unavailable("connection reset by peer")))
@@ -366,7 +400,15 @@ fn result() -> TrialResult {
 struct FakeWorker {
     seen: Arc<Mutex<Vec<TrialRequest>>>,
     probes: Arc<Mutex<Vec<(&'static str, u16)>>>,
+    running: Arc<Mutex<(usize, usize)>>,
     stop: CancellationToken,
+}
+
+impl FakeWorker {
+    /// The most trials it ever ran at once.
+    fn most_at_once(&self) -> usize {
+        self.running.lock().unwrap().1
+    }
 }
 
 impl Drop for FakeWorker {
@@ -375,8 +417,13 @@ impl Drop for FakeWorker {
     }
 }
 
-/// A fake worker serving gRPC on port 0 and registering with `app` every 100 ms.
+/// A fake worker serving gRPC on port 0 and registering with `app` every 100 ms, with one slot.
 async fn fake_worker(app: &App, id: &str, script: Vec<Step>) -> FakeWorker {
+    fake_worker_with_slots(app, id, 1, script).await
+}
+
+/// A fake worker that registers `slots` slots.
+async fn fake_worker_with_slots(app: &App, id: &str, slots: u32, script: Vec<Step>) -> FakeWorker {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let grpc_url = format!("http://{}", listener.local_addr().unwrap());
     let fake = Fake {
@@ -384,9 +431,11 @@ async fn fake_worker(app: &App, id: &str, script: Vec<Step>) -> FakeWorker {
         seen: Arc::default(),
         probes: Arc::default(),
         http: reqwest::Client::new(),
+        running: Arc::default(),
     };
     let seen = fake.seen.clone();
     let probes = fake.probes.clone();
+    let running = fake.running.clone();
     let stop = CancellationToken::new();
     let s = stop.clone();
     tokio::spawn(async move {
@@ -410,7 +459,7 @@ async fn fake_worker(app: &App, id: &str, script: Vec<Step>) -> FakeWorker {
             let _ = http
                 .post(format!("{url}/api/v1/workers"))
                 .bearer_auth(JOIN)
-                .json(&json!({"id": id, "grpc_url": g, "device": "cpu"}))
+                .json(&json!({"id": id, "grpc_url": g, "device": "cpu", "slots": slots}))
                 .send()
                 .await;
             tokio::select! {
@@ -419,7 +468,12 @@ async fn fake_worker(app: &App, id: &str, script: Vec<Step>) -> FakeWorker {
             }
         }
     });
-    FakeWorker { seen, probes, stop }
+    FakeWorker {
+        seen,
+        probes,
+        running,
+        stop,
+    }
 }
 
 // ---- retries ----
@@ -834,6 +888,137 @@ async fn running_studies_share_the_workers() {
         b[0] < a[2],
         "the second study waited for the first to start its last trials: {a:?} vs {b:?}"
     );
+}
+
+// ---- slots ----
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_worker_with_two_slots_runs_two_trials_at_once_and_shows_them() {
+    let app = App::spawn().await;
+    let id = app.study(json!({"budget": {"trials": 4}})).await;
+    let w = fake_worker_with_slots(&app, "w2", 2, vec![Step::Complete(Duration::from_millis(500)); 4]).await;
+    // The worker list shows the slots and, while two trials run, both of them.
+    let start = Instant::now();
+    loop {
+        let ws = app.get("/api/v1/workers").await;
+        let view = &ws["workers"][0];
+        if view["slots_in_use"] == 2 {
+            assert_eq!(view["slots"], 2, "{ws}");
+            assert_eq!(view["running"].as_array().map(Vec::len), Some(2), "{ws}");
+            assert_eq!(view["busy"], true, "{ws}");
+            break;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(20),
+            "never two in use: {ws}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let s = app.wait_study(id, Duration::from_secs(30)).await;
+    assert_eq!(
+        (s["state"].as_str(), s["progress"]["complete"].as_u64()),
+        (Some("complete"), Some(4)),
+        "{s}"
+    );
+    assert_eq!(w.most_at_once(), 2, "two trials ran at once, never more");
+    let ws = app.get("/api/v1/workers").await;
+    assert_eq!(ws["workers"][0]["slots_in_use"], 0, "{ws}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_slots_of_one_worker_are_shared_between_running_studies() {
+    let app = App::spawn().await;
+    let first = app.study(json!({"budget": {"trials": 4}})).await;
+    let second = app.study(json!({"budget": {"trials": 4}})).await;
+    // Both studies exist before the worker does: its two slots go one to each, not both to the first.
+    let w = fake_worker_with_slots(&app, "w2", 2, vec![Step::Complete(Duration::from_millis(300)); 8]).await;
+    for id in [first, second] {
+        let s = app.wait_study(id, Duration::from_secs(30)).await;
+        assert_eq!(s["state"], "complete", "{s}");
+    }
+    let seen = w.seen.lock().unwrap().clone();
+    assert_eq!(seen.len(), 8);
+    let studies: Vec<i64> = seen.iter().map(|r| r.study_id).collect();
+    assert_ne!(
+        studies[0], studies[1],
+        "the first two slots went to one study: {studies:?}"
+    );
+    // Round robin per slot: neither study ran ahead by more than the two slots allow.
+    for k in 1..=8 {
+        let a = studies[..k].iter().filter(|&&s| s == first).count() as i64;
+        let b = k as i64 - a;
+        assert!((a - b).abs() <= 2, "after {k} dispatches {a} vs {b}: {studies:?}");
+    }
+    assert_eq!(w.most_at_once(), 2);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_worker_short_of_memory_says_busy_and_the_trial_waits_without_using_an_attempt() {
+    let app = App::spawn().await;
+    // No retries at all: an ordinary interruption would end the trial as retries_exhausted.
+    let id = app
+        .study(json!({"budget": {"trials": 3}, "max_retries": 0}))
+        .await;
+    // Two slots, but memory for one trial at a time.
+    let w = fake_worker_with_slots(
+        &app,
+        "small-gpu",
+        2,
+        vec![Step::AloneOrBusy(Duration::from_millis(300)); 12],
+    )
+    .await;
+    let s = app.wait_study(id, Duration::from_secs(30)).await;
+    assert_eq!(
+        (s["state"].as_str(), s["end_reason"].as_str()),
+        (Some("complete"), Some("trial_budget")),
+        "{s}"
+    );
+    assert_eq!(s["progress"]["complete"], 3, "{s}");
+    assert_eq!(w.most_at_once(), 1, "the busy answer was respected");
+    let trials = app.trials(id).await;
+    let busy: Vec<&Value> = trials
+        .iter()
+        .filter(|t| t["failure_kind"] == "interrupted")
+        .collect();
+    assert!(!busy.is_empty(), "the second slot was tried: {trials:?}");
+    // After "busy" the worker gets no second trial until one of its trials ends: at most one busy
+    // answer per completed trial.
+    assert!(busy.len() <= 3, "{trials:?}");
+    for b in &busy {
+        assert!(b["error"].as_str().unwrap().contains("is busy"), "{b}");
+        let retry = trials
+            .iter()
+            .find(|t| t["retry_of"] == b["id"])
+            .unwrap_or_else(|| panic!("busy trial not retried: {trials:?}"));
+        assert_eq!(retry["attempt"], b["attempt"], "a busy answer is not an attempt");
+        assert_eq!(retry["params"], b["params"]);
+    }
+    assert!(
+        trials.iter().all(|t| t["failure_kind"] != "retries_exhausted"),
+        "{trials:?}"
+    );
+}
+
+// ---- the data dir ----
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_second_control_plane_on_the_same_sqlite_data_dir_refuses_to_start() {
+    let app = App::spawn().await;
+    let data_dir = app.dir.path().join("control");
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let err = tanren_control::run(config(app.dir.path()), listener, CancellationToken::new())
+        .await
+        .expect_err("a second control plane started on the same data dir");
+    let msg = format!("{err:#}");
+    assert!(msg.contains(&data_dir.display().to_string()), "{msg}");
+    assert!(
+        msg.contains(&format!("pid {}", std::process::id())) && msg.contains(&app.url),
+        "names the holder: {msg}"
+    );
+    // The first one is untouched and, once stopped, the data dir is free again.
+    assert_eq!(app.get("/api/v1/studies").await["studies"], json!([]));
+    let app = app.restart().await;
+    assert_eq!(app.get("/api/v1/studies").await["studies"], json!([]));
 }
 
 // ---- workers ----

@@ -7,6 +7,7 @@ pub mod config;
 pub mod dataset_stats;
 pub mod estimate;
 pub mod insight;
+pub mod memory;
 pub mod metrics;
 pub mod objective;
 pub mod params;

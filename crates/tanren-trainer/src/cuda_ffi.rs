@@ -1,8 +1,9 @@
 //! The two CUDA facts tch 0.24 does not expose, looked up at run time with `dlsym` in the libraries
 //! libtorch already loaded (so a CPU-only libtorch still links and simply gets `None`/`false`):
 //!
-//! - `cudaMemGetInfo` (CUDA runtime C API): device memory in use, for the peak-memory metric and the
-//!   "does the dataset fit on the device" check.
+//! - `cudaMemGetInfo` (CUDA runtime C API): device memory in use, for the peak-memory metric, the
+//!   "does the dataset fit on the device" check and a worker's admission of one more trial;
+//!   `cudaGetDeviceProperties_v2` for the device's name and, should `cudaMemGetInfo` fail, its total.
 //! - `at::autocast::set_autocast_dtype(DeviceType, ScalarType)`: tch's `autocast` turns CUDA autocast
 //!   on, but its dtype defaults to fp16; bf16 needs this setter. Its two arguments are `int8_t` enum
 //!   classes, which the x86-64 and AArch64 C ABIs pass like plain `i8`.
@@ -61,21 +62,38 @@ pub fn cuda_mem_info(index: usize) -> Option<(u64, u64)> {
     ok.then_some((free as u64, total as u64))
 }
 
-/// The marketing name of CUDA device `index` ("NVIDIA H200"), or `None` without a CUDA runtime.
-pub fn cuda_device_name(index: usize) -> Option<String> {
+/// The raw `cudaDeviceProp` of CUDA device `index`, or `None` without a CUDA runtime.
+fn cuda_device_properties(index: usize) -> Option<Vec<u8>> {
     let get = symbol(CUDA_GET_DEVICE_PROPERTIES)?;
     let mut prop = vec![0u8; DEVICE_PROP_BUFFER];
     // SAFETY: `cudaError_t cudaGetDeviceProperties_v2(cudaDeviceProp*, int)`; the buffer is far larger
-    // than the struct, and only its first field (a NUL-terminated char[256]) is read back.
+    // than the struct, and only its leading fields (layout fixed since CUDA 10) are read back.
     let ok = unsafe {
         let f: extern "C" fn(*mut c_void, c_int) -> c_int = std::mem::transmute(get);
         f(prop.as_mut_ptr().cast(), index as c_int) == 0
     };
-    if !ok {
-        return None;
-    }
+    ok.then_some(prop)
+}
+
+/// The marketing name of CUDA device `index` ("NVIDIA H200"), or `None` without a CUDA runtime.
+pub fn cuda_device_name(index: usize) -> Option<String> {
+    let prop = cuda_device_properties(index)?;
     let name = CStr::from_bytes_until_nul(&prop[..256]).ok()?;
     Some(name.to_string_lossy().into_owned())
+}
+
+/// `totalGlobalMem` of CUDA device `index`: after `char name[256]`, `cudaUUID_t uuid` (16 bytes),
+/// `char luid[8]` and `unsigned int luidDeviceNodeMask`, aligned to 8 for the `size_t`.
+const TOTAL_GLOBAL_MEM_OFFSET: usize = 288;
+
+/// Total memory of CUDA device `index` from its properties: the fallback when `cudaMemGetInfo`
+/// does not answer.
+pub fn cuda_total_memory(index: usize) -> Option<u64> {
+    let prop = cuda_device_properties(index)?;
+    let bytes: [u8; 8] = prop[TOTAL_GLOBAL_MEM_OFFSET..TOTAL_GLOBAL_MEM_OFFSET + 8]
+        .try_into()
+        .ok()?;
+    Some(u64::from_ne_bytes(bytes)).filter(|&b| b > 0)
 }
 
 /// `dlopen(path, RTLD_NOW | RTLD_GLOBAL)`: the library's static initialisers run (libtorch_cuda

@@ -6,7 +6,7 @@
 //! caching allocator keeps what it reserved until the process ends, so the end-of-epoch reading is the
 //! peak reserved memory of training so far; the CUDA context (a few hundred MB) is included.
 
-use crate::cuda_ffi::cuda_mem_info;
+use crate::cuda_ffi::{cuda_mem_info, cuda_total_memory};
 use tch::Device;
 
 /// Keep the uint8 dataset on the device only if it takes at most this share of the free memory; the
@@ -21,11 +21,15 @@ pub fn free_bytes(device: Device) -> Option<u64> {
     }
 }
 
-/// (free, total) bytes of a CUDA device as the driver sees them (all processes); `None` on the CPU or
-/// when the runtime does not say.
-pub fn device_memory(device: Device) -> Option<(u64, u64)> {
+/// (free, total) bytes of a CUDA device as the driver sees it (all processes); the free part is
+/// `None` when `cudaMemGetInfo` does not answer but the device's properties give its total. `None` on
+/// the CPU or without a CUDA runtime.
+pub fn device_memory(device: Device) -> Option<(Option<u64>, u64)> {
     match device {
-        Device::Cuda(i) => cuda_mem_info(i),
+        Device::Cuda(i) => match cuda_mem_info(i) {
+            Some((free, total)) => Some((Some(free), total)),
+            None => cuda_total_memory(i).map(|total| (None, total)),
+        },
         _ => None,
     }
 }
@@ -79,5 +83,6 @@ mod tests {
         m.sample();
         assert_eq!(m.peak(), None);
         assert_eq!(free_bytes(Device::Cpu), None);
+        assert_eq!(device_memory(Device::Cpu), None);
     }
 }

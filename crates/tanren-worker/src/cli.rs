@@ -39,6 +39,11 @@ struct Args {
     /// CPU threads for libtorch (default: libtorch's choice).
     #[arg(long, env = "TANREN_THREADS")]
     threads: Option<i32>,
+    /// Trials to run at once on the device; each is admitted only if its estimated peak memory fits
+    /// beside the running ones (otherwise the control plane hears "busy" and retries it later).
+    #[arg(long, env = "TANREN_WORKER_SLOTS", default_value_t = 1,
+          value_parser = clap::value_parser!(u32).range(1..=64))]
+    slots: u32,
     /// The control plane's join token (it writes one to <its data dir>/join-token unless given
     /// TANREN_JOIN_TOKEN); required to register.
     #[arg(long, env = "TANREN_JOIN_TOKEN", hide_env_values = true)]
@@ -158,6 +163,7 @@ pub async fn main() -> anyhow::Result<()> {
         data_dir: args.data_dir,
         device: args.device,
         threads: args.threads,
+        slots: args.slots,
         heartbeat: Duration::from_millis(args.heartbeat_ms),
         join_token: join_token.trim().to_string(),
         tls: args.tls_cert.zip(args.tls_key),

@@ -3,7 +3,9 @@
 
 use futures::StreamExt;
 use sha2::{Digest, Sha256};
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
 use tanren_dataset::{ingest_zip, load_manifest, Limits, Manifest};
 use tokio::io::AsyncWriteExt;
 use tonic::Status;
@@ -14,8 +16,32 @@ pub fn valid_sha(s: &str) -> bool {
             .all(|b| b.is_ascii_hexdigit() && !b.is_ascii_uppercase())
 }
 
+/// One fetch per dataset at a time: trials in several slots asking for a dataset not yet here wait
+/// for the first one's download and ingest instead of racing it into the same directory.
+#[derive(Default)]
+pub struct Fetches(Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>);
+
+impl Fetches {
+    pub async fn ensure(
+        &self,
+        http: &reqwest::Client,
+        data_dir: &Path,
+        sha: &str,
+        url: &str,
+        trial_token: &str,
+        split_seed: u64,
+    ) -> Result<(PathBuf, Manifest, bool), Status> {
+        let lock = {
+            let mut locks = self.0.lock().unwrap_or_else(|p| p.into_inner());
+            locks.entry(sha.to_string()).or_default().clone()
+        };
+        let _turn = lock.lock().await;
+        ensure(http, data_dir, sha, url, trial_token, split_seed).await
+    }
+}
+
 /// Return the extracted dataset directory and its manifest, downloading and ingesting on first use.
-pub async fn ensure(
+async fn ensure(
     http: &reqwest::Client,
     data_dir: &Path,
     sha: &str,
@@ -76,6 +102,22 @@ pub async fn ensure(
             })?;
     drop(part);
     Ok((dir, manifest, false))
+}
+
+/// Images (train and test) of a dataset already in this worker's cache; `None` before its first
+/// download.
+pub async fn cached_images(data_dir: &Path, sha: &str) -> Option<u64> {
+    if !valid_sha(sha) {
+        return None;
+    }
+    let dir = data_dir.join("datasets").join(sha);
+    tokio::task::spawn_blocking(move || {
+        let m = load_manifest(&dir).ok()?;
+        Some((m.train.len() + m.test.len()) as u64)
+    })
+    .await
+    .ok()
+    .flatten()
 }
 
 fn io(e: std::io::Error) -> Status {

@@ -1,9 +1,10 @@
-//! The worker service: a gRPC server (`proto/tanren/v1/worker.proto`) that runs one trial at a time
-//! with the trainer, fetches datasets from the control plane over HTTP (cached by sha256), uploads the
+//! The worker service: a gRPC server (`proto/tanren/v1/worker.proto`) that runs up to `slots` trials
+//! at once on its device (each admitted only if its memory estimate fits) with the trainer, fetches datasets from the control plane over HTTP (cached by sha256), uploads the
 //! trained weights, and registers itself with the control plane on a heartbeat.
 //!
 //! API boundary: `run(config, listener, shutdown)`; the binary only parses flags.
 
+mod admission;
 pub mod cli;
 mod dataset;
 pub mod metrics;
@@ -34,6 +35,9 @@ pub struct Config {
     pub device: String,
     /// CPU threads for libtorch; `None` keeps libtorch's default.
     pub threads: Option<i32>,
+    /// Trials run at once on the device (at least 1); each is admitted only if its estimated memory
+    /// fits beside the others.
+    pub slots: u32,
     pub heartbeat: Duration,
     /// The control plane's join token (`TANREN_JOIN_TOKEN`), sent with every registration.
     pub join_token: String,
@@ -100,6 +104,7 @@ pub async fn run(config: Config, listener: TcpListener, shutdown: CancellationTo
         torch = %report.torch_version,
         cuda = report.cuda_available,
         cudnn = report.cudnn_available,
+        slots = config.slots,
         "worker starting"
     );
     if let Device::Cuda(_) = device {

@@ -195,16 +195,18 @@ impl WorkerMetrics {
         );
         let dev = esc(&about.device_label);
         if let Some((used, total)) = device_memory(about.device) {
-            family(
-                &mut out,
-                "tanren_worker_device_memory_used_bytes",
-                "gauge",
-                "Memory in use on the training device (CUDA: driver view, all processes; CPU: the host's total minus available).",
-            );
-            let _ = writeln!(
-                out,
-                "tanren_worker_device_memory_used_bytes{{device=\"{dev}\"}} {used}"
-            );
+            if let Some(used) = used {
+                family(
+                    &mut out,
+                    "tanren_worker_device_memory_used_bytes",
+                    "gauge",
+                    "Memory in use on the training device (CUDA: driver view, all processes; CPU: the host's total minus available).",
+                );
+                let _ = writeln!(
+                    out,
+                    "tanren_worker_device_memory_used_bytes{{device=\"{dev}\"}} {used}"
+                );
+            }
             family(
                 &mut out,
                 "tanren_worker_device_memory_total_bytes",
@@ -251,10 +253,11 @@ pub struct About {
     pub slots: u32,
 }
 
-/// (used, total) bytes of the training device: CUDA from the driver, the CPU from `/proc/meminfo`.
-fn device_memory(device: Device) -> Option<(u64, u64)> {
+/// (used, total) bytes of the training device: CUDA from the driver (used unknown when only the
+/// device's total is known), the CPU from `/proc/meminfo`.
+fn device_memory(device: Device) -> Option<(Option<u64>, u64)> {
     if let Some((free, total)) = tanren_trainer::memory::device_memory(device) {
-        return Some((total.saturating_sub(free), total));
+        return Some((free.map(|f| total.saturating_sub(f)), total));
     }
     if device != Device::Cpu {
         return None;
@@ -262,7 +265,7 @@ fn device_memory(device: Device) -> Option<(u64, u64)> {
     let info = std::fs::read_to_string("/proc/meminfo").ok()?;
     let total = kib_field(&info, "MemTotal:")?;
     let available = kib_field(&info, "MemAvailable:")?;
-    Some((total.saturating_sub(available), total))
+    Some((Some(total.saturating_sub(available)), total))
 }
 
 fn resident_bytes() -> Option<u64> {

@@ -1,12 +1,18 @@
-//! The gRPC `Worker` service: one trial at a time; training runs on a blocking thread and talks to
-//! the response stream through a channel. A closed stream (the control plane cancelled: prune, stop,
-//! budget, or it went away) makes the trainer stop before its next step, so the worker is free again
-//! within one batch rather than one epoch.
+//! The gRPC `Worker` service: up to `slots` trials at once on the one device, each admitted only if
+//! its estimated peak memory fits beside the running ones (crate::admission); training runs on a
+//! blocking thread and talks to the response stream through a channel. A closed stream (the control
+//! plane cancelled: prune, stop, budget, or it went away) makes the trainer stop before its next step,
+//! so the slot is free again within one batch rather than one epoch.
+//!
+//! Refusals: `RESOURCE_EXHAUSTED` is "busy, retry later" (every slot taken, or not enough memory
+//! beside the running trials); `FAILED_PRECONDITION` is a trial this device can never hold.
 
+use crate::admission::{Ledger, Reservation};
 use crate::metrics::{Outcome, WorkerMetrics};
 use crate::{dataset, Config};
 use std::sync::Arc;
 use std::time::Instant;
+use tanren_core::memory::{dataset_bytes, human_bytes, trial_memory, Admission, MemoryEstimate};
 use tanren_core::{TrainConfig, TrialResult};
 use tanren_proto::v1::{self, trial_event::Event, worker_server::Worker};
 use tanren_trainer::{DeviceReport, EpochControl, TrainError};
@@ -25,12 +31,14 @@ struct Inner {
     device: Device,
     report: DeviceReport,
     slots: Arc<Semaphore>,
+    memory: Arc<Ledger>,
+    datasets: dataset::Fetches,
     http: reqwest::Client,
     metrics: Arc<WorkerMetrics>,
 }
 
-/// How long a new trial waits for the previous (cancelled) one to let go of the device: normally one
-/// training step, but evaluation, inference timing and saving are not interruptible.
+/// How long a new trial waits for a slot or memory held by a cancelled trial: normally one training
+/// step, but evaluation, inference timing and saving are not interruptible.
 const BUSY_WAIT: std::time::Duration = std::time::Duration::from_secs(300);
 
 type Tx = mpsc::Sender<Result<v1::TrialEvent, Status>>;
@@ -38,12 +46,15 @@ type Tx = mpsc::Sender<Result<v1::TrialEvent, Status>>;
 impl WorkerService {
     /// `http` carries dataset downloads and weight uploads (crate::tls::http_client).
     pub fn new(config: Config, device: Device, report: DeviceReport, http: reqwest::Client) -> Self {
+        let slots = config.slots.max(1) as usize;
         WorkerService {
             inner: Arc::new(Inner {
                 config,
                 device,
                 report,
-                slots: Arc::new(Semaphore::new(1)),
+                slots: Arc::new(Semaphore::new(slots)),
+                memory: Ledger::new(device),
+                datasets: dataset::Fetches::default(),
                 http,
                 metrics: Arc::default(),
             }),
@@ -64,7 +75,7 @@ impl WorkerService {
             torch_version: r.torch_version.clone(),
             cuda_available: r.cuda_available,
             cudnn_available: r.cudnn_available,
-            slots: 1,
+            slots: self.inner.config.slots.max(1),
         }
     }
 }
@@ -101,6 +112,91 @@ fn train_status(e: TrainError) -> Status {
     }
 }
 
+impl WorkerService {
+    /// Reserve the trial's estimated peak memory, or refuse it: busy (retry later) when it does not
+    /// fit beside the running trials, never when it does not fit this device at all. Memory held by
+    /// a trial already cancelled is waited for, as a slot is.
+    async fn reserve(
+        &self,
+        req: &v1::TrialRequest,
+        cfg: &TrainConfig,
+        tx: &Tx,
+    ) -> Result<Reservation, Status> {
+        let inner = &self.inner;
+        let cuda = matches!(inner.device, Device::Cuda(_));
+        let images = dataset::cached_images(&inner.config.data_dir, &req.dataset_sha256).await;
+        let mut data = images.map_or(0, |n| dataset_bytes(cfg, n));
+        // On CUDA a dataset too large for the device streams from host memory (tanren_trainer::data).
+        let total = inner.memory.total().unwrap_or(u64::MAX);
+        if cuda && data as f64 > total as f64 * tanren_trainer::memory::DEVICE_DATA_SHARE {
+            data = 0;
+        }
+        let estimate = trial_memory(cfg, data, cuda);
+        let need = estimate.total();
+        let started = std::time::Instant::now();
+        loop {
+            let closed = tx.clone();
+            match inner
+                .memory
+                .try_reserve(need, Box::new(move || closed.is_closed()))
+            {
+                Ok(r) => {
+                    tracing::info!(trial_id = req.trial_id, need = %human_bytes(need), "memory reserved");
+                    return Ok(r);
+                }
+                Err((Admission::Busy { .. }, _))
+                    if inner.memory.any_closing() && started.elapsed() < BUSY_WAIT =>
+                {
+                    inner.memory.released().await
+                }
+                Err((Admission::Busy { need, free }, running)) => {
+                    return Err(Status::resource_exhausted(format!(
+                        "worker is busy: this trial needs about {} of {} memory ({}) and {} is free \
+                         beside the {running} trial(s) running; retry later",
+                        human_bytes(need),
+                        self.device_label(),
+                        parts(&estimate, cfg),
+                        human_bytes(free),
+                    )))
+                }
+                Err((Admission::Never { need, limit }, _)) => {
+                    return Err(Status::failed_precondition(format!(
+                        "this trial needs about {} of {} memory ({}) but this worker's device has {} in \
+                         all; lower the batch size or image size, or run it on a worker with more memory",
+                        human_bytes(need),
+                        self.device_label(),
+                        parts(&estimate, cfg),
+                        human_bytes(limit),
+                    )))
+                }
+                Err((Admission::Fits, _)) => unreachable!("a fitting trial is reserved"),
+            }
+        }
+    }
+
+    fn device_label(&self) -> &'static str {
+        match self.inner.device {
+            Device::Cuda(_) => "GPU",
+            _ => "host",
+        }
+    }
+}
+
+/// The estimate by part, for a refusal's message.
+fn parts(e: &MemoryEstimate, cfg: &TrainConfig) -> String {
+    let mut out = format!(
+        "weights and optimizer {}, activations for batch {} {}, input {}",
+        human_bytes(e.weights),
+        cfg.batch_size,
+        human_bytes(e.activations),
+        human_bytes(e.input)
+    );
+    if e.data > 0 {
+        out.push_str(&format!(", dataset {}", human_bytes(e.data)));
+    }
+    out
+}
+
 #[tonic::async_trait]
 impl Worker for WorkerService {
     async fn info(&self, _: Request<v1::InfoRequest>) -> Result<Response<v1::WorkerInfo>, Status> {
@@ -120,17 +216,24 @@ impl Worker for WorkerService {
                 "dataset_sha256 must be 64 lowercase hex digits",
             ));
         }
-        // The control plane sends one trial at a time, but a trial it just pruned or stopped may still
-        // be finishing its current step (or its evaluation) here: wait for it rather than refuse, so
-        // the next trial is not wasted on "busy".
+        // The control plane sends at most `slots` trials at once, but a trial it just pruned or
+        // stopped may still be finishing its current step (or its evaluation) here: wait for it rather
+        // than refuse, so the next trial is not wasted on "busy".
         let permit = tokio::time::timeout(BUSY_WAIT, self.inner.slots.clone().acquire_owned())
             .await
-            .map_err(|_| Status::resource_exhausted("worker is busy with another trial"))?
+            .map_err(|_| {
+                Status::resource_exhausted(format!(
+                    "worker is busy: all {} of its slots are running trials",
+                    self.inner.config.slots.max(1)
+                ))
+            })?
             .map_err(|_| Status::unavailable("worker is shutting down"))?;
         let (tx, rx) = mpsc::channel(32);
+        let reservation = self.reserve(&req, &cfg, &tx).await?;
         let inner = self.inner.clone();
         tokio::spawn(async move {
             let _permit = permit;
+            let _reservation = reservation;
             let span = tracing::info_span!("trial", trial_id = req.trial_id, study_id = req.study_id);
             let _g = span.enter();
             let metrics = inner.metrics.clone();
@@ -155,15 +258,17 @@ impl Worker for WorkerService {
 /// cancelled it (closed the stream).
 async fn run(inner: Arc<Inner>, req: v1::TrialRequest, cfg: TrainConfig, tx: Tx) -> Result<Outcome, Status> {
     let prep_start = Instant::now();
-    let (dir, manifest, _) = dataset::ensure(
-        &inner.http,
-        &inner.config.data_dir,
-        &req.dataset_sha256,
-        &req.dataset_url,
-        &req.trial_token,
-        req.split_seed,
-    )
-    .await?;
+    let (dir, manifest, _) = inner
+        .datasets
+        .ensure(
+            &inner.http,
+            &inner.config.data_dir,
+            &req.dataset_sha256,
+            &req.dataset_url,
+            &req.trial_token,
+            req.split_seed,
+        )
+        .await?;
     if manifest.classes.len() as u32 != cfg.model.num_classes() {
         return Err(Status::invalid_argument(format!(
             "model has {} classes but the dataset has {}",

@@ -85,6 +85,12 @@ pub async fn views(s: &S) -> ApiResult<Vec<WorkerView>> {
     let busy = s.scheduler.busy_workers().await;
     Ok(all
         .iter()
-        .map(|w| worker_view(w, live.contains(&w.id), busy.get(&w.id).copied()))
+        .map(|w| {
+            worker_view(
+                w,
+                live.contains(&w.id),
+                busy.get(&w.id).map_or(&[][..], Vec::as_slice),
+            )
+        })
         .collect())
 }

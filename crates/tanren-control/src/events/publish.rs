@@ -93,7 +93,7 @@ async fn workers_changed(
         let busy = state.scheduler.busy_workers().await;
         for w in live.iter().filter(|w| !before.contains(&w.id)) {
             state.events.publish_all(Event::WorkerUp {
-                worker: crate::views::worker(w, true, busy.get(&w.id).copied()),
+                worker: crate::views::worker(w, true, busy.get(&w.id).map_or(&[][..], Vec::as_slice)),
             });
         }
         for id in before.iter().filter(|id| !now.contains(*id)) {
