@@ -10,6 +10,7 @@ pub mod insight;
 pub mod metrics;
 pub mod objective;
 pub mod params;
+pub mod probe;
 pub mod space;
 pub mod state;
 pub mod warnings;
