@@ -1,7 +1,7 @@
 //! The gRPC `Worker` service: one trial at a time; training runs on a blocking thread and talks to
 //! the response stream through a channel. A closed stream (the control plane cancelled: prune, stop,
 //! budget, or it went away) makes the trainer stop before its next step, so the worker is free again
-//! within one batch rather than one epoch.
+//! within one batch rather than one epoch. `Probe` (the advisor's measurements) takes the same slot.
 
 use crate::{dataset, Config};
 use std::sync::Arc;
@@ -13,6 +13,7 @@ use tch::Device;
 use tokio::sync::{mpsc, Semaphore};
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status};
+use tracing::Instrument;
 
 #[derive(Clone)]
 pub struct WorkerService {
@@ -131,6 +132,76 @@ impl Worker for WorkerService {
             }
         });
         Ok(Response::new(ReceiverStream::new(rx)))
+    }
+
+    async fn probe(&self, req: Request<v1::ProbeRequest>) -> Result<Response<v1::ProbeReply>, Status> {
+        let req = req.into_inner();
+        let plan = tanren_proto::decode_probe_plan(&req.plan_json)?;
+        if !dataset::valid_sha(&req.dataset_sha256) {
+            return Err(Status::invalid_argument(
+                "dataset_sha256 must be 64 lowercase hex digits",
+            ));
+        }
+        // The same slot as a trial: a probe never shares the device with training (its timings would
+        // be wrong and the trial slower). It waits only briefly: the advice can do without it.
+        let permit = tokio::time::timeout(PROBE_BUSY_WAIT, self.inner.slots.clone().acquire_owned())
+            .await
+            .map_err(|_| Status::resource_exhausted("worker is busy with a trial"))?
+            .map_err(|_| Status::unavailable("worker is shutting down"))?;
+        let span = tracing::info_span!("probe", dataset = %&req.dataset_sha256[..12]);
+        let inner = self.inner.clone();
+        // Dropped when the call is cancelled (the control plane gave up): the probe stops at its next step.
+        let cancelled = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let _guard = SetOnDrop(cancelled.clone());
+        async move {
+            let (dir, manifest, _) = dataset::ensure(
+                &inner.http,
+                &inner.config.data_dir,
+                &req.dataset_sha256,
+                &req.dataset_url,
+                &req.trial_token,
+                req.split_seed,
+            )
+            .await?;
+            if manifest.classes.len() as u32 != plan.base.model.num_classes() {
+                return Err(Status::invalid_argument(format!(
+                    "the probe's model has {} classes but the dataset has {}",
+                    plan.base.model.num_classes(),
+                    manifest.classes.len()
+                )));
+            }
+            let device = inner.device;
+            let cache_dir = inner.config.data_dir.join("cache");
+            // The slot is held until the trainer thread ends, even when the call went away before.
+            let report = tokio::task::spawn_blocking(move || {
+                let _permit = permit;
+                let data = tanren_trainer::prepare(&dir, &manifest, &plan.base, &cache_dir, device)?;
+                tanren_trainer::probe::run(&plan, &data, device, || {
+                    cancelled.load(std::sync::atomic::Ordering::Relaxed)
+                })
+            })
+            .await
+            .map_err(|e| Status::internal(format!("probe thread: {e}")))?
+            .map_err(train_status)?;
+            tracing::info!(seconds = report.seconds, cut_short = report.cut_short.len(), "probe done");
+            let report_json =
+                serde_json::to_string(&report).map_err(|e| Status::internal(e.to_string()))?;
+            Ok(Response::new(v1::ProbeReply { report_json }))
+        }
+        .instrument(span)
+        .await
+    }
+}
+
+/// How long a probe waits for the trial slot.
+const PROBE_BUSY_WAIT: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// Sets its flag when dropped.
+struct SetOnDrop(Arc<std::sync::atomic::AtomicBool>);
+
+impl Drop for SetOnDrop {
+    fn drop(&mut self) {
+        self.0.store(true, std::sync::atomic::Ordering::Relaxed);
     }
 }
 
