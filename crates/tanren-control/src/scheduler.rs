@@ -50,7 +50,7 @@ const MAX_RESULT_BYTES: usize = 256 << 20;
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
 
 pub struct Scheduler {
-    public_url: String,
+    pub(crate) public_url: String,
     worker_timeout: Duration,
     max_retries: u32,
     /// Used for workers that advertise `https://` (crate::tls::worker_client_config).
@@ -356,7 +356,29 @@ impl Scheduler {
             .clone()
     }
 
-    fn credential(&self, worker_id: &str) -> Option<String> {
+    /// Take a live worker that runs nothing for a probe: the scheduler sends it no trial until
+    /// `release_probe_worker`. `None` when every live worker is busy.
+    pub fn claim_probe_worker(&self, live: Vec<WorkerRow>) -> Option<WorkerRow> {
+        let mut inner = self.lock();
+        let w = live
+            .into_iter()
+            .find(|w| !inner.busy_workers.contains_key(&w.id))?;
+        // Study 0, trial 0: busy with no trial (the workers view shows it busy).
+        inner.busy_workers.insert(w.id.clone(), (0, 0));
+        Some(w)
+    }
+
+    pub fn release_probe_worker(&self, worker_id: &str) {
+        self.lock().busy_workers.remove(worker_id);
+        self.wake();
+    }
+
+    /// The TLS client config for `https://` workers.
+    pub(crate) fn worker_tls(&self) -> Option<&tonic::transport::ClientTlsConfig> {
+        self.worker_tls.as_ref()
+    }
+
+    pub(crate) fn credential(&self, worker_id: &str) -> Option<String> {
         let c = self.credentials.lock().unwrap_or_else(|p| p.into_inner());
         c.get(worker_id).cloned()
     }

@@ -7,8 +7,8 @@
 
 use crate::config::{OptimizerKind, TrainConfig};
 use crate::estimate::{DataSize, Measurement};
-use crate::warnings::Measured;
 use crate::space::{train_config, ImageSpace};
+use crate::warnings::Measured;
 use serde::{Deserialize, Serialize};
 use tanren_search::{ParamValue, Params};
 
@@ -143,7 +143,9 @@ fn smooth(losses: &[Option<f64>]) -> Vec<f64> {
     let mut avg = 0.0;
     let mut out = Vec::new();
     for (i, l) in losses.iter().enumerate() {
-        let Some(l) = l.filter(|l| l.is_finite()) else { break };
+        let Some(l) = l.filter(|l| l.is_finite()) else {
+            break;
+        };
         avg = beta * avg + (1.0 - beta) * l;
         out.push(avg / (1.0 - beta.powi(i as i32 + 1)));
     }

@@ -104,12 +104,19 @@ fn plans_are_valid_bounded_and_span_the_space() {
             )
             .unwrap_or_else(|| panic!("{side} px: no plan"));
             p.validate().unwrap_or_else(|e| panic!("{side} px: {e}"));
-            assert!((3..=5).contains(&p.timing.len()), "{side} px: {} timings", p.timing.len());
+            assert!(
+                (3..=5).contains(&p.timing.len()),
+                "{side} px: {} timings",
+                p.timing.len()
+            );
             let works: Vec<f64> = p.timing.iter().map(|c| epoch_work(c, data(n))).collect();
             let (lo, hi) = works
                 .iter()
                 .fold((f64::MAX, 0f64), |(a, b), &w| (a.min(w), b.max(w)));
-            assert!(hi > 2.0 * lo, "{side} px: timings span too little work: {works:?}");
+            assert!(
+                hi > 2.0 * lo,
+                "{side} px: timings span too little work: {works:?}"
+            );
             let fit = (data(n).train as f64 * 0.85) as u32;
             assert!(p.batches.iter().all(|&b| b <= fit.max(8)));
             assert!((p.lr_at(0) / p.lr_min - 1.0).abs() < 1e-9);
@@ -179,7 +186,10 @@ fn advice_from_probes_names_them_and_draws_no_warnings() {
         }
         b => panic!("{b:?}"),
     }
-    assert_eq!(a.bounds["batch_size"], crate::space::Bound::Range { low: 4.0, high: 32.0 });
+    assert_eq!(
+        a.bounds["batch_size"],
+        crate::space::Bound::Range { low: 4.0, high: 32.0 }
+    );
     let space = ImageSpace::from_bounds(&a.bounds).unwrap();
     let ws = check(
         &space,
@@ -218,7 +228,8 @@ fn advice_from_probes_names_them_and_draws_no_warnings() {
     )
     .unwrap();
     assert!(
-        ws.iter().any(|w| w.param == "learning_rate" && w.message.contains("blew up")),
+        ws.iter()
+            .any(|w| w.param == "learning_rate" && w.message.contains("blew up")),
         "{ws:?}"
     );
 }
@@ -248,5 +259,8 @@ fn report_round_trips_and_feeds_measured() {
     let m = Measured::from_report(&report);
     assert_eq!(m.divergence_lr["adam"], 1e-2);
     assert_eq!(m.steepest_lr["adam"], 1e-3);
-    assert_eq!((m.max_batch, m.knee_batch, m.on_cuda()), (Some(512), Some(256), Some(true)));
+    assert_eq!(
+        (m.max_batch, m.knee_batch, m.on_cuda()),
+        (Some(512), Some(256), Some(true))
+    );
 }

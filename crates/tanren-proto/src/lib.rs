@@ -83,7 +83,10 @@ pub fn decode_probe_report(json: &str) -> Result<tanren_core::probe::ProbeReport
             && c.divergence_lr.is_none_or(|x| ok(x) && x > 0.0)
     });
     let timing_ok = r.timing.iter().all(|t| {
-        ok(t.epoch_seconds) && ok(t.seconds_per_step) && ok(t.seconds_per_eval_batch) && t.config.validate().is_ok()
+        ok(t.epoch_seconds)
+            && ok(t.seconds_per_step)
+            && ok(t.seconds_per_eval_batch)
+            && t.config.validate().is_ok()
     });
     let batch_ok = r.batch.as_ref().is_none_or(|b| {
         b.tries.iter().all(|t| t.images_per_second.is_none_or(ok))

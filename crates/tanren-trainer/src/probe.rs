@@ -38,13 +38,7 @@ fn sync(device: Device) {
 }
 
 /// One training step of `net` on `x` (uint8) and `y`; the loss stays on the device.
-fn step(
-    net: &crate::Net,
-    opt: &mut nn::Optimizer,
-    cfg: &TrainConfig,
-    x: &Tensor,
-    y: &Tensor,
-) -> Tensor {
+fn step(net: &crate::Net, opt: &mut nn::Optimizer, cfg: &TrainConfig, x: &Tensor, y: &Tensor) -> Tensor {
     let augment = Augment {
         crop_padding: cfg.crop_padding,
         horizontal_flip: cfg.horizontal_flip,
@@ -167,7 +161,10 @@ pub fn run(
             // The next size takes about twice the last one's steps: skip it if it cannot finish.
             let need = Duration::from_secs_f64(2.0 * last_step * (BATCH_STEPS + 1) as f64);
             if stop(batch_end) || Instant::now() + need > batch_end {
-                cut_short.push(format!("batch sizes above {} were not tried before the deadline", tries.last().map_or(0, |t| t.batch)));
+                cut_short.push(format!(
+                    "batch sizes above {} were not tried before the deadline",
+                    tries.last().map_or(0, |t| t.batch)
+                ));
                 break;
             }
             let measured = catching(|| -> Result<f64, TrainError> {
@@ -201,7 +198,11 @@ pub fn run(
         }
     }
     let batches = (!tries.is_empty()).then(|| BatchProbe {
-        max_batch: if device.is_cuda() { memory_limit(&tries) } else { None },
+        max_batch: if device.is_cuda() {
+            memory_limit(&tries)
+        } else {
+            None
+        },
         knee_batch: knee(&tries),
         tries,
     });
@@ -229,7 +230,13 @@ pub fn run(
             let (pool_x, pool_y) = random_batch(cfg, 2 * b, device);
             let mut one = || {
                 let idx = Tensor::randint(2 * b, [b], (Kind::Int64, device));
-                step(&net, &mut opt, cfg, &batch(&pool_x, &idx, device), &batch(&pool_y, &idx, device))
+                step(
+                    &net,
+                    &mut opt,
+                    cfg,
+                    &batch(&pool_x, &idx, device),
+                    &batch(&pool_y, &idx, device),
+                )
             };
             let _ = one();
             sync(device);
@@ -250,10 +257,7 @@ pub fn run(
             Ok((per_step, t.elapsed().as_secs_f64() / 2.0))
         });
         let Some(measured) = measured else {
-            cut_short.push(format!(
-                "timing configuration {} ran out of device memory",
-                k + 1
-            ));
+            cut_short.push(format!("timing configuration {} ran out of device memory", k + 1));
             continue;
         };
         let (per_step, per_eval) = measured?;

@@ -183,9 +183,12 @@ impl Worker for WorkerService {
             .await
             .map_err(|e| Status::internal(format!("probe thread: {e}")))?
             .map_err(train_status)?;
-            tracing::info!(seconds = report.seconds, cut_short = report.cut_short.len(), "probe done");
-            let report_json =
-                serde_json::to_string(&report).map_err(|e| Status::internal(e.to_string()))?;
+            tracing::info!(
+                seconds = report.seconds,
+                cut_short = report.cut_short.len(),
+                "probe done"
+            );
+            let report_json = serde_json::to_string(&report).map_err(|e| Status::internal(e.to_string()))?;
             Ok(Response::new(v1::ProbeReply { report_json }))
         }
         .instrument(span)
