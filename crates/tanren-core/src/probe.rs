@@ -158,10 +158,10 @@ pub fn analyse_lr(lrs: &[f64], losses: &[Option<f64>]) -> (Option<f64>, Option<f
     let n = s.len().min(lrs.len());
     let mut best = f64::INFINITY;
     let mut diverged_at = None;
-    for i in 0..n {
-        best = best.min(s[i]);
+    for (i, &x) in s.iter().enumerate().take(n) {
+        best = best.min(x);
         // Ignore the first steps: the bias-corrected average still moves with single batches.
-        if i >= 5 && s[i] > DIVERGENCE_FACTOR * best {
+        if i >= 5 && x > DIVERGENCE_FACTOR * best {
             diverged_at = Some(i);
             break;
         }
