@@ -101,6 +101,7 @@ def main():
     ap.add_argument("--trials", type=int, default=5)
     ap.add_argument("--minutes", type=float, default=2)
     ap.add_argument("--seed", type=int, default=1)
+    ap.add_argument("--probe-seconds", type=float, default=30)
     ap.add_argument("datasets", nargs="+")
     a = ap.parse_args()
     global OUT
@@ -110,8 +111,12 @@ def main():
     for item in a.datasets:
         name, path = item.split("=", 1)
         ds = upload(base, path)
-        st, advice = call(f"{base}/api/v1/datasets/{ds['id']}/advice", "POST")
+        t0 = time.time()
+        st, advice = call(f"{base}/api/v1/datasets/{ds['id']}/advice", "POST", {"probe_seconds": a.probe_seconds})
         assert st == 200, advice
+        print(f"{name}: advice in {time.time() - t0:.0f}s; {advice['probe']['note']}", flush=True)
+        for s in advice["suggestions"]:
+            print(f"  {s['param']:14} {json.dumps(s['bound'])}: {s['reason']}", flush=True)
         r = {"stats": ds.get("stats"), "advice": advice, "arms": {}}
         st, absurd = call(f"{base}/api/v1/studies/estimate", "POST",
                           {"dataset_id": ds["id"], "bounds": ABSURD, "budget": {"trials": a.trials, "minutes": a.minutes}})

@@ -4,6 +4,7 @@
 mod auth;
 mod common;
 mod cuda_link;
+mod probe;
 mod pruning;
 mod refusals;
 // A row in the fault table of tests/faults/run.sh (worker_loss is its worker-SIGKILL scenario).

@@ -477,6 +477,88 @@ pub struct WeightsStored {
 }
 
 /// Every schema the OpenAPI document lists under `components/schemas`.
+/// `POST /api/v1/datasets/{id}/advice` (the body is optional; every field has a default).
+#[derive(Debug, Clone, Default, Deserialize, Serialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct AdviceRequest {
+    /// Run probes on a free worker (default true): a learning-rate range test, the largest useful
+    /// batch, and epoch times of a few configurations. Without a free worker the advice comes from
+    /// the dataset's statistics (and earlier probes, if any) and says so in `probe.note`.
+    #[serde(default)]
+    pub probe: Option<bool>,
+    /// Optimizers whose learning rate is range-tested (`adam`, `adamw`, `sgd`); default
+    /// `["adam", "sgd"]`.
+    #[serde(default)]
+    #[schema(max_items = 3)]
+    pub optimizers: Option<Vec<String>>,
+    /// How long the probes may run on the worker, in seconds (default 30 on a CPU worker, 60 on
+    /// CUDA; 1 to 300). Fetching and decoding the dataset come on top.
+    #[serde(default)]
+    #[schema(minimum = 1.0, maximum = 300.0)]
+    pub probe_seconds: Option<f64>,
+}
+
+/// One suggested bound and why, in a sentence.
+#[derive(Debug, Clone, Deserialize, Serialize, ToSchema)]
+pub struct SuggestedBound {
+    pub param: String,
+    /// `{"low": a, "high": b}` or `{"choices": [...]}`, as in `CreateStudy.bounds`.
+    #[schema(value_type = Object)]
+    pub bound: tanren_core::Bound,
+    pub reason: String,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize, ToSchema)]
+pub struct BudgetSuggestion {
+    pub trials: u32,
+    pub minutes: f64,
+    pub reason: String,
+}
+
+/// Whether probes ran for this advice, and what they measured.
+#[derive(Debug, Clone, Deserialize, Serialize, ToSchema)]
+pub struct ProbeSummary {
+    /// Probes ran now, on `worker_id`.
+    pub ran: bool,
+    /// What the advice rests on, in a sentence (why no probe ran, or what was cut short).
+    pub note: String,
+    pub worker_id: Option<String>,
+    /// Wall seconds of the probes on the worker.
+    pub seconds: Option<f64>,
+    /// The full report (`tanren_core::probe::ProbeReport`: loss curves, batch tries, timings), from
+    /// this run or an earlier one.
+    #[schema(value_type = Option<Object>)]
+    pub report: Option<serde_json::Value>,
+}
+
+/// A warning about one bound (or `budget.trials` / `budget.minutes`).
+#[derive(Debug, Clone, Deserialize, Serialize, ToSchema)]
+pub struct BoundWarning {
+    pub param: String,
+    pub message: String,
+}
+
+/// The answer of `POST /api/v1/datasets/{id}/advice`.
+#[derive(Debug, Clone, Deserialize, Serialize, ToSchema)]
+pub struct Advice {
+    pub dataset_id: i64,
+    /// Ready to send as `bounds` of `POST /api/v1/studies`.
+    #[schema(value_type = Object)]
+    pub bounds: tanren_core::Bounds,
+    pub suggestions: Vec<SuggestedBound>,
+    pub budget: BudgetSuggestion,
+    pub probe: ProbeSummary,
+    /// What the probes measured, as the warnings of later studies on this dataset read it.
+    #[schema(value_type = Object)]
+    pub measured: serde_json::Value,
+    #[schema(value_type = Object)]
+    pub stats: serde_json::Value,
+    /// The time estimate of a study with these bounds and budget (as `POST /studies/estimate`).
+    #[schema(value_type = Object)]
+    pub estimate: serde_json::Value,
+    pub warnings: Vec<BoundWarning>,
+}
+
 pub fn components() -> utoipa::openapi::Components {
     utoipa::openapi::ComponentsBuilder::new()
         .schema_from::<ErrorBody>()
@@ -508,5 +590,11 @@ pub fn components() -> utoipa::openapi::Components {
         .schema_from::<Study>()
         .schema_from::<ParetoPoint>()
         .schema_from::<StudyList>()
+        .schema_from::<AdviceRequest>()
+        .schema_from::<SuggestedBound>()
+        .schema_from::<BudgetSuggestion>()
+        .schema_from::<ProbeSummary>()
+        .schema_from::<BoundWarning>()
+        .schema_from::<Advice>()
         .build()
 }

@@ -154,6 +154,18 @@ enum StudyCmd {
     Stop {
         id: i64,
     },
+    /// Suggested bounds for a dataset, each with its reason, and a budget: from short probes on a
+    /// free worker (learning-rate range test, batch sizes, epoch times) and the dataset's statistics.
+    /// Ends with the `study create` command that uses them.
+    Advise {
+        dataset: i64,
+        /// Do not run probes: statistics (and earlier probes of this dataset) only.
+        #[arg(long)]
+        no_probe: bool,
+        /// Optimizers to range-test (default adam,sgd).
+        #[arg(long, value_delimiter = ',')]
+        optimizers: Vec<String>,
+    },
 }
 
 #[derive(Subcommand)]
@@ -471,6 +483,82 @@ fn importance_lines(id: i64, dataset: &Value, v: &Value) -> Vec<String> {
     out
 }
 
+/// A bound as `--set` writes it: `name=LOW..HIGH`, `name=VALUE` or `name=A,B`.
+fn set_arg(name: &str, b: &Value) -> Option<String> {
+    match (b["low"].as_f64(), b["high"].as_f64(), b["choices"].as_array()) {
+        (Some(l), Some(h), _) if l == h => Some(format!("{name}={l}")),
+        (Some(l), Some(h), _) => Some(format!("{name}={l}..{h}")),
+        (_, _, Some(c)) => Some(format!(
+            "{name}={}",
+            c.iter()
+                .map(|x| x.as_str().map_or_else(|| x.to_string(), str::to_string))
+                .collect::<Vec<_>>()
+                .join(",")
+        )),
+        _ => None,
+    }
+}
+
+/// `study advise`: each bound with its reason, the budget, what the probes did, and the command.
+fn advice_lines(dataset: i64, v: &Value) -> Vec<String> {
+    let mut out = vec![format!("dataset {dataset}: suggested bounds")];
+    let sugg = v["suggestions"].as_array().cloned().unwrap_or_default();
+    let shown: Vec<(String, String)> = sugg
+        .iter()
+        .map(|s| {
+            let name = s["param"].as_str().unwrap_or("");
+            let text = set_arg(name, &s["bound"])
+                .and_then(|a| a.split_once('=').map(|(_, r)| r.to_string()))
+                .unwrap_or_default();
+            (name.to_string(), text)
+        })
+        .collect();
+    let w1 = shown.iter().map(|(n, _)| n.chars().count()).max().unwrap_or(0);
+    let w2 = shown.iter().map(|(_, b)| b.chars().count()).max().unwrap_or(0);
+    for ((name, bound), s) in shown.iter().zip(&sugg) {
+        out.push(format!(
+            "  {name:w1$}  {bound:w2$}  {}",
+            s["reason"].as_str().unwrap_or("")
+        ));
+    }
+    let b = &v["budget"];
+    out.push(String::new());
+    out.push(format!(
+        "  budget: {} trials, about {} minutes: {}",
+        b["trials"],
+        b["minutes"].as_f64().map_or("?".into(), |m| format!("{m:.0}")),
+        b["reason"].as_str().unwrap_or("")
+    ));
+    if let Some(note) = v["probe"]["note"].as_str() {
+        out.push(format!("  probes: {note}"));
+    }
+    if let Some(summary) = v["estimate"]["summary"].as_str().filter(|s| !s.is_empty()) {
+        out.push(format!("  estimate: {summary}"));
+    }
+    for w in v["warnings"].as_array().into_iter().flatten() {
+        out.push(format!(
+            "  warning ({}): {}",
+            w["param"].as_str().unwrap_or(""),
+            w["message"].as_str().unwrap_or("")
+        ));
+    }
+    let sets: Vec<String> = v["bounds"]
+        .as_object()
+        .into_iter()
+        .flatten()
+        .filter_map(|(k, b)| set_arg(k, b))
+        .map(|a| format!("--set {a}"))
+        .collect();
+    out.push(String::new());
+    out.push("  create the study with them:".into());
+    out.push(format!(
+        "  tanren study create --dataset {dataset} --trials {} {}",
+        b["trials"],
+        sets.join(" ")
+    ));
+    out
+}
+
 #[tokio::main]
 async fn main() {
     if let Err(e) = run(Cli::parse()).await {
@@ -696,6 +784,27 @@ async fn run(cli: Cli) -> Result<()> {
             };
             out(&v, &|v| {
                 for line in importance_lines(id, &dataset, v) {
+                    outln!("{line}");
+                }
+            });
+        }
+        Cmd::Study(StudyCmd::Advise {
+            dataset,
+            no_probe,
+            optimizers,
+        }) => {
+            let mut body = serde_json::json!({ "probe": !no_probe });
+            if !optimizers.is_empty() {
+                body["optimizers"] = serde_json::json!(optimizers);
+            }
+            if !no_probe && !cli.json {
+                eprintln!("probing on a free worker (a learning-rate test, batch sizes, epoch times)...");
+            }
+            let v = api
+                .post(&format!("/api/v1/datasets/{dataset}/advice"), &body)
+                .await?;
+            out(&v, &|v| {
+                for line in advice_lines(dataset, v) {
                     outln!("{line}");
                 }
             });
@@ -1004,6 +1113,32 @@ mod tests {
         assert_eq!(
             importance_lines(7, &json!(2), &few),
             ["study 7: importance needs at least 6 complete trials with a finite result; there are 2 so far"]
+        );
+    }
+
+    #[test]
+    fn study_advise_prints_each_bound_with_its_reason_the_budget_and_the_command() {
+        let v = serde_json::json!({
+            "bounds": {"learning_rate": {"low": 6e-4, "high": 0.03}, "optimizer": {"choices": ["adam", "adamw"]}},
+            "suggestions": [
+                {"param": "learning_rate", "bound": {"low": 6e-4, "high": 0.03},
+                 "reason": "the loss fell fastest at lr 3e-3 and diverged past 0.1"},
+                {"param": "optimizer", "bound": {"choices": ["adam", "adamw"]}, "reason": "Adam and AdamW share a range"}
+            ],
+            "budget": {"trials": 18, "minutes": 7.0, "reason": "6 searched parameters want about 18 trials"},
+            "probe": {"ran": true, "note": "probes ran on worker w1 in 12 s"},
+            "estimate": {"summary": "about 20 s per trial"},
+            "warnings": []
+        });
+        let lines = advice_lines(3, &v);
+        let text = lines.join("\n");
+        assert!(text.contains("learning_rate  0.0006..0.03"), "{text}");
+        assert!(text.contains("diverged past 0.1"), "{text}");
+        assert!(text.contains("budget: 18 trials, about 7 minutes"), "{text}");
+        assert!(text.contains("probes: probes ran on worker w1"), "{text}");
+        assert_eq!(
+            lines.last().unwrap(),
+            "  tanren study create --dataset 3 --trials 18 --set learning_rate=0.0006..0.03 --set optimizer=adam,adamw"
         );
     }
 

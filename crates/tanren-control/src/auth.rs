@@ -120,7 +120,7 @@ pub static ROUTES: &[Route] = &[
         Method::POST,
         "/api/v1/datasets/{id}/advice",
         User(Scope::Write),
-        B::None,
+        B::Json,
     ),
     r(
         Method::GET,
@@ -280,6 +280,8 @@ pub struct Auth {
     /// Lower-case host names (no port) a request may name in `Host`; `None` allows any.
     allowed_hosts: Option<Vec<String>>,
     trials: Mutex<HashMap<i64, TrialGrant>>,
+    /// Probe id -> (token, dataset sha256): a probe downloads its dataset and uploads nothing.
+    probes: Mutex<HashMap<u64, (String, String)>>,
     buckets: Mutex<HashMap<i64, Bucket>>,
     touched: Mutex<HashMap<i64, i64>>,
     /// Mutating requests per second per token (burst: one minute's worth, at most 120); 0 = no limit.
@@ -308,6 +310,7 @@ impl Auth {
             join_token,
             allowed_hosts: allowed_hosts.map(|v| v.iter().map(|h| host_only(h)).collect()),
             trials: Mutex::default(),
+            probes: Mutex::default(),
             buckets: Mutex::default(),
             touched: Mutex::default(),
             rate: rate_per_s,
@@ -348,10 +351,26 @@ impl Auth {
         lock(&self.trials).remove(&trial_id);
     }
 
+    /// A token for a probe on a worker: download `dataset_sha` until `end_probe`. Returns (id, token).
+    pub fn grant_probe(&self, dataset_sha: &str) -> (u64, String) {
+        static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
+        let id = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let token = random_secret();
+        lock(&self.probes).insert(id, (token.clone(), dataset_sha.to_string()));
+        (id, token)
+    }
+
+    pub fn end_probe(&self, id: u64) {
+        lock(&self.probes).remove(&id);
+    }
+
     fn trial_may_download(&self, presented: &str, dataset_sha: &str) -> bool {
         lock(&self.trials)
             .values()
             .any(|g| g.dataset_sha == dataset_sha && same_secret(presented, &g.token))
+            || lock(&self.probes)
+                .values()
+                .any(|(token, sha)| sha == dataset_sha && same_secret(presented, token))
     }
 
     /// Start a weight upload: the trial's own token, once.

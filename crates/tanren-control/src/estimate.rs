@@ -40,8 +40,12 @@ pub struct Estimate {
     pub trials: Option<u32>,
     /// Live workers the estimate assumes (at least 1).
     pub workers: usize,
-    /// Finished trials the time model was calibrated on (0: a rough device prior).
+    /// Measurements the time model was calibrated on: finished trials and probe timings (0: a
+    /// rough device prior).
     pub calibrated_on: usize,
+    /// Of those, epoch times the advisor's probes measured on this dataset.
+    #[serde(default)]
+    pub calibrated_on_probes: usize,
     /// The estimate in one sentence.
     pub summary: String,
 }
@@ -80,13 +84,27 @@ pub fn measurement(t: &TrialRow, data: DataSize) -> Option<Measurement> {
     })
 }
 
+/// The probes' epoch timings as measurements, when they ran on the kind of device asked about.
+pub fn probe_measurements(measured: Option<&Measured>, cuda: bool, data: DataSize) -> Vec<Measurement> {
+    match measured {
+        Some(m) if m.on_cuda() == Some(cuda) => tanren_core::probe::measurements(&m.timing, data),
+        _ => Vec::new(),
+    }
+}
+
 /// The time model for a new study: fitted on recent finished trials that ran on the kind of device
 /// the live workers have.
 pub async fn history_model(s: &AppState, cuda: bool) -> ApiResult<TimeModel> {
+    model_with(s, cuda, Vec::new()).await
+}
+
+/// `history_model` with more measurements (a dataset's probe timings): they teach the model how
+/// time grows with work on this device and this dataset before any of its trials ran.
+pub async fn model_with(s: &AppState, cuda: bool, extra: Vec<Measurement>) -> ApiResult<TimeModel> {
     let mut studies = s.store.studies().await?;
     studies.sort_by_key(|r| std::cmp::Reverse(r.created_at));
     let mut sizes: HashMap<i64, DataSize> = HashMap::new();
-    let mut measured = Vec::new();
+    let mut measured = extra;
     for row in studies.iter().take(HISTORY_STUDIES) {
         let data = match sizes.get(&row.dataset_id) {
             Some(d) => *d,
@@ -120,11 +138,25 @@ pub async fn assess(
     space: &ImageSpace,
     budget: &Budget,
 ) -> ApiResult<(Estimate, Vec<Warning>)> {
+    let m = measured(s, ds).await;
+    assess_with(s, ds, given, space, budget, m.as_ref()).await
+}
+
+/// `assess` with what the probes measured given (the advice, before it stored them).
+pub async fn assess_with(
+    s: &AppState,
+    ds: &DatasetRow,
+    given: &Bounds,
+    space: &ImageSpace,
+    budget: &Budget,
+    measured: Option<&Measured>,
+) -> ApiResult<(Estimate, Vec<Warning>)> {
     let (live, cuda) = workers(s).await?;
-    let model = history_model(s, cuda).await?;
     let data = data_size(ds);
+    let probes = probe_measurements(measured, cuda, data);
+    let probe_points = probes.len();
+    let model = model_with(s, cuda, probes).await?;
     let stats = crate::api::dataset_stats(s, ds).await.ok();
-    let measured = measured(s, ds).await;
     let cost = space_cost(space, ds.num_classes as u32, data, &model, SPACE_SAMPLES);
     let ws = warnings::check(
         space,
@@ -133,7 +165,7 @@ pub async fn assess(
             stats: stats.as_ref(),
             data,
             val_fraction: 0.15,
-            measured: measured.as_ref(),
+            measured,
             cost: cost.as_ref(),
             trials: budget.trials,
             minutes: budget.minutes,
@@ -143,7 +175,9 @@ pub async fn assess(
         field: format!("bounds.{}", r.param),
         message: r.message,
     })?;
-    Ok((estimate(cost.as_ref(), &model, budget, live), ws))
+    let mut e = estimate(cost.as_ref(), &model, budget, live);
+    e.calibrated_on_probes = probe_points;
+    Ok((e, ws))
 }
 
 fn estimate(cost: Option<&SpaceCost>, model: &TimeModel, budget: &Budget, live: usize) -> Estimate {
@@ -174,7 +208,7 @@ fn estimate(cost: Option<&SpaceCost>, model: &TimeModel, budget: &Budget, live: 
             if workers == 1 { "" } else { "s" },
             human_seconds(cap(w)),
             if model.fitted_on == 0 {
-                " (a rough guess until trials have been measured on this device)"
+                " (a rough guess until trials or probes have been measured on this device)"
             } else {
                 ""
             }
@@ -197,6 +231,7 @@ fn estimate(cost: Option<&SpaceCost>, model: &TimeModel, budget: &Budget, live: 
         trials: budget.trials,
         workers,
         calibrated_on: model.fitted_on,
+        calibrated_on_probes: 0,
         summary,
     }
 }
@@ -217,19 +252,20 @@ pub async fn eta_inputs(s: &AppState, row: &StudyRow, trials: &[TrialRow]) -> Op
         return None;
     }
     let spec: StudySpec = serde_json::from_str(&row.spec).ok()?;
-    let data = data_size(&s.store.dataset(row.dataset_id).await.ok()?);
-    let own: Vec<Measurement> = trials.iter().filter_map(|t| measurement(t, data)).collect();
+    let ds = s.store.dataset(row.dataset_id).await.ok()?;
+    let data = data_size(&ds);
+    let mut own: Vec<Measurement> = trials.iter().filter_map(|t| measurement(t, data)).collect();
+    let cuda = match trials.iter().find_map(|t| t.device.as_deref()) {
+        Some(d) => is_cuda(Some(d)),
+        None => workers(s).await.ok()?.1,
+    };
+    // The dataset's probe timings calibrate the model alongside the study's own trials.
+    let probes = probe_measurements(measured(s, &ds).await.as_ref(), cuda, data);
     let model = if own.is_empty() {
-        let cuda = trials
-            .iter()
-            .find_map(|t| t.device.as_deref())
-            .map_or(workers(s).await.ok()?.1, |d| is_cuda(Some(d)));
-        history_model(s, cuda).await.ok()?
+        model_with(s, cuda, probes).await.ok()?
     } else {
-        TimeModel::fit(
-            &TimeModel::prior(is_cuda(trials.iter().find_map(|t| t.device.as_deref()))),
-            &own,
-        )
+        own.extend(probes);
+        TimeModel::fit(&TimeModel::prior(cuda), &own)
     };
     let mut running = HashMap::new();
     for t in trials.iter().filter(|t| t.state == TrialState::Running.as_str()) {

@@ -19,6 +19,7 @@ pub mod metrics;
 pub mod model_card;
 pub mod onnx;
 pub mod openapi;
+pub mod probe;
 pub mod progress;
 pub mod scheduler;
 pub mod study_spec;

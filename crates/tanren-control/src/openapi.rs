@@ -46,9 +46,9 @@ fn describe(method: &Method, path: &str) -> Option<(&'static str, u16, Success)>
             Json("Dataset"),
         ),
         ("POST", "/api/v1/datasets/{id}/advice") => (
-            "Suggested bounds for every searched parameter, each with a reason, and a budget",
+            "Suggested bounds for every searched parameter, each with a reason, and a budget; from probes on a free worker (learning-rate range test, batch sizes, epoch times) and the dataset's statistics",
             200,
-            AnyJson,
+            Json("Advice"),
         ),
         ("GET", "/api/v1/datasets/{id}/archive") => ("The dataset's zip", 200, Bytes("application/zip")),
         ("GET", "/api/v1/datasets/{id}/classes/{class}/thumbnails/{k}") => (
@@ -194,13 +194,14 @@ fn request_body(route: &Route) -> Option<Value> {
     let json_schema = match (route.method.as_str(), route.path) {
         ("POST", "/api/v1/studies") | ("POST", "/api/v1/studies/estimate") => schema_ref("CreateStudy"),
         ("POST", "/api/v1/tokens") => schema_ref("NewToken"),
+        ("POST", "/api/v1/datasets/{id}/advice") => schema_ref("AdviceRequest"),
         ("POST", "/api/v1/workers") => schema_ref("WorkerRegistration"),
         _ => json!({ "type": "object" }),
     };
     match route.body {
         BodyKind::None => None,
         BodyKind::Json => Some(json!({
-            "required": !route.path.ends_with("/stop"),
+            "required": !(route.path.ends_with("/stop") || route.path.ends_with("/advice")),
             "content": { "application/json": { "schema": json_schema } }
         })),
         BodyKind::Multipart => Some(json!({

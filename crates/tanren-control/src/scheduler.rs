@@ -53,7 +53,7 @@ const MAX_RESULT_BYTES: usize = 256 << 20;
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
 
 pub struct Scheduler {
-    public_url: String,
+    pub(crate) public_url: String,
     worker_timeout: Duration,
     max_retries: u32,
     /// Used for workers that advertise `https://` (crate::tls::worker_client_config).
@@ -396,7 +396,32 @@ impl Scheduler {
             .clone()
     }
 
-    fn credential(&self, worker_id: &str) -> Option<String> {
+    /// Take a live worker that runs nothing for a probe: the scheduler sends it no trial until
+    /// `release_probe_worker`. `None` when every live worker is busy.
+    pub fn claim_probe_worker(&self, live: Vec<WorkerRow>) -> Option<WorkerRow> {
+        let mut inner = self.lock();
+        let w = live
+            .into_iter()
+            .find(|w| inner.assigned.get(&w.id).is_none_or(Vec::is_empty))?;
+        // Study 0, trial 0 in every slot: busy with no trial (the workers view shows it busy), so no
+        // trial shares the device with the probe.
+        inner
+            .assigned
+            .insert(w.id.clone(), vec![(0, 0); w.slots.max(1) as usize]);
+        Some(w)
+    }
+
+    pub fn release_probe_worker(&self, worker_id: &str) {
+        self.lock().assigned.remove(worker_id);
+        self.wake();
+    }
+
+    /// The TLS client config for `https://` workers.
+    pub(crate) fn worker_tls(&self) -> Option<&tonic::transport::ClientTlsConfig> {
+        self.worker_tls.as_ref()
+    }
+
+    pub(crate) fn credential(&self, worker_id: &str) -> Option<String> {
         let c = self.credentials.lock().unwrap_or_else(|p| p.into_inner());
         c.get(worker_id).cloned()
     }

@@ -237,6 +237,13 @@ impl Worker for Fake {
 
     type RunTrialStream = EventStream;
 
+    async fn probe(
+        &self,
+        _: Request<tanren_proto::v1::ProbeRequest>,
+    ) -> Result<Response<tanren_proto::v1::ProbeReply>, Status> {
+        Err(Status::unimplemented("this fake runs trials only"))
+    }
+
     async fn run_trial(&self, req: Request<TrialRequest>) -> Result<Response<EventStream>, Status> {
         let req = req.into_inner();
         self.seen.lock().unwrap().push(req.clone());

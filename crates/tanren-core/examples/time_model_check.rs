@@ -1,11 +1,14 @@
 //! The time model against measured trials: reads the advice bench's `results.json` (every trial of
-//! every study, with its config and times), predicts each trial's wall time from the model fitted on
-//! the trials that finished before it (what the control plane's estimate knows at that moment), and
-//! prints the share within ±30% of the measured time.
+//! every study, with its config and times, and each dataset's advice with the epoch times its probes
+//! measured), predicts each trial's wall time from the model fitted on what the control plane knows
+//! at that moment, and prints the share within ±30% of the measured time three ways: fitted on the
+//! earlier trials only (as before probes existed), on the dataset's probe timings only (what a study
+//! gets at creation), and on both (what the control plane fits now).
 //!
 //!     cargo run --release -p tanren-core --example time_model_check -- results.json
 
 use tanren_core::estimate::{DataSize, Measurement, TimeModel};
+use tanren_core::probe::TimingProbe;
 use tanren_core::TrainConfig;
 
 fn main() {
@@ -13,9 +16,10 @@ fn main() {
         .nth(1)
         .expect("usage: time_model_check results.json");
     let v: serde_json::Value = serde_json::from_slice(&std::fs::read(path).expect("read")).expect("json");
-    // (finished_at, measurement) of every trial that trained.
-    let mut all: Vec<(i64, Measurement)> = Vec::new();
-    for (_, ds) in v.as_object().expect("object") {
+    // (finished_at, dataset, measurement) of every trial that trained; each dataset's probe timings.
+    let mut all: Vec<(i64, usize, Measurement)> = Vec::new();
+    let mut probes: Vec<Vec<Measurement>> = Vec::new();
+    for (k, (_, ds)) in v.as_object().expect("object").iter().enumerate() {
         let st = &ds["stats"];
         let train: u64 = st["train_per_class"]
             .as_array()
@@ -25,6 +29,9 @@ fn main() {
             train: train as usize,
             test: (images - train) as usize,
         };
+        let timing: Vec<TimingProbe> =
+            serde_json::from_value(ds["advice"]["measured"]["timing"].clone()).unwrap_or_default();
+        probes.push(tanren_core::probe::measurements(&timing, data));
         for arm in ds["arms"].as_object().expect("arms").values() {
             for t in arm["trials"].as_array().expect("trials") {
                 let (Some(train_s), Some(start), Some(end)) = (
@@ -40,6 +47,7 @@ fn main() {
                 let epochs = t["epochs_completed"].as_u64().unwrap_or(config.epochs as u64) as u32;
                 all.push((
                     end,
+                    k,
                     Measurement {
                         config,
                         data,
@@ -51,26 +59,42 @@ fn main() {
             }
         }
     }
-    all.sort_by_key(|(end, _)| *end);
-    let (mut n, mut within) = (0, 0);
+    all.sort_by_key(|(end, _, _)| *end);
+    let prior = TimeModel::prior(false);
+    let (mut n, mut within) = (0, [0usize; 3]);
     for i in 1..all.len() {
-        let earlier: Vec<Measurement> = all[..i].iter().map(|(_, m)| m.clone()).collect();
-        let model = TimeModel::fit(&TimeModel::prior(false), &earlier);
-        let m = &all[i].1;
+        let (_, k, m) = &all[i];
+        let earlier: Vec<Measurement> = all[..i].iter().map(|(_, _, m)| m.clone()).collect();
+        let with_probes: Vec<Measurement> = earlier.iter().chain(&probes[*k]).cloned().collect();
+        let models = [
+            TimeModel::fit(&prior, &earlier),
+            TimeModel::fit(&prior, &probes[*k]),
+            TimeModel::fit(&prior, &with_probes),
+        ];
         let mut cfg = m.config.clone();
         cfg.epochs = m.epochs.max(1);
-        let predicted = model.trial_seconds(&cfg, m.data);
         let measured = m.wall_seconds.unwrap_or(0.0);
-        let ok = (predicted / measured - 1.0).abs() <= 0.3;
+        let predicted: Vec<f64> = models
+            .iter()
+            .map(|model| model.trial_seconds(&cfg, m.data))
+            .collect();
         n += 1;
-        within += ok as usize;
+        for (w, p) in within.iter_mut().zip(&predicted) {
+            *w += ((p / measured - 1.0).abs() <= 0.3) as usize;
+        }
         println!(
-            "trial {i:3}: predicted {predicted:7.1} s, measured {measured:7.1} s {}",
-            if ok { "" } else { " (off by more than 30%)" }
+            "trial {i:3}: measured {measured:7.1} s; predicted {:7.1} s (trials), {:7.1} s (probes), {:7.1} s (both)",
+            predicted[0], predicted[1], predicted[2]
         );
     }
+    let pct = |w: usize| 100.0 * w as f64 / n.max(1) as f64;
     println!(
-        "time model: {within}/{n} trials within ±30% ({:.0}%)",
-        100.0 * within as f64 / n.max(1) as f64
+        "time model: within ±30% for {}/{n} trials fitted on earlier trials ({:.0}%), {}/{n} on the probes alone ({:.0}%), {}/{n} on both ({:.0}%)",
+        within[0],
+        pct(within[0]),
+        within[1],
+        pct(within[1]),
+        within[2],
+        pct(within[2])
     );
 }

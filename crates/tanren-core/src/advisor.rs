@@ -41,6 +41,17 @@ fn range(low: f64, high: f64) -> Bound {
     Bound::Range { low, high }
 }
 
+/// A learning rate as a person writes it: 3e-3, 0.1.
+pub fn sci(x: f64) -> String {
+    if (0.01..1000.0).contains(&x) {
+        let s = format!("{x:.2}");
+        s.trim_end_matches('0').trim_end_matches('.').to_string()
+    } else {
+        let s = format!("{x:.0e}");
+        s
+    }
+}
+
 fn pow2_floor(x: f64) -> f64 {
     2f64.powf(x.max(1.0).log2().floor())
 }
@@ -110,11 +121,19 @@ pub fn advise(
     let mut b_hi = pow2_floor((fit / 8.0).min(128.0)).max(2.0);
     let mut why_batch =
         format!("{fit:.0} training images: batches up to {b_hi:.0} still give at least 8 steps per epoch");
+    if let Some(knee) = m.knee_batch {
+        let k = pow2_floor(knee as f64).max(16f64.min(b_hi));
+        if k < b_hi {
+            b_hi = k;
+            why_batch = format!(
+                "on the probed worker batches above {knee} train no faster per image; they would only mean fewer steps per epoch"
+            );
+        }
+    }
     if let Some(max) = m.max_batch {
         if (max as f64) < b_hi {
             b_hi = pow2_floor(max as f64).max(2.0);
-            why_batch =
-                format!("the probe found batches above {max} do not fit the worker (or stop getting faster)");
+            why_batch = format!("the probe found batches above {max} do not fit the worker's memory");
         }
     }
     let b_lo = (b_hi / 8.0).max(1.0);
@@ -142,12 +161,33 @@ pub fn advise(
         },
         "Adam and AdamW share a learning rate range; SGD needs one ten times larger, so mixing them wastes trials".into(),
     );
-    let (lr_lo, lr_hi, why_lr) = match m.divergence_lr.get("adam").copied() {
-        Some(d) => {
+    let steepest = m.steepest_lr.get("adam").copied();
+    let divergence = m.divergence_lr.get("adam").copied();
+    let (lr_lo, lr_hi, why_lr) = match (steepest, divergence) {
+        (Some(st), d) => {
+            let cap = d.map_or(0.05, |d| d / 3.0).min(0.05);
+            let hi = (st * 10.0).min(cap);
+            let lo = (st / 5.0).min(hi / 10.0);
+            let blew = match d {
+                Some(d) => format!("diverged past {}", sci(d)),
+                None => "never blew up".into(),
+            };
+            (
+                lo,
+                hi,
+                format!(
+                    "the loss fell fastest at lr {} and {blew}; {}–{} stays around the fast part and below the blow-up",
+                    sci(st),
+                    sci(lo),
+                    sci(hi)
+                ),
+            )
+        }
+        (None, Some(d)) => {
             let hi = (d / 3.0).min(0.05);
             (hi / 30.0, hi, format!("the learning-rate test's loss blew up at {d:.1e}; the upper bound stays three times below it"))
         }
-        None => (
+        (None, None) => (
             3e-4,
             1e-2,
             "Adam learns best between 3e-4 and 1e-2 on most small image sets; above that it often diverges"
@@ -179,9 +219,14 @@ pub fn advise(
             trials,
             minutes,
             reason: format!(
-                "{searched} searched parameters want about {trials} trials; at about {} per trial that is some {} on one worker",
+                "{searched} searched parameters want about {trials} trials; at about {} per trial that is some {} on one worker{}",
                 human_seconds(mean),
-                human_seconds(minutes * 60.0)
+                human_seconds(minutes * 60.0),
+                if m.timing.is_empty() {
+                    ""
+                } else {
+                    " (trial times from epochs the probes measured on the worker)"
+                }
             ),
         },
         measured: m,

@@ -11,6 +11,7 @@ pub mod memory;
 pub mod metrics;
 pub mod objective;
 pub mod params;
+pub mod probe;
 pub mod space;
 pub mod state;
 pub mod warnings;

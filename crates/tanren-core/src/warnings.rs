@@ -34,9 +34,23 @@ pub struct Measured {
     /// Epochs after which validation accuracy stopped improving in the probes.
     #[serde(default)]
     pub plateau_epochs: Option<u32>,
-    /// Largest batch that fits the worker's memory (CUDA) or past which images/s stop rising (CPU).
+    /// Largest batch that fits the worker's device memory (measured on CUDA: a larger one ran out);
+    /// a bound past it is refused.
     #[serde(default)]
     pub max_batch: Option<u32>,
+    /// Per optimizer: the learning rate where the range test's loss fell fastest.
+    #[serde(default)]
+    pub steepest_lr: std::collections::BTreeMap<String, f64>,
+    /// Past this batch images/s stop rising (a CPU's knee, or a GPU's): larger batches only cost
+    /// steps per epoch.
+    #[serde(default)]
+    pub knee_batch: Option<u32>,
+    /// The device the probes ran on (`cpu`, `cuda:0`).
+    #[serde(default)]
+    pub device: Option<String>,
+    /// Measured epoch times of a few configurations: they calibrate the time model.
+    #[serde(default)]
+    pub timing: Vec<crate::probe::TimingProbe>,
 }
 
 /// Everything the checks read besides the space.

@@ -63,6 +63,44 @@ pub fn decode_config(json: &str) -> Result<TrainConfig, Status> {
     Ok(cfg)
 }
 
+/// Parse and validate a probe plan (`ProbeRequest.plan_json`).
+pub fn decode_probe_plan(json: &str) -> Result<tanren_core::probe::ProbePlan, Status> {
+    let plan: tanren_core::probe::ProbePlan =
+        serde_json::from_str(json).map_err(|e| Status::invalid_argument(format!("plan_json: {e}")))?;
+    plan.validate()
+        .map_err(|e| Status::invalid_argument(format!("plan_json: {e}")))?;
+    Ok(plan)
+}
+
+/// Parse a probe report as received: every measured number finite and not negative.
+pub fn decode_probe_report(json: &str) -> Result<tanren_core::probe::ProbeReport, Status> {
+    let r: tanren_core::probe::ProbeReport =
+        serde_json::from_str(json).map_err(|e| Status::invalid_argument(format!("report_json: {e}")))?;
+    let ok = |x: f64| x.is_finite() && x >= 0.0;
+    let lrs_ok = r.lr.iter().all(|c| {
+        c.lrs.iter().all(|&x| ok(x) && x > 0.0)
+            && c.steepest_lr.is_none_or(|x| ok(x) && x > 0.0)
+            && c.divergence_lr.is_none_or(|x| ok(x) && x > 0.0)
+    });
+    let timing_ok = r.timing.iter().all(|t| {
+        ok(t.epoch_seconds)
+            && ok(t.seconds_per_step)
+            && ok(t.seconds_per_eval_batch)
+            && t.config.validate().is_ok()
+    });
+    let batch_ok = r.batch.as_ref().is_none_or(|b| {
+        b.tries.iter().all(|t| t.images_per_second.is_none_or(ok))
+            && b.max_batch.is_none_or(|x| x > 0)
+            && b.knee_batch.is_none_or(|x| x > 0)
+    });
+    if !(lrs_ok && timing_ok && batch_ok && ok(r.seconds)) {
+        return Err(Status::invalid_argument(
+            "report_json: learning rates, times and rates must be finite and positive",
+        ));
+    }
+    Ok(r)
+}
+
 pub fn encode_config(cfg: &TrainConfig) -> String {
     serde_json::to_string(cfg).expect("TrainConfig serializes")
 }

@@ -12,6 +12,7 @@ pub mod data;
 pub mod device;
 pub mod memory;
 pub mod model;
+pub mod probe;
 pub mod resnet;
 pub mod schedule;
 pub mod torch_cuda;

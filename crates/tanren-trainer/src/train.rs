@@ -38,7 +38,7 @@ pub struct Trained {
 
 const EVAL_BATCH: i64 = 64;
 
-fn optimizer(cfg: &TrainConfig, vs: &nn::VarStore) -> Result<nn::Optimizer, TrainError> {
+pub(crate) fn optimizer(cfg: &TrainConfig, vs: &nn::VarStore) -> Result<nn::Optimizer, TrainError> {
     let lr = cfg.learning_rate;
     Ok(match cfg.optimizer {
         OptimizerKind::Adam => nn::Adam {

@@ -6,6 +6,8 @@
 //!
 //! Refusals: `RESOURCE_EXHAUSTED` is "busy, retry later" (every slot taken, or not enough memory
 //! beside the running trials); `FAILED_PRECONDITION` is a trial this device can never hold.
+//!
+//! `Probe` (the advisor's measurements) takes every slot: it never shares the device with training.
 
 use crate::admission::{Ledger, Reservation};
 use crate::metrics::{Outcome, WorkerMetrics};
@@ -20,6 +22,7 @@ use tch::Device;
 use tokio::sync::{mpsc, Semaphore};
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status};
+use tracing::Instrument;
 
 #[derive(Clone)]
 pub struct WorkerService {
@@ -251,6 +254,85 @@ impl Worker for WorkerService {
             metrics.trial_ended(outcome, start.elapsed().as_secs_f64());
         });
         Ok(Response::new(ReceiverStream::new(rx)))
+    }
+
+    async fn probe(&self, req: Request<v1::ProbeRequest>) -> Result<Response<v1::ProbeReply>, Status> {
+        let req = req.into_inner();
+        let plan = tanren_proto::decode_probe_plan(&req.plan_json)?;
+        if !dataset::valid_sha(&req.dataset_sha256) {
+            return Err(Status::invalid_argument(
+                "dataset_sha256 must be 64 lowercase hex digits",
+            ));
+        }
+        // Every slot: a probe never shares the device with training (its timings would be wrong and
+        // the trials slower). It waits only briefly: the advice can do without it.
+        let all_slots = self.inner.config.slots.max(1);
+        let permit = tokio::time::timeout(
+            PROBE_BUSY_WAIT,
+            self.inner.slots.clone().acquire_many_owned(all_slots),
+        )
+        .await
+        .map_err(|_| Status::resource_exhausted("worker is busy with a trial"))?
+        .map_err(|_| Status::unavailable("worker is shutting down"))?;
+        let span = tracing::info_span!("probe", dataset = %&req.dataset_sha256[..12]);
+        let inner = self.inner.clone();
+        // Dropped when the call is cancelled (the control plane gave up): the probe stops at its next step.
+        let cancelled = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let _guard = SetOnDrop(cancelled.clone());
+        async move {
+            let (dir, manifest, _) = inner
+                .datasets
+                .ensure(
+                    &inner.http,
+                    &inner.config.data_dir,
+                    &req.dataset_sha256,
+                    &req.dataset_url,
+                    &req.trial_token,
+                    req.split_seed,
+                )
+                .await?;
+            if manifest.classes.len() as u32 != plan.base.model.num_classes() {
+                return Err(Status::invalid_argument(format!(
+                    "the probe's model has {} classes but the dataset has {}",
+                    plan.base.model.num_classes(),
+                    manifest.classes.len()
+                )));
+            }
+            let device = inner.device;
+            let cache_dir = inner.config.data_dir.join("cache");
+            // The slot is held until the trainer thread ends, even when the call went away before.
+            let report = tokio::task::spawn_blocking(move || {
+                let _permit = permit;
+                let data = tanren_trainer::prepare(&dir, &manifest, &plan.base, &cache_dir, device)?;
+                tanren_trainer::probe::run(&plan, &data, device, || {
+                    cancelled.load(std::sync::atomic::Ordering::Relaxed)
+                })
+            })
+            .await
+            .map_err(|e| Status::internal(format!("probe thread: {e}")))?
+            .map_err(train_status)?;
+            tracing::info!(
+                seconds = report.seconds,
+                cut_short = report.cut_short.len(),
+                "probe done"
+            );
+            let report_json = serde_json::to_string(&report).map_err(|e| Status::internal(e.to_string()))?;
+            Ok(Response::new(v1::ProbeReply { report_json }))
+        }
+        .instrument(span)
+        .await
+    }
+}
+
+/// How long a probe waits for the trial slot.
+const PROBE_BUSY_WAIT: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// Sets its flag when dropped.
+struct SetOnDrop(Arc<std::sync::atomic::AtomicBool>);
+
+impl Drop for SetOnDrop {
+    fn drop(&mut self) {
+        self.0.store(true, std::sync::atomic::Ordering::Relaxed);
     }
 }
 

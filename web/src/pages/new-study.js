@@ -1,5 +1,6 @@
 // New study: every tunable parameter from GET /api/v1/search-space with its default bounds, the budget,
 // the sampler and the goal (accuracy, or accuracy vs inference latency, with an optional latency limit). The server validates; its message is shown on the field it names (`error.field`).
+// "Suggest bounds" fills the rows from POST /api/v1/datasets/D/advice, each with its reason.
 // `#/new?dataset=D&from=S` ("narrow the bounds and run again") prefills it from study S: the bounds
 // narrowed around its best trials (GET /api/v1/studies/S/importance), its budget, sampler and pruner.
 import { get, post } from '../api.js';
@@ -91,6 +92,26 @@ async function load(form, datasetId, from) {
     if (name.value.trim()) b.name = name.value.trim();
     return b;
   };
+  // "Suggest bounds": the advisor's bounds (probes on a free worker, else the dataset's statistics)
+  // fill the rows, each with its reason under it; the budget's trials too.
+  const adviceNote = h('p', { class: 'muted advice-note', id: 'advice-note' });
+  const suggest = h('button', { type: 'button', id: 'suggest-bounds' }, 'Suggest bounds');
+  suggest.addEventListener('click', async () => {
+    suggest.disabled = true;
+    adviceNote.textContent = 'Probing the data on a free worker (a learning-rate test, batch sizes, epoch times)…';
+    try {
+      const a = await post(`/api/v1/datasets/${ds.value}/advice`, {});
+      for (const r of rows) r.suggest(a.bounds[r.name], a.suggestions.find((x) => x.param === r.name)?.reason);
+      if (a.budget?.trials) trials.value = a.budget.trials;
+      adviceNote.textContent = `Suggested bounds filled in: ${a.budget.reason}. ${a.probe.note[0].toUpperCase()}${a.probe.note.slice(1)}.`;
+      updateSize();
+      estimate.update();
+    } catch (err) {
+      adviceNote.textContent = `No advice: ${err.message}`;
+    } finally {
+      suggest.disabled = false;
+    }
+  });
   const estimate = estimatePanel(body);
   form.addEventListener('input', estimate.update);
   form.addEventListener('change', estimate.update);
@@ -120,6 +141,7 @@ async function load(form, datasetId, from) {
       h('label', { class: 'check' }, baseline, ' Run the baseline configuration (the seed’s CNN, moved inside the bounds) first')),
     h('div', { class: 'card' },
       h('h2', {}, 'Search space'),
+      h('div', { class: 'advice-bar' }, suggest, adviceNote),
       h('table', { class: 'space' },
         h('thead', {}, h('tr', {}, h('th', {}, 'parameter'), h('th', {}, 'scale'), h('th', {}, 'bounds'))),
         h('tbody', {}, rows.map((r) => r.el))),
@@ -168,22 +190,37 @@ function paramRow(def, bound) {
   if (p.type === 'categorical') {
     const all = allowed.choices || p.choices;
     const boxes = all.map((c) => h('input', { type: 'checkbox', value: c, checked: p.choices.includes(c), name: `${name}.${c}` }));
+    const why = h('div', { class: 'advice-reason', 'data-reason': name });
     const el = h('tr', { class: 'field', 'data-field': `bounds.${name}` },
       label, h('td', {}, h('span', { class: 'scale' }, 'choice')),
-      h('td', {}, h('div', { class: 'choices' }, all.map((c, i) => h('label', { class: 'check' }, boxes[i], ` ${c}`))), hint, err));
-    return { name, el, kind: 'cat', value: () => ({ choices: boxes.filter((b) => b.checked).map((b) => b.value) }), count: () => boxes.filter((b) => b.checked).length };
+      h('td', {}, h('div', { class: 'choices' }, all.map((c, i) => h('label', { class: 'check' }, boxes[i], ` ${c}`))), why, hint, err));
+    const suggest = (b, reason) => {
+      if (b?.choices) for (const box of boxes) box.checked = b.choices.includes(box.value);
+      why.textContent = b?.choices && reason ? `Suggested: ${reason}` : '';
+    };
+    return { name, el, kind: 'cat', suggest, value: () => ({ choices: boxes.filter((b) => b.checked).map((b) => b.value) }), count: () => boxes.filter((b) => b.checked).length };
   }
   const step = p.type === 'int' ? (p.step || 1) : 'any';
   const limits = allowed.low != null ? { min: allowed.low, max: allowed.high } : {};
   const low = h('input', { type: 'number', step, ...limits, value: p.low, name: `${name}.low`, 'aria-label': `${name} low` });
   const high = h('input', { type: 'number', step, ...limits, value: p.high, name: `${name}.high`, 'aria-label': `${name} high` });
   const range = allowed.low != null ? h('span', { class: 'muted' }, ` allowed ${allowed.low}…${allowed.high}`) : null;
+  const why = h('div', { class: 'advice-reason', 'data-reason': name });
   const el = h('tr', { class: 'field', 'data-field': `bounds.${name}` },
     label,
     h('td', {}, h('span', { class: `scale ${p.log ? 'log' : ''}` }, `${p.type === 'int' ? 'integer' : 'float'}, ${p.log ? 'log' : 'linear'}`)),
-    h('td', {}, h('div', { class: 'range' }, low, h('span', {}, '…'), high, range), hint, err));
+    h('td', {}, h('div', { class: 'range' }, low, h('span', {}, '…'), high, range), why, hint, err));
+  // Floats keep three significant digits: the advisor's 6.6667e-4 reads as 0.000667.
+  const show = (x) => (p.type === 'int' ? String(Math.round(x)) : String(Number(x.toPrecision(3))));
   return {
     name, el, kind: p.type,
+    suggest: (b, reason) => {
+      if (b?.low != null && b?.high != null) {
+        low.value = show(b.low);
+        high.value = show(b.high);
+      }
+      why.textContent = b?.low != null && reason ? `Suggested: ${reason}` : '';
+    },
     value: () => ({ low: Number(low.value), high: Number(high.value) }),
     count: () => {
       const a = Number(low.value), b = Number(high.value);
