@@ -264,3 +264,26 @@ fn report_round_trips_and_feeds_measured() {
         (Some(512), Some(256), Some(true))
     );
 }
+
+#[test]
+fn a_range_test_cut_short_at_low_rates_says_nothing_about_the_steepest_point() {
+    let curve = |lrs: Vec<f64>| LrCurve {
+        optimizer: OptimizerKind::Adam,
+        losses: lrs.iter().map(|_| Some(1.0)).collect(),
+        lrs,
+        steepest_lr: Some(1e-6),
+        divergence_lr: None,
+    };
+    let report = |c| ProbeReport {
+        device: "cpu".into(),
+        lr: vec![c],
+        batch: None,
+        timing: vec![],
+        seconds: 10.0,
+        cut_short: vec!["cut".into()],
+    };
+    let m = Measured::from_report(&report(curve(vec![1e-6, 2e-6, 4e-6])));
+    assert!(m.steepest_lr.is_empty(), "{m:?}");
+    let m = Measured::from_report(&report(curve(vec![1e-6, 1e-3, 0.5])));
+    assert_eq!(m.steepest_lr["adam"], 1e-6);
+}
