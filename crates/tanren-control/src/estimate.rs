@@ -96,7 +96,7 @@ pub async fn history_model(s: &AppState, cuda: bool) -> ApiResult<TimeModel> {
                 d
             }
         };
-        for t in s.store.trials(row.id).await? {
+        for t in s.store.trials_light(row.id).await? {
             if is_cuda(t.device.as_deref()) == cuda {
                 measured.extend(measurement(&t, data));
             }

@@ -2,9 +2,9 @@
 //! WebSocket `progress` event and the CLI. The ETA comes from measured trial durations and the number of
 //! live workers; when few trials have finished it is a wide range, not a confident number.
 
-use tanren_api::Trial;
 use tanren_core::{Candidate, EndReason, FailureKind, Objectives, StudyState, TrialState};
-use tanren_store::{now_ms, StudyRow, TrialRow};
+use crate::AppState;
+use tanren_store::{now_ms, StoreError, StudyRow, TrialCount, TrialRow, TrialScore};
 
 pub use tanren_api::Progress;
 
@@ -36,39 +36,113 @@ pub fn candidates(trials: &[TrialRow]) -> Vec<Candidate> {
         .collect()
 }
 
-fn row_of(trials: &[TrialRow], c: Option<Candidate>) -> Option<&TrialRow> {
-    let id = c?.id;
-    trials.iter().find(|t| t.id == id)
+/// The same from the store's four-column read of the complete trials (`Store::complete_scores`).
+pub fn candidates_of(scores: &[TrialScore]) -> Vec<Candidate> {
+    scores
+        .iter()
+        .map(|t| Candidate {
+            id: t.id,
+            val_accuracy: t.val_accuracy,
+            inference_ms: t.inference_ms,
+        })
+        .collect()
 }
 
-/// Best complete trial by validation accuracy within the study's latency limit (earlier trial wins
-/// a tie).
-pub fn best_trial<'a>(objectives: &Objectives, trials: &'a [TrialRow]) -> Option<&'a TrialRow> {
-    row_of(trials, objectives.best(&candidates(trials)))
+/// How many of a study's trials are in each state; `interrupted` (failed, retried) are also among
+/// `failed`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Counts {
+    pub complete: usize,
+    pub pruned: usize,
+    pub failed: usize,
+    pub running: usize,
+    pub queued: usize,
+    pub interrupted: usize,
 }
 
-pub fn best_view(objectives: &Objectives, trials: &[TrialRow]) -> Option<Trial> {
-    best_trial(objectives, trials).map(crate::views::trial)
+impl Counts {
+    fn add(&mut self, state: &str, failure_kind: Option<&str>, n: usize) {
+        match state.parse::<TrialState>() {
+            Ok(TrialState::Complete) => self.complete += n,
+            Ok(TrialState::Pruned) => self.pruned += n,
+            Ok(TrialState::Failed) => self.failed += n,
+            Ok(TrialState::Running) => self.running += n,
+            Ok(TrialState::Queued) => self.queued += n,
+            Err(_) => {}
+        }
+        if failure_kind == Some(FailureKind::Interrupted.as_str()) {
+            self.interrupted += n;
+        }
+    }
+
+    pub fn of_rows(trials: &[TrialRow]) -> Counts {
+        let mut c = Counts::default();
+        for t in trials {
+            c.add(&t.state, t.failure_kind.as_deref(), 1);
+        }
+        c
+    }
+
+    /// From the database's `GROUP BY` (`Store::trial_counts`), without reading a trial.
+    pub fn of_counts(rows: &[TrialCount]) -> Counts {
+        let mut c = Counts::default();
+        for r in rows {
+            c.add(&r.state, r.failure_kind.as_deref(), r.count.max(0) as usize);
+        }
+        c
+    }
 }
 
-/// `parallel` is the number of live workers (at least 1).
+/// What the study view and the `progress` event show besides the study row: its progress, the
+/// complete trials' scores and the best trial. Read with a count, a four-column read of the complete
+/// trials and one row; only a running study's ETA reads its trials (without their result blobs).
+pub struct Summary {
+    pub progress: Progress,
+    pub scores: Vec<TrialScore>,
+    pub best: Option<TrialRow>,
+}
+
+pub async fn summary(state: &AppState, row: &StudyRow) -> Result<Summary, StoreError> {
+    let counts = Counts::of_counts(&state.store.trial_counts(row.id).await?);
+    let scores = state.store.complete_scores(row.id).await?;
+    let best = match objectives_of(row).best(&candidates_of(&scores)) {
+        Some(c) => Some(state.store.trial(c.id).await?),
+        None => None,
+    };
+    let (trials, parallel, eta) = if row.state == StudyState::Running.as_str() {
+        let trials = state.store.trials_light(row.id).await?;
+        let parallel = state.scheduler.live_workers(state.store.workers().await?).len();
+        let eta = crate::estimate::eta_inputs(state, row, &trials).await;
+        (trials, parallel, eta)
+    } else {
+        (Vec::new(), 1, None)
+    };
+    Ok(Summary {
+        progress: progress(row, counts, &trials, parallel, eta.as_ref()),
+        scores,
+        best,
+    })
+}
+
+/// `counts` are the study's trials by state; `trials` its rows, read only for a running study's
+/// ETA (a finished study may pass none). `parallel` is the number of live workers (at least 1).
 /// `eta` (see crate::estimate) gives the ETA from the time model; without it, from the mean of the
 /// measured trial durations.
 pub fn progress(
     row: &StudyRow,
+    counts: Counts,
     trials: &[TrialRow],
     parallel: usize,
     eta_inputs: Option<&crate::estimate::EtaInputs>,
 ) -> Progress {
-    let count = |st: TrialState| trials.iter().filter(|t| t.state == st.as_str()).count();
-    let interrupted = trials.iter().filter(|t| is_interrupted(t)).count();
-    let (complete, pruned, failed, running, queued) = (
-        count(TrialState::Complete),
-        count(TrialState::Pruned),
-        count(TrialState::Failed),
-        count(TrialState::Running),
-        count(TrialState::Queued),
-    );
+    let Counts {
+        complete,
+        pruned,
+        failed,
+        running,
+        queued,
+        interrupted,
+    } = counts;
     let done = (complete + pruned + failed).saturating_sub(interrupted);
     let finished = row.state != StudyState::Running.as_str();
     let (eta, range) = if finished {

@@ -71,14 +71,15 @@ pub async fn run(state: Arc<AppState>, shutdown: CancellationToken) {
 
 async fn publish_progress(state: &AppState, study_id: i64) -> Result<(), tanren_store::StoreError> {
     let row = state.store.study(study_id).await?;
-    let trials = state.store.trials(study_id).await?;
-    let parallel = state.scheduler.live_workers(state.store.workers().await?).len();
-    let eta = crate::estimate::eta_inputs(state, &row, &trials).await;
-    let progress = crate::progress::progress(&row, &trials, parallel, eta.as_ref());
-    let best_trial = crate::progress::best_view(&crate::progress::objectives_of(&row), &trials);
-    state
-        .events
-        .publish(study_id, Event::Progress { progress, best_trial });
+    let sum = crate::progress::summary(state, &row).await?;
+    let best_trial = sum.best.as_ref().map(crate::views::trial);
+    state.events.publish(
+        study_id,
+        Event::Progress {
+            progress: sum.progress,
+            best_trial,
+        },
+    );
     Ok(())
 }
 
