@@ -2,8 +2,11 @@
 //! WebSocket `progress` event and the CLI. The ETA comes from measured trial durations and the number of
 //! live workers; when few trials have finished it is a wide range, not a confident number.
 
-use tanren_core::{Candidate, EndReason, FailureKind, Objectives, StudyState, TrialState};
 use crate::AppState;
+use std::collections::HashMap;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+use tanren_core::{Candidate, EndReason, FailureKind, Objectives, StudyState, TrialState};
 use tanren_store::{now_ms, StoreError, StudyRow, TrialCount, TrialRow, TrialScore};
 
 pub use tanren_api::Progress;
@@ -83,6 +86,12 @@ impl Counts {
         c
     }
 
+    /// Trials that count as done: finished, less the interrupted ones (retried, so they use no
+    /// budget).
+    pub fn done(&self) -> usize {
+        (self.complete + self.pruned + self.failed).saturating_sub(self.interrupted)
+    }
+
     /// From the database's `GROUP BY` (`Store::trial_counts`), without reading a trial.
     pub fn of_counts(rows: &[TrialCount]) -> Counts {
         let mut c = Counts::default();
@@ -102,6 +111,33 @@ pub struct Summary {
     pub best: Option<TrialRow>,
 }
 
+/// A running study's ETA and its range.
+pub type Eta = (Option<f64>, Option<[f64; 2]>);
+
+/// How long a running study's ETA is reused. Computing it reads the study's trials (without blobs),
+/// fits the time model and prices the search space; the study page, the study list, snapshots and
+/// progress events all ask, and an estimate of minutes does not change within a second.
+pub const ETA_TTL: Duration = Duration::from_secs(1);
+
+/// Running studies' ETAs of the last `ETA_TTL` (see `summary`).
+#[derive(Default)]
+pub struct EtaCache(Mutex<HashMap<i64, (Instant, Eta)>>);
+
+impl EtaCache {
+    fn get(&self, study_id: i64) -> Option<Eta> {
+        let map = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        map.get(&study_id)
+            .filter(|(at, _)| at.elapsed() < ETA_TTL)
+            .map(|(_, eta)| *eta)
+    }
+
+    fn put(&self, study_id: i64, eta: Eta) {
+        let mut map = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        map.retain(|_, (at, _)| at.elapsed() < ETA_TTL);
+        map.insert(study_id, (Instant::now(), eta));
+    }
+}
+
 pub async fn summary(state: &AppState, row: &StudyRow) -> Result<Summary, StoreError> {
     let counts = Counts::of_counts(&state.store.trial_counts(row.id).await?);
     let scores = state.store.complete_scores(row.id).await?;
@@ -109,32 +145,45 @@ pub async fn summary(state: &AppState, row: &StudyRow) -> Result<Summary, StoreE
         Some(c) => Some(state.store.trial(c.id).await?),
         None => None,
     };
-    let (trials, parallel, eta) = if row.state == StudyState::Running.as_str() {
+    let eta = if row.state != StudyState::Running.as_str() {
+        (Some(0.0), Some([0.0, 0.0]))
+    } else if let Some(eta) = state.eta_cache.get(row.id) {
+        eta
+    } else {
         let trials = state.store.trials_light(row.id).await?;
         let parallel = state.scheduler.live_workers(state.store.workers().await?).len();
-        let eta = crate::estimate::eta_inputs(state, row, &trials).await;
-        (trials, parallel, eta)
-    } else {
-        (Vec::new(), 1, None)
+        let inputs = crate::estimate::eta_inputs(state, row, &trials).await;
+        let eta = remaining(row, counts, &trials, parallel, inputs.as_ref());
+        state.eta_cache.put(row.id, eta);
+        eta
     };
     Ok(Summary {
-        progress: progress(row, counts, &trials, parallel, eta.as_ref()),
+        progress: progress(row, counts, eta),
         scores,
         best,
     })
 }
 
-/// `counts` are the study's trials by state; `trials` its rows, read only for a running study's
-/// ETA (a finished study may pass none). `parallel` is the number of live workers (at least 1).
-/// `eta` (see crate::estimate) gives the ETA from the time model; without it, from the mean of the
-/// measured trial durations.
-pub fn progress(
+/// A running study's remaining time from its rows (`counts` are the same trials by state).
+/// `parallel` is the number of live workers (at least 1). `eta_inputs` (see crate::estimate) gives
+/// the ETA from the time model; without it, from the mean of the measured trial durations.
+pub fn remaining(
     row: &StudyRow,
     counts: Counts,
     trials: &[TrialRow],
     parallel: usize,
     eta_inputs: Option<&crate::estimate::EtaInputs>,
-) -> Progress {
+) -> Eta {
+    let done = counts.done();
+    match eta_inputs {
+        Some(inputs) => crate::estimate::eta(row, trials, done, parallel.max(1), inputs),
+        None => eta(row, trials, done, counts.running, parallel.max(1)),
+    }
+}
+
+/// The study's progress from its trial counts and (for a running study) its ETA; a finished study's
+/// ETA is 0 whatever `eta` says.
+pub fn progress(row: &StudyRow, counts: Counts, eta: Eta) -> Progress {
     let Counts {
         complete,
         pruned,
@@ -143,14 +192,12 @@ pub fn progress(
         queued,
         interrupted,
     } = counts;
-    let done = (complete + pruned + failed).saturating_sub(interrupted);
+    let done = counts.done();
     let finished = row.state != StudyState::Running.as_str();
     let (eta, range) = if finished {
         (Some(0.0), Some([0.0, 0.0]))
-    } else if let Some(inputs) = eta_inputs {
-        crate::estimate::eta(row, trials, done, parallel.max(1), inputs)
     } else {
-        eta(row, trials, done, running, parallel.max(1))
+        eta
     };
     // A study that did all it was going to do (its minutes budget or search space ran out before its
     // trial budget) reads as complete: `done` of `done`, not "4 / 20".

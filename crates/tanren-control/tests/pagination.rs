@@ -34,7 +34,9 @@ async fn walk(app: &App, study: i64, limit: usize) -> (Vec<i64>, usize) {
     let (mut ids, mut pages, mut after) = (Vec::new(), 0, String::new());
     loop {
         let (status, page) = app
-            .get(&format!("/api/v1/studies/{study}/trials?limit={limit}&after={after}"))
+            .get(&format!(
+                "/api/v1/studies/{study}/trials?limit={limit}&after={after}"
+            ))
             .await;
         assert_eq!(status, 200, "{page}");
         pages += 1;
@@ -74,20 +76,26 @@ async fn cursor_pages_walk_every_trial_exactly_once() {
     assert_eq!(page["next_cursor"], Value::Null);
     let first = &page["trials"][0];
     assert_eq!(first["number"], 0);
-    assert!(first.get("result").is_none() && first.get("config").is_none(), "{first}");
+    assert!(
+        first.get("result").is_none() && first.get("config").is_none(),
+        "{first}"
+    );
     assert!(first["params"].is_object(), "{first}");
     // The full trial still has its result blob.
-    let (status, detail) = app
-        .get(&format!("/api/v1/trials/{}", first["id"]))
-        .await;
+    let (status, detail) = app.get(&format!("/api/v1/trials/{}", first["id"])).await;
     assert_eq!(status, 200);
     if first["state"] == "complete" {
         assert!(detail["result"]["confusion"].is_array(), "{detail}");
     }
-    for bad in ["limit=0", "limit=1001", "limit=x", "after=abc", "after=-3", "after=99999999999999999999"] {
-        let (status, body) = app
-            .get(&format!("/api/v1/studies/{study}/trials?{bad}"))
-            .await;
+    for bad in [
+        "limit=0",
+        "limit=1001",
+        "limit=x",
+        "after=abc",
+        "after=-3",
+        "after=99999999999999999999",
+    ] {
+        let (status, body) = app.get(&format!("/api/v1/studies/{study}/trials?{bad}")).await;
         assert_eq!(status, 400, "{bad}: {body}");
         assert!(body["error"]["code"].is_string(), "{bad}: {body}");
     }
@@ -116,7 +124,13 @@ async fn a_walk_is_stable_while_trials_are_recorded() {
             .get(&format!("/api/v1/studies/{study}/trials?limit=9&after={after}"))
             .await;
         assert_eq!(status, 200, "{page}");
-        seen.extend(page["trials"].as_array().unwrap().iter().map(|t| t["id"].as_i64().unwrap()));
+        seen.extend(
+            page["trials"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|t| t["id"].as_i64().unwrap()),
+        );
         if number < 150 {
             for _ in 0..3 {
                 app.state
@@ -134,7 +148,10 @@ async fn a_walk_is_stable_while_trials_are_recorded() {
     }
     let unique: HashSet<i64> = seen.iter().copied().collect();
     assert_eq!(unique.len(), seen.len(), "no trial twice");
-    assert!(before.is_subset(&unique), "every trial that existed when the walk began");
+    assert!(
+        before.is_subset(&unique),
+        "every trial that existed when the walk began"
+    );
     let mut sorted = seen.clone();
     sorted.sort_unstable();
     assert_eq!(seen, sorted, "in recorded order");

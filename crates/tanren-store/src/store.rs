@@ -21,12 +21,14 @@ pub struct Store {
 }
 
 /// Every trial column but the result blob (read as NULL).
-const LIGHT_COLUMNS: &str = "id, study_id, number, state, params, config, worker_id, device, val_accuracy, val_loss,
+const LIGHT_COLUMNS: &str =
+    "id, study_id, number, state, params, config, worker_id, device, val_accuracy, val_loss,
     test_accuracy, test_loss, train_seconds, prepare_seconds, inference_ms, inference_ips, parameter_count,
     model_bytes, epochs_completed, CAST(NULL AS TEXT) AS result, error, failure_kind, retry_of, attempt,
     weights_path, model_sha256, created_at, started_at, finished_at";
 /// What a list shows: also without the training config (read as '').
-const PAGE_COLUMNS: &str = "id, study_id, number, state, params, '' AS config, worker_id, device, val_accuracy, val_loss,
+const PAGE_COLUMNS: &str =
+    "id, study_id, number, state, params, '' AS config, worker_id, device, val_accuracy, val_loss,
     test_accuracy, test_loss, train_seconds, prepare_seconds, inference_ms, inference_ips, parameter_count,
     model_bytes, epochs_completed, CAST(NULL AS TEXT) AS result, error, failure_kind, retry_of, attempt,
     weights_path, model_sha256, created_at, started_at, finished_at";
@@ -424,9 +426,8 @@ impl Store {
         after: Option<i64>,
         limit: i64,
     ) -> Result<Vec<TrialRow>, StoreError> {
-        let sql = format!(
-            "SELECT {PAGE_COLUMNS} FROM trials WHERE study_id = $1 AND id > $2 ORDER BY id LIMIT $3"
-        );
+        let sql =
+            format!("SELECT {PAGE_COLUMNS} FROM trials WHERE study_id = $1 AND id > $2 ORDER BY id LIMIT $3");
         Ok(sqlx::query_as(&sql)
             .bind(study_id)
             .bind(after.unwrap_or(i64::MIN))
@@ -522,6 +523,17 @@ impl Store {
         Ok(sqlx::query_as("SELECT * FROM workers ORDER BY id")
             .fetch_all(&self.pool)
             .await?)
+    }
+
+    /// Forget workers not heard from since `seen_before` (unix ms): the workers table and every read of
+    /// it (each scheduler tick, registration and worker list) stay the size of the fleet, not of
+    /// every worker that ever registered. A forgotten worker that comes back registers again.
+    pub async fn forget_workers(&self, seen_before: i64) -> Result<u64, StoreError> {
+        let r = sqlx::query("DELETE FROM workers WHERE last_seen_at < $1")
+            .bind(seen_before)
+            .execute(&self.pool)
+            .await?;
+        Ok(r.rows_affected())
     }
 
     // ---- API tokens and dashboard sessions (secrets only as SHA-256) ----

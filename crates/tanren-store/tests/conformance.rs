@@ -257,6 +257,13 @@ async fn exercise(store: Store) {
         (ws[0].last_seen_at, ws[0].registered_at, ws[0].grpc_url.as_str()),
         (2, 1, "http://127.0.0.1:2")
     );
+    assert_eq!(
+        store.forget_workers(2).await.unwrap(),
+        0,
+        "seen at 2 is not before 2"
+    );
+    assert_eq!(store.forget_workers(3).await.unwrap(), 1);
+    assert!(store.workers().await.unwrap().is_empty());
     assert!(matches!(
         store.study(999).await,
         Err(tanren_store::StoreError::NotFound(_))

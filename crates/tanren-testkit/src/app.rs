@@ -40,7 +40,10 @@ pub fn test_config(data_dir: &Path) -> tanren_control::Config {
 /// A client that sends the admin token with every request.
 pub fn admin_client() -> reqwest::Client {
     let mut h = reqwest::header::HeaderMap::new();
-    h.insert("authorization", format!("Bearer {ADMIN}").parse().expect("header"));
+    h.insert(
+        "authorization",
+        format!("Bearer {ADMIN}").parse().expect("header"),
+    );
     reqwest::Client::builder()
         .default_headers(h)
         .build()
@@ -69,9 +72,10 @@ impl App {
         num_train: i64,
         num_test: i64,
     ) -> anyhow::Result<App> {
-        let database_url = config.database_url.clone().unwrap_or_else(|| {
-            format!("sqlite://{}", config.data_dir.join("tanren.db").display())
-        });
+        let database_url = config
+            .database_url
+            .clone()
+            .unwrap_or_else(|| format!("sqlite://{}", config.data_dir.join("tanren.db").display()));
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
         let shutdown = CancellationToken::new();
         let server = tanren_control::start(config, listener, shutdown.clone()).await?;
@@ -107,22 +111,12 @@ impl App {
     }
 
     pub async fn get(&self, path: &str) -> (u16, Value) {
-        let r = self
-            .http
-            .get(format!("{}{path}", self.url))
-            .send()
-            .await
-            .unwrap();
+        let r = self.http.get(format!("{}{path}", self.url)).send().await.unwrap();
         (r.status().as_u16(), r.json().await.unwrap_or_default())
     }
 
     pub async fn get_bytes(&self, path: &str) -> (u16, Vec<u8>) {
-        let r = self
-            .http
-            .get(format!("{}{path}", self.url))
-            .send()
-            .await
-            .unwrap();
+        let r = self.http.get(format!("{}{path}", self.url)).send().await.unwrap();
         (r.status().as_u16(), r.bytes().await.unwrap().to_vec())
     }
 

@@ -142,7 +142,9 @@ pub async fn finished_study(
 /// A result as large as a real trial's on a 10-class, 2,000-image test split.
 fn blob(acc: f64, ms: f64, rng: &mut Rng) -> anyhow::Result<String> {
     let k = BLOB_CLASSES;
-    let predictions: Vec<u32> = (0..BLOB_TEST_IMAGES).map(|_| (rng.next() % k as u64) as u32).collect();
+    let predictions: Vec<u32> = (0..BLOB_TEST_IMAGES)
+        .map(|_| (rng.next() % k as u64) as u32)
+        .collect();
     let mut confusion = vec![vec![0u64; k]; k];
     for (i, p) in predictions.iter().enumerate() {
         confusion[i % k][*p as usize] += 1;

@@ -159,5 +159,10 @@ async fn study_json(s: &S, row: &StudyRow) -> ApiResult<tanren_api::Study> {
 /// Reads counts and the complete trials' scores, not every trial (see `progress::summary`).
 pub async fn study_view(s: &S, row: &StudyRow) -> ApiResult<tanren_api::Study> {
     let sum = crate::progress::summary(s, row).await?;
-    Ok(crate::views::study(row, &sum.scores, sum.best.as_ref(), sum.progress))
+    Ok(crate::views::study(
+        row,
+        &sum.scores,
+        sum.best.as_ref(),
+        sum.progress,
+    ))
 }

@@ -108,7 +108,8 @@ async fn main() -> anyhow::Result<()> {
         throughput::print(&runs);
         let ratio = runs[1].trials_per_second() / runs[0].trials_per_second().max(1e-9);
         let want = 0.875 * args.workers as f64;
-        let mean_ms = |r: &throughput::Run| r.gaps.iter().sum::<u64>() as f64 / r.gaps.len().max(1) as f64 / 1000.0;
+        let mean_ms =
+            |r: &throughput::Run| r.gaps.iter().sum::<u64>() as f64 / r.gaps.len().max(1) as f64 / 1000.0;
         let overhead = mean_ms(&runs[0]).max(mean_ms(&runs[1]));
         println!(
             "{} workers give {ratio:.2}x one worker's trials/s (target >= {want:.1}x: {}); dispatch overhead per trial, mean {overhead:.1} ms (target <= 20 ms: {})",
@@ -118,7 +119,10 @@ async fn main() -> anyhow::Result<()> {
         );
         for r in &runs {
             if r.complete < r.trials as u64 {
-                println!("  {} of {} trials complete with {} workers", r.complete, r.trials, r.workers);
+                println!(
+                    "  {} of {} trials complete with {} workers",
+                    r.complete, r.trials, r.workers
+                );
                 failures += 1;
             }
         }
@@ -184,8 +188,13 @@ async fn load(args: &Args, trial_time: Duration) -> anyhow::Result<u64> {
     let mut fakes = Vec::new();
     for i in 0..args.workers {
         fakes.push(
-            app.worker(&format!("fake-{i}"), behaviour, Duration::from_secs(2), stop.clone())
-                .await,
+            app.worker(
+                &format!("fake-{i}"),
+                behaviour,
+                Duration::from_secs(2),
+                stop.clone(),
+            )
+            .await,
         );
     }
     let target = Arc::new(rest::Target {
@@ -245,7 +254,9 @@ async fn load(args: &Args, trial_time: Duration) -> anyhow::Result<u64> {
     let seconds = started.elapsed().as_secs_f64();
     let (_, s) = app.get(&format!("/api/v1/studies/{live}")).await;
     let live_done = s["progress"]["complete"].as_u64().unwrap_or(0);
-    let _ = app.post(&format!("/api/v1/studies/{live}/stop"), &json!({})).await;
+    let _ = app
+        .post(&format!("/api/v1/studies/{live}/stop"), &json!({}))
+        .await;
     stop.cancel();
     println!(
         "\nload: {} REST clients, {} WebSocket watchers, {seconds:.1} s; the live study completed {live_done} trials meanwhile",

@@ -47,7 +47,10 @@ pub async fn run(
     let mut fakes = Vec::new();
     for i in 0..workers {
         let id = format!("fake-{i}");
-        fakes.push(app.worker(&id, behaviour, Duration::from_secs(2), stop.clone()).await);
+        fakes.push(
+            app.worker(&id, behaviour, Duration::from_secs(2), stop.clone())
+                .await,
+        );
     }
     // Every worker registered and alive before the study starts.
     let until = Instant::now() + Duration::from_secs(30);
@@ -59,7 +62,10 @@ pub async fn run(
         if alive == workers {
             break;
         }
-        anyhow::ensure!(Instant::now() < until, "only {alive} of {workers} fake workers registered");
+        anyhow::ensure!(
+            Instant::now() < until,
+            "only {alive} of {workers} fake workers registered"
+        );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     let trials = workers * trials_per_worker;
@@ -106,7 +112,15 @@ pub fn print(runs: &[Run]) {
     println!("\nthroughput (fake workers, fixed-length trials)");
     println!(
         "{:>8} {:>7} {:>9} {:>8} {:>9} {:>14} {:>14} {:>14} {:>14}",
-        "workers", "trials", "complete", "wall s", "trials/s", "overhead p50", "overhead p99", "overhead mean", "first trial"
+        "workers",
+        "trials",
+        "complete",
+        "wall s",
+        "trials/s",
+        "overhead p50",
+        "overhead p99",
+        "overhead mean",
+        "first trial"
     );
     for r in runs {
         let mean = r.gaps.iter().sum::<u64>() as f64 / r.gaps.len().max(1) as f64;

@@ -31,12 +31,16 @@ pub async fn watcher(url: String, token: String, deadline: Instant) -> WatchRepo
         Ok(r) => match tokio_tungstenite::connect_async(r).await {
             Ok((s, _)) => s,
             Err(e) => {
-                report.connect.record(start.elapsed(), Some(format!("connect: {e}")));
+                report
+                    .connect
+                    .record(start.elapsed(), Some(format!("connect: {e}")));
                 return report;
             }
         },
         Err(e) => {
-            report.connect.record(start.elapsed(), Some(format!("request: {e}")));
+            report
+                .connect
+                .record(start.elapsed(), Some(format!("request: {e}")));
             return report;
         }
     };
