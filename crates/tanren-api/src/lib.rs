@@ -362,9 +362,15 @@ pub struct TrialDetail {
     pub result: serde_json::Value,
 }
 
+/// One page of a study's trials, in the order they were recorded (trial number order), without
+/// result blobs (`GET /trials/{id}` has the full trial).
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 pub struct TrialList {
     pub trials: Vec<Trial>,
+    /// Pass as `after` for the next page; null when this page holds the last trial recorded so far
+    /// (a running study records more later: ask again with the last cursor you had).
+    #[serde(default)]
+    pub next_cursor: Option<String>,
 }
 
 /// A study: its row, budget, space, progress and best trial so far (REST, and the WebSocket snapshot).

@@ -114,7 +114,7 @@ pub async fn model_with(s: &AppState, cuda: bool, extra: Vec<Measurement>) -> Ap
                 d
             }
         };
-        for t in s.store.trials(row.id).await? {
+        for t in s.store.trials_light(row.id).await? {
             if is_cuda(t.device.as_deref()) == cuda {
                 measured.extend(measurement(&t, data));
             }

@@ -132,6 +132,8 @@ pub struct AppState {
     /// Dataset uploads being processed (bounded by `max_concurrent_uploads`).
     pub uploads: Arc<tokio::sync::Semaphore>,
     pub metrics: metrics::Metrics,
+    /// Running studies' ETAs, reused for a second (`progress::summary`).
+    pub eta_cache: progress::EtaCache,
 }
 
 pub async fn run(config: Config, listener: TcpListener, shutdown: CancellationToken) -> anyhow::Result<()> {
@@ -301,6 +303,7 @@ pub async fn start(
         auth: auth::Auth::new(join_token, allowed_hosts, config.mutations_per_second),
         uploads: Arc::new(tokio::sync::Semaphore::new(config.max_concurrent_uploads.max(1))),
         metrics: Default::default(),
+        eta_cache: Default::default(),
     });
     // A study that cannot be resumed is marked failed; only an unreadable database stops the start.
     state.scheduler.restore(&state).await?;

@@ -78,7 +78,11 @@ fn describe(method: &Method, path: &str) -> Option<(&'static str, u16, Success)>
         ("GET", "/api/v1/studies/{id}/events") => {
             ("The study's live event stream (WebSocket)", 101, WebSocket)
         }
-        ("GET", "/api/v1/studies/{id}/trials") => ("The study's trials", 200, Json("TrialList")),
+        ("GET", "/api/v1/studies/{id}/trials") => (
+            "A page of the study's trials in recorded order, without result blobs; `next_cursor` continues",
+            200,
+            Json("TrialList"),
+        ),
         ("GET", "/api/v1/studies/{id}/importance") => (
             "Which parameters mattered, in numbers and sentences",
             200,
@@ -170,6 +174,18 @@ fn parameters(route: &Route) -> Vec<Value> {
                 "stream",
                 json!({"type": "integer", "minimum": 0}),
                 "the stream id `since` belongs to",
+            ));
+        }
+        ("GET", "/api/v1/studies/{id}/trials") => {
+            out.push(query(
+                "limit",
+                json!({"type": "integer", "minimum": 1, "maximum": 1000}),
+                "at most this many trials (default 1000)",
+            ));
+            out.push(query(
+                "after",
+                json!({"type": "string", "pattern": "^[0-9]{1,18}$"}),
+                "the previous page's next_cursor",
             ));
         }
         ("GET", "/login") => out.push(query("token", json!({"type": "string"}), "an API token")),

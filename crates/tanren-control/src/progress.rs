@@ -2,9 +2,12 @@
 //! WebSocket `progress` event and the CLI. The ETA comes from measured trial durations and the number of
 //! live workers; when few trials have finished it is a wide range, not a confident number.
 
-use tanren_api::Trial;
+use crate::AppState;
+use std::collections::HashMap;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
 use tanren_core::{Candidate, EndReason, FailureKind, Objectives, StudyState, TrialState};
-use tanren_store::{now_ms, StudyRow, TrialRow};
+use tanren_store::{now_ms, StoreError, StudyRow, TrialCount, TrialRow, TrialScore};
 
 pub use tanren_api::Progress;
 
@@ -36,47 +39,165 @@ pub fn candidates(trials: &[TrialRow]) -> Vec<Candidate> {
         .collect()
 }
 
-fn row_of(trials: &[TrialRow], c: Option<Candidate>) -> Option<&TrialRow> {
-    let id = c?.id;
-    trials.iter().find(|t| t.id == id)
+/// The same from the store's four-column read of the complete trials (`Store::complete_scores`).
+pub fn candidates_of(scores: &[TrialScore]) -> Vec<Candidate> {
+    scores
+        .iter()
+        .map(|t| Candidate {
+            id: t.id,
+            val_accuracy: t.val_accuracy,
+            inference_ms: t.inference_ms,
+        })
+        .collect()
 }
 
-/// Best complete trial by validation accuracy within the study's latency limit (earlier trial wins
-/// a tie).
-pub fn best_trial<'a>(objectives: &Objectives, trials: &'a [TrialRow]) -> Option<&'a TrialRow> {
-    row_of(trials, objectives.best(&candidates(trials)))
+/// How many of a study's trials are in each state; `interrupted` (failed, retried) are also among
+/// `failed`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Counts {
+    pub complete: usize,
+    pub pruned: usize,
+    pub failed: usize,
+    pub running: usize,
+    pub queued: usize,
+    pub interrupted: usize,
 }
 
-pub fn best_view(objectives: &Objectives, trials: &[TrialRow]) -> Option<Trial> {
-    best_trial(objectives, trials).map(crate::views::trial)
+impl Counts {
+    fn add(&mut self, state: &str, failure_kind: Option<&str>, n: usize) {
+        match state.parse::<TrialState>() {
+            Ok(TrialState::Complete) => self.complete += n,
+            Ok(TrialState::Pruned) => self.pruned += n,
+            Ok(TrialState::Failed) => self.failed += n,
+            Ok(TrialState::Running) => self.running += n,
+            Ok(TrialState::Queued) => self.queued += n,
+            Err(_) => {}
+        }
+        if failure_kind == Some(FailureKind::Interrupted.as_str()) {
+            self.interrupted += n;
+        }
+    }
+
+    pub fn of_rows(trials: &[TrialRow]) -> Counts {
+        let mut c = Counts::default();
+        for t in trials {
+            c.add(&t.state, t.failure_kind.as_deref(), 1);
+        }
+        c
+    }
+
+    /// Trials that count as done: finished, less the interrupted ones (retried, so they use no
+    /// budget).
+    pub fn done(&self) -> usize {
+        (self.complete + self.pruned + self.failed).saturating_sub(self.interrupted)
+    }
+
+    /// From the database's `GROUP BY` (`Store::trial_counts`), without reading a trial.
+    pub fn of_counts(rows: &[TrialCount]) -> Counts {
+        let mut c = Counts::default();
+        for r in rows {
+            c.add(&r.state, r.failure_kind.as_deref(), r.count.max(0) as usize);
+        }
+        c
+    }
 }
 
-/// `parallel` is the number of live workers (at least 1).
-/// `eta` (see crate::estimate) gives the ETA from the time model; without it, from the mean of the
-/// measured trial durations.
-pub fn progress(
+/// What the study view and the `progress` event show besides the study row: its progress, the
+/// complete trials' scores and the best trial. Read with a count, a four-column read of the complete
+/// trials and one row; only a running study's ETA reads its trials (without their result blobs).
+pub struct Summary {
+    pub progress: Progress,
+    pub scores: Vec<TrialScore>,
+    pub best: Option<TrialRow>,
+}
+
+/// A running study's ETA and its range.
+pub type Eta = (Option<f64>, Option<[f64; 2]>);
+
+/// How long a running study's ETA is reused. Computing it reads the study's trials (without blobs),
+/// fits the time model and prices the search space; the study page, the study list, snapshots and
+/// progress events all ask, and an estimate of minutes does not change within a second.
+pub const ETA_TTL: Duration = Duration::from_secs(1);
+
+/// Running studies' ETAs of the last `ETA_TTL` (see `summary`).
+#[derive(Default)]
+pub struct EtaCache(Mutex<HashMap<i64, (Instant, Eta)>>);
+
+impl EtaCache {
+    fn get(&self, study_id: i64) -> Option<Eta> {
+        let map = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        map.get(&study_id)
+            .filter(|(at, _)| at.elapsed() < ETA_TTL)
+            .map(|(_, eta)| *eta)
+    }
+
+    fn put(&self, study_id: i64, eta: Eta) {
+        let mut map = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        map.retain(|_, (at, _)| at.elapsed() < ETA_TTL);
+        map.insert(study_id, (Instant::now(), eta));
+    }
+}
+
+pub async fn summary(state: &AppState, row: &StudyRow) -> Result<Summary, StoreError> {
+    let counts = Counts::of_counts(&state.store.trial_counts(row.id).await?);
+    let scores = state.store.complete_scores(row.id).await?;
+    let best = match objectives_of(row).best(&candidates_of(&scores)) {
+        Some(c) => Some(state.store.trial(c.id).await?),
+        None => None,
+    };
+    let eta = if row.state != StudyState::Running.as_str() {
+        (Some(0.0), Some([0.0, 0.0]))
+    } else if let Some(eta) = state.eta_cache.get(row.id) {
+        eta
+    } else {
+        let trials = state.store.trials_light(row.id).await?;
+        let parallel = state.scheduler.live_workers(state.store.workers().await?).len();
+        let inputs = crate::estimate::eta_inputs(state, row, &trials).await;
+        let eta = remaining(row, counts, &trials, parallel, inputs.as_ref());
+        state.eta_cache.put(row.id, eta);
+        eta
+    };
+    Ok(Summary {
+        progress: progress(row, counts, eta),
+        scores,
+        best,
+    })
+}
+
+/// A running study's remaining time from its rows (`counts` are the same trials by state).
+/// `parallel` is the number of live workers (at least 1). `eta_inputs` (see crate::estimate) gives
+/// the ETA from the time model; without it, from the mean of the measured trial durations.
+pub fn remaining(
     row: &StudyRow,
+    counts: Counts,
     trials: &[TrialRow],
     parallel: usize,
     eta_inputs: Option<&crate::estimate::EtaInputs>,
-) -> Progress {
-    let count = |st: TrialState| trials.iter().filter(|t| t.state == st.as_str()).count();
-    let interrupted = trials.iter().filter(|t| is_interrupted(t)).count();
-    let (complete, pruned, failed, running, queued) = (
-        count(TrialState::Complete),
-        count(TrialState::Pruned),
-        count(TrialState::Failed),
-        count(TrialState::Running),
-        count(TrialState::Queued),
-    );
-    let done = (complete + pruned + failed).saturating_sub(interrupted);
+) -> Eta {
+    let done = counts.done();
+    match eta_inputs {
+        Some(inputs) => crate::estimate::eta(row, trials, done, parallel.max(1), inputs),
+        None => eta(row, trials, done, counts.running, parallel.max(1)),
+    }
+}
+
+/// The study's progress from its trial counts and (for a running study) its ETA; a finished study's
+/// ETA is 0 whatever `eta` says.
+pub fn progress(row: &StudyRow, counts: Counts, eta: Eta) -> Progress {
+    let Counts {
+        complete,
+        pruned,
+        failed,
+        running,
+        queued,
+        interrupted,
+    } = counts;
+    let done = counts.done();
     let finished = row.state != StudyState::Running.as_str();
     let (eta, range) = if finished {
         (Some(0.0), Some([0.0, 0.0]))
-    } else if let Some(inputs) = eta_inputs {
-        crate::estimate::eta(row, trials, done, parallel.max(1), inputs)
     } else {
-        eta(row, trials, done, running, parallel.max(1))
+        eta
     };
     // A study that did all it was going to do (its minutes budget or search space ran out before its
     // trial budget) reads as complete: `done` of `done`, not "4 / 20".

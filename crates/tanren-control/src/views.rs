@@ -2,10 +2,10 @@
 //! place, for REST handlers and the event stream alike (one trial shape everywhere). Pure functions;
 //! the callers read the store.
 
-use crate::progress::{best_trial, candidates, objectives_of};
+use crate::progress::{candidates_of, objectives_of};
 use tanren_api::{Budget, EpochView, ParetoPoint, Progress, Study, Trial, TrialDetail, WorkerView};
 use tanren_core::EndReason;
-use tanren_store::{DatasetRow, EpochRow, StudyRow, TrialRow, WorkerRow};
+use tanren_store::{DatasetRow, EpochRow, StudyRow, TrialRow, TrialScore, WorkerRow};
 
 /// What ingest recorded about a dataset beside its row (`DatasetRow::summary`, written from the
 /// manifest by `api::datasets`; its field names are the API's).
@@ -100,18 +100,19 @@ pub fn end_reason_text(r: EndReason, error: Option<&str>) -> String {
 }
 
 /// The study with its progress (computed by the caller, which knows the live workers), best trial
-/// and, for accuracy-vs-latency studies, the Pareto front.
-pub fn study(row: &StudyRow, trials: &[TrialRow], progress: Progress) -> Study {
+/// (chosen by the caller from `scores`, the complete trials) and, for accuracy-vs-latency studies,
+/// the Pareto front.
+pub fn study(row: &StudyRow, scores: &[TrialScore], best: Option<&TrialRow>, progress: Progress) -> Study {
     let spec: serde_json::Value = serde_json::from_str(&row.spec).unwrap_or_default();
     let objectives = objectives_of(row);
     let pareto_front = objectives.is_multi().then(|| {
         objectives
-            .pareto_front(&candidates(trials))
+            .pareto_front(&candidates_of(scores))
             .into_iter()
             .filter_map(|c| {
                 Some(ParetoPoint {
                     trial_id: c.id,
-                    number: trials.iter().find(|t| t.id == c.id)?.number,
+                    number: scores.iter().find(|t| t.id == c.id)?.number,
                     val_accuracy: c.val_accuracy,
                     inference_ms: c.inference_ms?,
                 })
@@ -146,7 +147,7 @@ pub fn study(row: &StudyRow, trials: &[TrialRow], progress: Progress) -> Study {
             .unwrap_or_else(|| serde_json::json!([])),
         estimate: spec["estimate"].clone(),
         progress,
-        best_trial: best_trial(&objectives, trials).map(trial),
+        best_trial: best.map(trial),
         objectives: objectives.names().into_iter().map(String::from).collect(),
         max_latency_ms: objectives.max_latency_ms,
         pareto_front,

@@ -75,6 +75,23 @@ pub struct TrialRow {
     pub finished_at: Option<i64>,
 }
 
+/// How many trials of a study are in one (state, failure kind).
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct TrialCount {
+    pub state: String,
+    pub failure_kind: Option<String>,
+    pub count: i64,
+}
+
+/// A complete trial as model selection sees it.
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct TrialScore {
+    pub id: i64,
+    pub number: i64,
+    pub val_accuracy: f64,
+    pub inference_ms: Option<f64>,
+}
+
 #[derive(Debug, Clone, Serialize, sqlx::FromRow)]
 pub struct EpochRow {
     pub trial_id: i64,

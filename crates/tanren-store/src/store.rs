@@ -1,7 +1,9 @@
 //! The `Store`: a pool plus the queries the control plane needs. Placeholders are `$n`, which both
 //! SQLite and PostgreSQL accept.
 
-use crate::{now_ms, DatasetRow, EpochRow, StoreError, StudyRow, TokenRow, TrialRow, WorkerRow};
+use crate::{
+    now_ms, DatasetRow, EpochRow, StoreError, StudyRow, TokenRow, TrialCount, TrialRow, TrialScore, WorkerRow,
+};
 use sqlx::any::AnyPoolOptions;
 use sqlx::{AnyPool, Executor};
 use tanren_core::{EndReason, EpochMetrics, FailureKind, StudyState, TrialResult, TrialState};
@@ -17,6 +19,19 @@ pub struct Store {
     pool: AnyPool,
     backend: Backend,
 }
+
+/// Every trial column but the result blob (read as NULL).
+const LIGHT_COLUMNS: &str =
+    "id, study_id, number, state, params, config, worker_id, device, val_accuracy, val_loss,
+    test_accuracy, test_loss, train_seconds, prepare_seconds, inference_ms, inference_ips, parameter_count,
+    model_bytes, epochs_completed, CAST(NULL AS TEXT) AS result, error, failure_kind, retry_of, attempt,
+    weights_path, model_sha256, created_at, started_at, finished_at";
+/// What a list shows: also without the training config (read as '').
+const PAGE_COLUMNS: &str =
+    "id, study_id, number, state, params, '' AS config, worker_id, device, val_accuracy, val_loss,
+    test_accuracy, test_loss, train_seconds, prepare_seconds, inference_ms, inference_ips, parameter_count,
+    model_bytes, epochs_completed, CAST(NULL AS TEXT) AS result, error, failure_kind, retry_of, attempt,
+    weights_path, model_sha256, created_at, started_at, finished_at";
 
 pub struct NewDataset<'a> {
     pub name: &'a str,
@@ -400,6 +415,58 @@ impl Store {
         )
     }
 
+    /// One page of a study's trials in insertion order (ascending id; for a study that is trial
+    /// number order), after the trial `after` (an id), at most `limit`; without the result blob and
+    /// the training config (`result` is `None`, `config` empty), which a list never shows. A keyset
+    /// page: trials inserted while a client pages appear after every older one, so a walk sees each
+    /// trial exactly once.
+    pub async fn trial_page(
+        &self,
+        study_id: i64,
+        after: Option<i64>,
+        limit: i64,
+    ) -> Result<Vec<TrialRow>, StoreError> {
+        let sql =
+            format!("SELECT {PAGE_COLUMNS} FROM trials WHERE study_id = $1 AND id > $2 ORDER BY id LIMIT $3");
+        Ok(sqlx::query_as(&sql)
+            .bind(study_id)
+            .bind(after.unwrap_or(i64::MIN))
+            .bind(limit)
+            .fetch_all(&self.pool)
+            .await?)
+    }
+
+    /// A study's trials in number order without their result blobs (`result` is `None`): what
+    /// progress, the ETA, the event snapshot and model choice read.
+    pub async fn trials_light(&self, study_id: i64) -> Result<Vec<TrialRow>, StoreError> {
+        let sql = format!("SELECT {LIGHT_COLUMNS} FROM trials WHERE study_id = $1 ORDER BY number");
+        Ok(sqlx::query_as(&sql).bind(study_id).fetch_all(&self.pool).await?)
+    }
+
+    /// How many of a study's trials are in each (state, failure kind), without reading them.
+    pub async fn trial_counts(&self, study_id: i64) -> Result<Vec<TrialCount>, StoreError> {
+        Ok(sqlx::query_as(
+            "SELECT state, failure_kind, COUNT(*) AS count FROM trials WHERE study_id = $1
+             GROUP BY state, failure_kind",
+        )
+        .bind(study_id)
+        .fetch_all(&self.pool)
+        .await?)
+    }
+
+    /// A study's complete trials with a validation accuracy, in number order, as model selection
+    /// (best trial, Pareto front, fastest within X points) needs them: four columns each.
+    pub async fn complete_scores(&self, study_id: i64) -> Result<Vec<TrialScore>, StoreError> {
+        Ok(sqlx::query_as(
+            "SELECT id, number, val_accuracy, inference_ms FROM trials
+             WHERE study_id = $1 AND state = $2 AND val_accuracy IS NOT NULL ORDER BY number",
+        )
+        .bind(study_id)
+        .bind(TrialState::Complete.as_str())
+        .fetch_all(&self.pool)
+        .await?)
+    }
+
     /// (state, count) over every trial: the metrics' gauges, read at scrape time.
     pub async fn trial_state_counts(&self) -> Result<Vec<(String, i64)>, StoreError> {
         Ok(
@@ -456,6 +523,17 @@ impl Store {
         Ok(sqlx::query_as("SELECT * FROM workers ORDER BY id")
             .fetch_all(&self.pool)
             .await?)
+    }
+
+    /// Forget workers not heard from since `seen_before` (unix ms): the workers table and every read of
+    /// it (each scheduler tick, registration and worker list) stay the size of the fleet, not of
+    /// every worker that ever registered. A forgotten worker that comes back registers again.
+    pub async fn forget_workers(&self, seen_before: i64) -> Result<u64, StoreError> {
+        let r = sqlx::query("DELETE FROM workers WHERE last_seen_at < $1")
+            .bind(seen_before)
+            .execute(&self.pool)
+            .await?;
+        Ok(r.rows_affected())
     }
 
     // ---- API tokens and dashboard sessions (secrets only as SHA-256) ----

@@ -170,6 +170,50 @@ async fn exercise(store: Store) {
         (Some("retries_exhausted"), Some("gave up"))
     );
 
+    // The reads that do not load every trial: pages (keyset on id, no result blob, no config),
+    // light rows (no result blob), counts by state and failure kind, and the complete trials' scores.
+    let ids: Vec<i64> = [t.id, t2.id, t3.id].into();
+    let mut walked = Vec::new();
+    let mut after = None;
+    loop {
+        let page = store.trial_page(s.id, after, 2).await.unwrap();
+        if page.is_empty() {
+            break;
+        }
+        assert!(page.iter().all(|p| p.result.is_none() && p.config.is_empty()));
+        after = page.last().map(|p| p.id);
+        walked.extend(page.iter().map(|p| p.id));
+    }
+    assert_eq!(walked, ids, "pages walk every trial once, in id order");
+    let light = store.trials_light(s.id).await.unwrap();
+    assert_eq!(light.iter().map(|t| t.id).collect::<Vec<_>>(), ids);
+    assert!(light.iter().all(|t| t.result.is_none() && t.config == "{}"));
+    assert_eq!(light[0].val_accuracy, Some(0.875));
+    let mut counts: Vec<(String, Option<String>, i64)> = store
+        .trial_counts(s.id)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|c| (c.state, c.failure_kind, c.count))
+        .collect();
+    counts.sort();
+    assert_eq!(
+        counts,
+        [
+            ("complete".into(), None, 1),
+            ("failed".into(), Some("interrupted".into()), 1),
+            ("failed".into(), Some("retries_exhausted".into()), 1)
+        ]
+    );
+    let scores = store.complete_scores(s.id).await.unwrap();
+    assert_eq!(
+        scores
+            .iter()
+            .map(|c| (c.id, c.number, c.val_accuracy, c.inference_ms))
+            .collect::<Vec<_>>(),
+        [(t.id, 0, 0.875, Some(0.125))]
+    );
+
     assert!(store
         .finish_study(s.id, StudyState::Complete, EndReason::MinutesBudget, None)
         .await
@@ -213,6 +257,13 @@ async fn exercise(store: Store) {
         (ws[0].last_seen_at, ws[0].registered_at, ws[0].grpc_url.as_str()),
         (2, 1, "http://127.0.0.1:2")
     );
+    assert_eq!(
+        store.forget_workers(2).await.unwrap(),
+        0,
+        "seen at 2 is not before 2"
+    );
+    assert_eq!(store.forget_workers(3).await.unwrap(), 1);
+    assert!(store.workers().await.unwrap().is_empty());
     assert!(matches!(
         store.study(999).await,
         Err(tanren_store::StoreError::NotFound(_))

@@ -44,7 +44,7 @@ pub async fn get(
     let row = s.store.study(id).await?;
     let spec: StudySpec = serde_json::from_str(&row.spec)
         .map_err(|e| ApiError::Internal(format!("study {id}: stored spec does not parse: {e}")))?;
-    let trials = s.store.trials(id).await?;
+    let trials = s.store.trials_light(id).await?;
     let observations: Vec<Observation> = trials
         .iter()
         .filter(|t| t.state == TrialState::Complete.as_str())

@@ -11,7 +11,7 @@ use bytes::Bytes;
 use tanren_core::objective::check_pruner;
 use tanren_core::{param_docs, EndReason, ImageSpace, Objectives, StudyState};
 use tanren_search::{PrunerConfig, SamplerConfig, Study};
-use tanren_store::{StoreError, StudyRow, TrialRow};
+use tanren_store::{StoreError, StudyRow};
 
 fn field(field: &str, message: impl Into<String>) -> ApiError {
     ApiError::InvalidField {
@@ -152,14 +152,17 @@ pub async fn stop(State(s): State<S>, Path(id): Path<i64>) -> ApiResult<Json<tan
 }
 
 async fn study_json(s: &S, row: &StudyRow) -> ApiResult<tanren_api::Study> {
-    let trials = s.store.trials(row.id).await?;
-    study_view(s, row, &trials).await
+    study_view(s, row).await
 }
 
 /// The study as REST and the WebSocket snapshot show it: the row, budget, space, progress, best trial.
-pub async fn study_view(s: &S, row: &StudyRow, trials: &[TrialRow]) -> ApiResult<tanren_api::Study> {
-    let live_workers = s.scheduler.live_workers(s.store.workers().await?).len();
-    let eta = crate::estimate::eta_inputs(s, row, trials).await;
-    let progress = crate::progress::progress(row, trials, live_workers, eta.as_ref());
-    Ok(crate::views::study(row, trials, progress))
+/// Reads counts and the complete trials' scores, not every trial (see `progress::summary`).
+pub async fn study_view(s: &S, row: &StudyRow) -> ApiResult<tanren_api::Study> {
+    let sum = crate::progress::summary(s, row).await?;
+    Ok(crate::views::study(
+        row,
+        &sum.scores,
+        sum.best.as_ref(),
+        sum.progress,
+    ))
 }

@@ -4,7 +4,7 @@
 
 use super::S;
 use crate::error::{ApiError, ApiResult};
-use crate::progress::{candidates, objectives_of};
+use crate::progress::{candidates_of, objectives_of};
 use crate::{model_card, onnx, views};
 use axum::body::Body;
 use axum::extract::{Path, Query, State};
@@ -19,12 +19,57 @@ use tanren_core::TrialState;
 use tanren_store::TrialRow;
 use tokio::io::AsyncWriteExt;
 
-pub async fn list(State(s): State<S>, Path(id): Path<i64>) -> ApiResult<Json<TrialList>> {
+/// Trials a page holds when the caller does not say, and at most.
+pub const PAGE_DEFAULT: i64 = 1000;
+pub const PAGE_MAX: i64 = 1000;
+
+#[derive(Deserialize)]
+pub struct ListQuery {
+    /// At most this many trials (1..=1000, default 1000).
+    limit: Option<i64>,
+    /// The `next_cursor` of the previous page.
+    after: Option<String>,
+}
+
+/// A page of the study's trials in the order they were recorded (trial number order), without
+/// result blobs; `next_cursor` continues after it. A keyset on the trial id: trials recorded while a
+/// client walks the pages come after everything it has not seen yet, so each trial is listed exactly
+/// once.
+pub async fn list(
+    State(s): State<S>,
+    Path(id): Path<i64>,
+    Query(q): Query<ListQuery>,
+) -> ApiResult<Json<TrialList>> {
+    let limit = q.limit.unwrap_or(PAGE_DEFAULT);
+    if !(1..=PAGE_MAX).contains(&limit) {
+        return Err(ApiError::InvalidField {
+            field: "limit".into(),
+            message: format!("must be 1..={PAGE_MAX}, got {limit}"),
+        });
+    }
+    let after = match q.after.as_deref() {
+        None | Some("") => None,
+        Some(c) => Some(parse_cursor(c).ok_or_else(|| ApiError::InvalidField {
+            field: "after".into(),
+            message: format!("`{c}` is not a cursor from this list's `next_cursor`"),
+        })?),
+    };
     s.store.study(id).await?;
-    let trials = s.store.trials(id).await?;
+    let mut trials = s.store.trial_page(id, after, limit + 1).await?;
+    let more = trials.len() as i64 > limit;
+    trials.truncate(limit as usize);
     Ok(Json(TrialList {
+        next_cursor: more.then(|| trials.last().map(|t| t.id.to_string())).flatten(),
         trials: trials.iter().map(views::trial).collect(),
     }))
+}
+
+/// A cursor is the id of the last trial of the previous page, in decimal.
+fn parse_cursor(c: &str) -> Option<i64> {
+    if c.is_empty() || c.len() > 19 || !c.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    c.parse().ok()
 }
 
 pub async fn get_one(State(s): State<S>, Path(id): Path<i64>) -> ApiResult<Json<TrialDetail>> {
@@ -167,14 +212,11 @@ async fn chosen_trial(s: &S, id: i64, q: &StudyModelQuery) -> ApiResult<TrialRow
         }
     }
     let study = s.store.study(id).await?;
-    let trials = s.store.trials(id).await?;
+    let scores = s.store.complete_scores(id).await?;
     let chosen = objectives_of(&study)
-        .choose(&candidates(&trials), q.within_points, q.max_latency_ms)
+        .choose(&candidates_of(&scores), q.within_points, q.max_latency_ms)
         .map_err(|e| ApiError::NotFound(format!("study {id}: {}", e.0)))?;
-    trials
-        .into_iter()
-        .find(|t| t.id == chosen.id)
-        .ok_or_else(|| ApiError::Internal(format!("chosen trial {} is not in study {id}", chosen.id)))
+    Ok(s.store.trial(chosen.id).await?)
 }
 
 pub async fn trial_model(

@@ -131,11 +131,10 @@ async fn close(socket: &mut WebSocket, code: u16, reason: &str) {
 
 async fn snapshot(s: &S, study_id: i64, seq: u64) -> anyhow::Result<String> {
     let row = s.store.study(study_id).await?;
-    let trials = s.store.trials(study_id).await?;
+    // Without result blobs: a snapshot shows trials as lists do.
+    let trials = s.store.trials_light(study_id).await?;
     let epochs = s.store.epochs_for_study(study_id).await?;
-    let study = study_view(s, &row, &trials)
-        .await
-        .map_err(|e| anyhow::anyhow!("{e}"))?;
+    let study = study_view(s, &row).await.map_err(|e| anyhow::anyhow!("{e}"))?;
     let (curves, curves_omitted) = curves(&trials, &epochs);
     let snap = Snapshot {
         stream: s.events.stream(),

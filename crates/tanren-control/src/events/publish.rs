@@ -11,6 +11,9 @@ use tokio_util::sync::CancellationToken;
 
 /// Progress events are debounced to at most one per study per this interval.
 const PROGRESS_EVERY: Duration = Duration::from_millis(400);
+/// Workers not heard from for this long are forgotten (their rows deleted), checked this often.
+const FORGET_WORKERS_AFTER: Duration = Duration::from_secs(24 * 3600);
+const FORGET_WORKERS_EVERY: Duration = Duration::from_secs(60);
 
 /// Re-read a trial after the scheduler wrote it and publish its new state. Errors are logged only:
 /// a missed event must not fail a trial (a reconnecting client gets a snapshot from the database).
@@ -47,6 +50,7 @@ pub async fn study_finished(state: &AppState, study_id: i64) {
 /// when it has not been heard from within the worker timeout, which no request announces).
 pub async fn run(state: Arc<AppState>, shutdown: CancellationToken) {
     let mut live: Option<HashSet<String>> = None;
+    let mut forgot_at: Option<std::time::Instant> = None;
     loop {
         tokio::select! {
             _ = shutdown.cancelled() => return,
@@ -62,6 +66,15 @@ pub async fn run(state: Arc<AppState>, shutdown: CancellationToken) {
             tracing::warn!(error = %e, "worker events not published");
         }
         state.events.forget_idle();
+        if forgot_at.is_none_or(|at| at.elapsed() >= FORGET_WORKERS_EVERY) {
+            forgot_at = Some(std::time::Instant::now());
+            let before = tanren_store::now_ms() - FORGET_WORKERS_AFTER.as_millis() as i64;
+            match state.store.forget_workers(before).await {
+                Ok(0) => {}
+                Ok(n) => tracing::info!(forgotten = n, "forgot workers not heard from in 24 h"),
+                Err(e) => tracing::warn!(error = %e, "old workers not forgotten"),
+            }
+        }
         tokio::select! {
             _ = shutdown.cancelled() => return,
             _ = tokio::time::sleep(PROGRESS_EVERY) => {}
@@ -71,14 +84,15 @@ pub async fn run(state: Arc<AppState>, shutdown: CancellationToken) {
 
 async fn publish_progress(state: &AppState, study_id: i64) -> Result<(), tanren_store::StoreError> {
     let row = state.store.study(study_id).await?;
-    let trials = state.store.trials(study_id).await?;
-    let parallel = state.scheduler.live_workers(state.store.workers().await?).len();
-    let eta = crate::estimate::eta_inputs(state, &row, &trials).await;
-    let progress = crate::progress::progress(&row, &trials, parallel, eta.as_ref());
-    let best_trial = crate::progress::best_view(&crate::progress::objectives_of(&row), &trials);
-    state
-        .events
-        .publish(study_id, Event::Progress { progress, best_trial });
+    let sum = crate::progress::summary(state, &row).await?;
+    let best_trial = sum.best.as_ref().map(crate::views::trial);
+    state.events.publish(
+        study_id,
+        Event::Progress {
+            progress: sum.progress,
+            best_trial,
+        },
+    );
     Ok(())
 }
 
