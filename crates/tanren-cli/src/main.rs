@@ -900,10 +900,25 @@ async fn run(cli: Cli) -> Result<()> {
                     } else {
                         "down"
                     };
+                    // Slots in use of the worker's slots, then the trials it runs ("study/trial").
+                    let running: Vec<String> = w["running"]
+                        .as_array()
+                        .into_iter()
+                        .flatten()
+                        .filter(|t| t["trial_id"].as_i64().unwrap_or(0) > 0)
+                        .map(|t| format!("{}/{}", t["study_id"], t["trial_id"]))
+                        .collect();
                     outln!(
-                        "{}\t{}\t{}\t{}\ttorch {}",
+                        "{}\t{}\t{}/{} slots\t{}\t{}\t{}\ttorch {}",
                         w["id"].as_str().unwrap_or(""),
                         state,
+                        w["slots_in_use"].as_i64().unwrap_or(0),
+                        w["slots"].as_i64().unwrap_or(1),
+                        if running.is_empty() {
+                            "-".to_string()
+                        } else {
+                            running.join(",")
+                        },
                         w["device"].as_str().unwrap_or(""),
                         w["grpc_url"].as_str().unwrap_or(""),
                         w["torch_version"].as_str().unwrap_or("")

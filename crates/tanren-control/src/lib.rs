@@ -134,6 +134,8 @@ pub struct AppState {
     pub metrics: metrics::Metrics,
     /// Running studies' ETAs, reused for a second (`progress::summary`).
     pub eta_cache: progress::EtaCache,
+    /// Each study's last WebSocket snapshot, shared by the watchers that connect at the same event.
+    pub snapshots: api::SnapshotCache,
 }
 
 pub async fn run(config: Config, listener: TcpListener, shutdown: CancellationToken) -> anyhow::Result<()> {
@@ -304,6 +306,7 @@ pub async fn start(
         uploads: Arc::new(tokio::sync::Semaphore::new(config.max_concurrent_uploads.max(1))),
         metrics: Default::default(),
         eta_cache: Default::default(),
+        snapshots: Default::default(),
     });
     // A study that cannot be resumed is marked failed; only an unreadable database stops the start.
     state.scheduler.restore(&state).await?;

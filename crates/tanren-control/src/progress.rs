@@ -151,7 +151,9 @@ pub async fn summary(state: &AppState, row: &StudyRow) -> Result<Summary, StoreE
         eta
     } else {
         let trials = state.store.trials_light(row.id).await?;
-        let parallel = state.scheduler.live_workers(state.store.workers().await?).len();
+        let parallel = state
+            .scheduler
+            .slots_per_study(&state.scheduler.live_workers(state.store.workers().await?));
         let inputs = crate::estimate::eta_inputs(state, row, &trials).await;
         let eta = remaining(row, counts, &trials, parallel, inputs.as_ref());
         state.eta_cache.put(row.id, eta);
@@ -165,7 +167,8 @@ pub async fn summary(state: &AppState, row: &StudyRow) -> Result<Summary, StoreE
 }
 
 /// A running study's remaining time from its rows (`counts` are the same trials by state).
-/// `parallel` is the number of live workers (at least 1). `eta_inputs` (see crate::estimate) gives
+/// `parallel` is how many of its trials run at once: the live workers' slots shared among the running
+/// studies (at least 1). `eta_inputs` (see crate::estimate) gives
 /// the ETA from the time model; without it, from the mean of the measured trial durations.
 pub fn remaining(
     row: &StudyRow,

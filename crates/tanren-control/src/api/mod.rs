@@ -11,6 +11,7 @@ mod tokens;
 mod trials;
 mod workers;
 mod ws;
+pub use ws::SnapshotCache;
 
 use crate::error::ApiError;
 use crate::AppState;

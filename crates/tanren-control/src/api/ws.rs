@@ -11,9 +11,12 @@ use axum::extract::{Path, Query, State};
 use axum::response::Response;
 use serde::Deserialize;
 use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 use tanren_core::TrialState;
 use tanren_store::{now_ms, EpochRow, TrialRow};
 use tokio::sync::broadcast::error::RecvError;
+use tokio::sync::OnceCell;
 
 /// Learning curves in a snapshot: every running trial, the best ones, then the most recent ones.
 const MAX_CURVES: usize = 400;
@@ -58,7 +61,11 @@ async fn serve_stream(s: &S, study_id: i64, q: EventsQuery, mut socket: WebSocke
                 }
             }
         }
-        None => match snapshot(s, study_id, sub.last).await {
+        None => match s
+            .snapshots
+            .get_or_build(study_id, sub.last, || snapshot(s, study_id, sub.last))
+            .await
+        {
             Ok(json) => {
                 if !send(s, &mut socket, &json).await {
                     return;
@@ -105,6 +112,55 @@ async fn serve_stream(s: &S, study_id: i64, q: EventsQuery, mut socket: WebSocke
 }
 
 /// Send one frame, giving up on a client that does not take it in time (its connection is dropped).
+/// How long a snapshot is shared at most, even with no event since: it also carries the workers and
+/// the ETA, which change without an event of the study.
+const SNAPSHOT_TTL: Duration = Duration::from_secs(1);
+
+/// Each study's last snapshot, keyed by the event sequence number it was built at. Watchers that
+/// connect at the same event within `SNAPSHOT_TTL` share one build (single flight: the others wait
+/// for it), so 500 dashboards opening a 10,000-trial study read the store and serialise the JSON
+/// once, not 500 times. A failed build is not kept: the next watcher builds again.
+#[derive(Default)]
+pub struct SnapshotCache(Mutex<HashMap<i64, SnapshotEntry>>);
+
+struct SnapshotEntry {
+    seq: u64,
+    at: Instant,
+    cell: Arc<OnceCell<Arc<str>>>,
+}
+
+impl SnapshotCache {
+    pub async fn get_or_build<F, Fut>(&self, study_id: i64, seq: u64, build: F) -> anyhow::Result<Arc<str>>
+    where
+        F: FnOnce() -> Fut,
+        Fut: std::future::Future<Output = anyhow::Result<String>>,
+    {
+        let cell = {
+            let mut map = self.0.lock().unwrap_or_else(|e| e.into_inner());
+            map.retain(|_, e| e.at.elapsed() < SNAPSHOT_TTL * 60);
+            match map.get(&study_id) {
+                Some(e) if e.seq == seq && e.at.elapsed() < SNAPSHOT_TTL => e.cell.clone(),
+                _ => {
+                    let cell = Arc::new(OnceCell::new());
+                    map.insert(
+                        study_id,
+                        SnapshotEntry {
+                            seq,
+                            at: Instant::now(),
+                            cell: cell.clone(),
+                        },
+                    );
+                    cell
+                }
+            }
+        };
+        let json = cell
+            .get_or_try_init(|| async { build().await.map(Arc::from) })
+            .await?;
+        Ok(json.clone())
+    }
+}
+
 async fn send(s: &S, socket: &mut WebSocket, json: &str) -> bool {
     let msg = WsMessage::Text(json.into());
     match tokio::time::timeout(s.config.event_send_timeout, socket.send(msg)).await {

@@ -293,6 +293,10 @@ impl Core {
         self.studies.insert(live.row.id, live);
     }
 
+    pub fn running_studies(&self) -> usize {
+        self.studies.len()
+    }
+
     pub fn running_count(&self, study_id: i64) -> usize {
         self.studies.get(&study_id).map_or(0, |l| l.running.len())
     }

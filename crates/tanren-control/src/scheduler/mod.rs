@@ -383,6 +383,13 @@ impl Scheduler {
         self.core().busy_workers()
     }
 
+    /// How many trials of one study run at once on `live` workers: their slots, shared fairly among
+    /// the running studies (at least 1).
+    pub fn slots_per_study(&self, live: &[WorkerRow]) -> usize {
+        let slots: usize = live.iter().map(|w| w.slots.max(1) as usize).sum();
+        (slots / self.core().running_studies().max(1)).max(1)
+    }
+
     /// Workers heard from within the timeout, registered with this process (only then do both sides
     /// hold its credential), and not found down since their last registration.
     pub fn live_workers(&self, workers: Vec<WorkerRow>) -> Vec<WorkerRow> {
