@@ -134,6 +134,8 @@ pub struct AppState {
     pub metrics: metrics::Metrics,
     /// Running studies' ETAs, reused for a second (`progress::summary`).
     pub eta_cache: progress::EtaCache,
+    /// Finished studies' views, built once (`progress::FinishedViews`).
+    pub finished_views: progress::FinishedViews,
     /// Each study's last WebSocket snapshot, shared by the watchers that connect at the same event.
     pub snapshots: api::SnapshotCache,
 }
@@ -306,6 +308,7 @@ pub async fn start(
         uploads: Arc::new(tokio::sync::Semaphore::new(config.max_concurrent_uploads.max(1))),
         metrics: Default::default(),
         eta_cache: Default::default(),
+        finished_views: Default::default(),
         snapshots: Default::default(),
     });
     // A study that cannot be resumed is marked failed; only an unreadable database stops the start.

@@ -4,10 +4,11 @@
 
 use crate::AppState;
 use std::collections::HashMap;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use tanren_core::{Candidate, EndReason, FailureKind, Objectives, StudyState, TrialState};
 use tanren_store::{now_ms, StoreError, StudyRow, TrialCount, TrialRow, TrialScore};
+use tokio::sync::OnceCell;
 
 pub use tanren_api::Progress;
 
@@ -119,22 +120,87 @@ pub type Eta = (Option<f64>, Option<[f64; 2]>);
 /// progress events all ask, and an estimate of minutes does not change within a second.
 pub const ETA_TTL: Duration = Duration::from_secs(1);
 
-/// Running studies' ETAs of the last `ETA_TTL` (see `summary`).
+/// Running studies' ETAs of the last `ETA_TTL` (see `summary`). Single flight: when one expires, the
+/// first request computes it again and the others that arrive meanwhile wait for that answer instead
+/// of each reading the study's trials (200 clients polling a live study would otherwise all recompute
+/// in the same instant, every second). A failed computation is not kept.
 #[derive(Default)]
-pub struct EtaCache(Mutex<HashMap<i64, (Instant, Eta)>>);
+pub struct EtaCache(Mutex<HashMap<i64, (Instant, Arc<OnceCell<Eta>>)>>);
 
 impl EtaCache {
-    fn get(&self, study_id: i64) -> Option<Eta> {
+    async fn get_or_compute<F, Fut>(&self, study_id: i64, compute: F) -> Result<Eta, StoreError>
+    where
+        F: FnOnce() -> Fut,
+        Fut: std::future::Future<Output = Result<Eta, StoreError>>,
+    {
+        let cell = {
+            let mut map = self.0.lock().unwrap_or_else(|e| e.into_inner());
+            map.retain(|_, (at, _)| at.elapsed() < ETA_TTL);
+            map.entry(study_id)
+                .or_insert_with(|| (Instant::now(), Arc::new(OnceCell::new())))
+                .1
+                .clone()
+        };
+        cell.get_or_try_init(compute).await.copied()
+    }
+}
+
+/// The views of finished studies. A finished study's trials never change, so its view (progress,
+/// best trial, Pareto front; the scores of every complete trial went into it) is built once, not on
+/// every request: a 10,000-trial study's page is then a clone. Kept while the row's state, end,
+/// finish time and name are the ones it was built from, and only once no trial of it runs.
+#[derive(Default)]
+pub struct FinishedViews(Mutex<HashMap<i64, (ViewKey, tanren_api::Study, Arc<Vec<TrialScore>>)>>);
+
+type ViewKey = (String, Option<i64>, Option<String>, Option<String>, String);
+
+fn view_key(row: &StudyRow) -> ViewKey {
+    (
+        row.state.clone(),
+        row.finished_at,
+        row.end_reason.clone(),
+        row.error.clone(),
+        row.name.clone(),
+    )
+}
+
+/// Finished studies whose views are kept at most; past it the cache starts over.
+const MAX_FINISHED_VIEWS: usize = 1024;
+
+impl FinishedViews {
+    pub fn get(&self, row: &StudyRow) -> Option<tanren_api::Study> {
+        if row.state == StudyState::Running.as_str() {
+            return None;
+        }
         let map = self.0.lock().unwrap_or_else(|e| e.into_inner());
-        map.get(&study_id)
-            .filter(|(at, _)| at.elapsed() < ETA_TTL)
-            .map(|(_, eta)| *eta)
+        map.get(&row.id)
+            .filter(|(k, _, _)| *k == view_key(row))
+            .map(|(_, v, _)| v.clone())
     }
 
-    fn put(&self, study_id: i64, eta: Eta) {
+    /// The complete trials' scores the view was built from (the model download chooses from them).
+    pub fn scores(&self, row: &StudyRow) -> Option<Arc<Vec<TrialScore>>> {
+        if row.state == StudyState::Running.as_str() {
+            return None;
+        }
+        let map = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        map.get(&row.id)
+            .filter(|(k, _, _)| *k == view_key(row))
+            .map(|(_, _, s)| s.clone())
+    }
+
+    pub fn put(&self, row: &StudyRow, view: &tanren_api::Study, scores: Vec<TrialScore>) {
+        // A stopped or failed study's cancelled trials end a moment after its row does: kept only
+        // once none of them is left running or queued.
+        let settled = view.progress.running == 0 && view.progress.queued == 0;
+        if row.state == StudyState::Running.as_str() || row.finished_at.is_none() || !settled {
+            return;
+        }
         let mut map = self.0.lock().unwrap_or_else(|e| e.into_inner());
-        map.retain(|_, (at, _)| at.elapsed() < ETA_TTL);
-        map.insert(study_id, (Instant::now(), eta));
+        if map.len() >= MAX_FINISHED_VIEWS {
+            map.clear();
+        }
+        map.insert(row.id, (view_key(row), view.clone(), Arc::new(scores)));
     }
 }
 
@@ -147,17 +213,18 @@ pub async fn summary(state: &AppState, row: &StudyRow) -> Result<Summary, StoreE
     };
     let eta = if row.state != StudyState::Running.as_str() {
         (Some(0.0), Some([0.0, 0.0]))
-    } else if let Some(eta) = state.eta_cache.get(row.id) {
-        eta
     } else {
-        let trials = state.store.trials_light(row.id).await?;
-        let parallel = state
-            .scheduler
-            .slots_per_study(&state.scheduler.live_workers(state.store.workers().await?));
-        let inputs = crate::estimate::eta_inputs(state, row, &trials).await;
-        let eta = remaining(row, counts, &trials, parallel, inputs.as_ref());
-        state.eta_cache.put(row.id, eta);
-        eta
+        state
+            .eta_cache
+            .get_or_compute(row.id, || async {
+                let trials = state.store.trials_light(row.id).await?;
+                let parallel = state
+                    .scheduler
+                    .slots_per_study(&state.scheduler.live_workers(state.store.workers().await?));
+                let inputs = crate::estimate::eta_inputs(state, row, &trials).await;
+                Ok(remaining(row, counts, &trials, parallel, inputs.as_ref()))
+            })
+            .await?
     };
     Ok(Summary {
         progress: progress(row, counts, eta),
@@ -284,4 +351,55 @@ fn eta(
     let lo = (central - z * spread).max(0.0);
     let hi = central + z * spread;
     (Some(cap(central)), Some([cap(lo), cap(hi)]))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn row(state: &str) -> StudyRow {
+        StudyRow {
+            id: 7,
+            name: "s".into(),
+            dataset_id: 1,
+            state: state.into(),
+            spec: "{}".into(),
+            max_trials: Some(3),
+            max_minutes: None,
+            error: None,
+            end_reason: Some("stopped".into()),
+            created_at: 0,
+            finished_at: Some(1_000),
+        }
+    }
+
+    fn view(row: &StudyRow, counts: Counts) -> tanren_api::Study {
+        crate::views::study(row, &[], None, progress(row, counts, (None, None)))
+    }
+
+    #[test]
+    fn a_finished_view_is_kept_only_once_nothing_of_it_runs_and_while_its_row_is_unchanged() {
+        let cache = FinishedViews::default();
+        let mut r = row("stopped");
+        // Stopped with its cancelled trial still running: not kept (it ends a moment later).
+        let running = Counts {
+            running: 1,
+            ..Counts::default()
+        };
+        cache.put(&r, &view(&r, running), Vec::new());
+        assert!(cache.get(&r).is_none());
+        let ended = Counts {
+            failed: 1,
+            ..Counts::default()
+        };
+        let v = view(&r, ended);
+        cache.put(&r, &v, Vec::new());
+        assert_eq!(cache.get(&r), Some(v));
+        assert!(cache.scores(&r).is_some());
+        r.name = "renamed".into();
+        assert!(cache.get(&r).is_none(), "a changed row is built again");
+        let running_row = row("running");
+        cache.put(&running_row, &view(&running_row, ended), Vec::new());
+        assert!(cache.get(&running_row).is_none(), "a running study is never kept");
+    }
 }

@@ -158,11 +158,11 @@ async fn study_json(s: &S, row: &StudyRow) -> ApiResult<tanren_api::Study> {
 /// The study as REST and the WebSocket snapshot show it: the row, budget, space, progress, best trial.
 /// Reads counts and the complete trials' scores, not every trial (see `progress::summary`).
 pub async fn study_view(s: &S, row: &StudyRow) -> ApiResult<tanren_api::Study> {
+    if let Some(view) = s.finished_views.get(row) {
+        return Ok(view);
+    }
     let sum = crate::progress::summary(s, row).await?;
-    Ok(crate::views::study(
-        row,
-        &sum.scores,
-        sum.best.as_ref(),
-        sum.progress,
-    ))
+    let view = crate::views::study(row, &sum.scores, sum.best.as_ref(), sum.progress);
+    s.finished_views.put(row, &view, sum.scores);
+    Ok(view)
 }

@@ -212,7 +212,11 @@ async fn chosen_trial(s: &S, id: i64, q: &StudyModelQuery) -> ApiResult<TrialRow
         }
     }
     let study = s.store.study(id).await?;
-    let scores = s.store.complete_scores(id).await?;
+    // A finished study's scores were read once for its view; a running one's change: read them.
+    let scores = match s.finished_views.scores(&study) {
+        Some(scores) => scores,
+        None => std::sync::Arc::new(s.store.complete_scores(id).await?),
+    };
     let chosen = objectives_of(&study)
         .choose(&candidates_of(&scores), q.within_points, q.max_latency_ms)
         .map_err(|e| ApiError::NotFound(format!("study {id}: {}", e.0)))?;
