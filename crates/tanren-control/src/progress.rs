@@ -125,7 +125,9 @@ pub const ETA_TTL: Duration = Duration::from_secs(1);
 /// of each reading the study's trials (200 clients polling a live study would otherwise all recompute
 /// in the same instant, every second). A failed computation is not kept.
 #[derive(Default)]
-pub struct EtaCache(Mutex<HashMap<i64, (Instant, Arc<OnceCell<Eta>>)>>);
+pub struct EtaCache(Mutex<HashMap<i64, (Instant, EtaCell)>>);
+
+type EtaCell = Arc<OnceCell<Eta>>;
 
 impl EtaCache {
     async fn get_or_compute<F, Fut>(&self, study_id: i64, compute: F) -> Result<Eta, StoreError>
@@ -150,7 +152,10 @@ impl EtaCache {
 /// every request: a 10,000-trial study's page is then a clone. Kept while the row's state, end,
 /// finish time and name are the ones it was built from, and only once no trial of it runs.
 #[derive(Default)]
-pub struct FinishedViews(Mutex<HashMap<i64, (ViewKey, tanren_api::Study, Arc<Vec<TrialScore>>)>>);
+pub struct FinishedViews(Mutex<HashMap<i64, FinishedView>>);
+
+/// The row fields it was built from, the view, and the scores it was built from.
+type FinishedView = (ViewKey, tanren_api::Study, Arc<Vec<TrialScore>>);
 
 type ViewKey = (String, Option<i64>, Option<String>, Option<String>, String);
 

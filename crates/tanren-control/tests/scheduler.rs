@@ -4,125 +4,53 @@
 //! Each runs in seconds on the real control plane (port 0, temp data dir, SQLite).
 
 use serde_json::{json, Value};
-use std::collections::VecDeque;
 use std::io::Write;
-use std::pin::Pin;
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use tanren_control::Config;
-use tanren_core::TrialResult;
-use tanren_proto::v1::worker_server::{Worker, WorkerServer};
-use tanren_proto::v1::{trial_event::Event, InfoRequest, TrialEvent, TrialRequest, WorkerInfo};
 use tokio_util::sync::CancellationToken;
-use tonic::{Request, Response, Status};
 
-// ---- the control plane ----
+// ---- the control plane (tanren_testkit::App, on a data dir that survives a restart) ----
 
-const ADMIN: &str = "tnr_scheduler_test_admin_token";
-const JOIN: &str = "scheduler-test-join-token";
-
-fn admin_client() -> reqwest::Client {
-    let mut h = reqwest::header::HeaderMap::new();
-    h.insert("authorization", format!("Bearer {ADMIN}").parse().unwrap());
-    reqwest::Client::builder().default_headers(h).build().unwrap()
-}
+use tanren_testkit::app::test_config as config;
+use tanren_testkit::{ScriptedWorker, Step, JOIN};
 
 struct App {
-    url: String,
+    kit: tanren_testkit::App,
     dir: tempfile::TempDir,
-    http: reqwest::Client,
-    state: Arc<tanren_control::AppState>,
-    shutdown: CancellationToken,
-    server: Option<tokio::task::JoinHandle<anyhow::Result<()>>>,
-    dataset_id: i64,
 }
 
-impl Drop for App {
-    fn drop(&mut self) {
-        self.shutdown.cancel();
+impl std::ops::Deref for App {
+    type Target = tanren_testkit::App;
+    fn deref(&self) -> &tanren_testkit::App {
+        &self.kit
     }
-}
-
-fn config(dir: &std::path::Path) -> Config {
-    // Defaults (worker timeout 20 s, 2 retries) except a quicker tick.
-    let mut c = Config::new(dir.join("control"));
-    c.tick = Duration::from_millis(50);
-    c.admin_token = Some(ADMIN.into());
-    c.join_token = Some(JOIN.into());
-    c
 }
 
 impl App {
     async fn spawn() -> App {
         let dir = tempfile::tempdir().unwrap();
         let c = config(dir.path());
-        let mut app = App::boot(dir, c).await;
-        let ds = app
-            .state
-            .store
-            .insert_dataset(tanren_store::NewDataset {
-                name: "fake",
-                sha256: "00ff",
-                num_classes: 2,
-                num_train: 10,
-                num_test: 4,
-                size_bytes: 1,
-                summary: "{\"split_seed\": 1}",
-            })
-            .await
-            .unwrap();
-        app.dataset_id = ds.id;
-        app
+        App::boot(dir, c).await
     }
 
+    /// The control plane with `c` on `dir` (the defaults: worker timeout 20 s, 2 retries, except a
+    /// quicker tick), and the fake dataset of 2 classes.
     async fn boot(dir: tempfile::TempDir, c: Config) -> App {
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let shutdown = CancellationToken::new();
-        let server = tanren_control::start(c, listener, shutdown.clone())
-            .await
-            .unwrap();
-        let url = server.url().to_string();
-        let state = server.state.clone();
-        let handle = tokio::spawn(server.serve());
-        App {
-            url,
-            dir,
-            http: admin_client(),
-            state,
-            shutdown,
-            server: Some(handle),
-            dataset_id: 1,
-        }
+        let kit = tanren_testkit::App::start(c, 2, 10, 4).await.unwrap();
+        App { kit, dir }
     }
 
     /// Stop this control plane and start another on the same data dir (what a crash + restart does to
     /// the database, less the crash).
     async fn restart(mut self) -> App {
-        self.shutdown.cancel();
-        self.server.take().unwrap().await.unwrap().unwrap();
-        let dir = tempfile::tempdir().unwrap();
-        let old = std::mem::replace(&mut self.dir, dir);
-        let c = config(old.path());
-        let dataset_id = self.dataset_id;
-        let mut app = App::boot(old, c).await;
-        app.dataset_id = dataset_id;
-        app
+        self.kit.shut_down().await;
+        let dir = std::mem::replace(&mut self.dir, tempfile::tempdir().unwrap());
+        let c = config(dir.path());
+        App::boot(dir, c).await
     }
 
     async fn get(&self, path: &str) -> Value {
-        let r = self.http.get(format!("{}{path}", self.url)).send().await.unwrap();
-        r.json().await.unwrap()
-    }
-
-    async fn post(&self, path: &str, body: &Value) -> (u16, Value) {
-        let r = self
-            .http
-            .post(format!("{}{path}", self.url))
-            .json(body)
-            .send()
-            .await
-            .unwrap();
-        (r.status().as_u16(), r.json().await.unwrap_or_default())
+        self.kit.get(path).await.1
     }
 
     async fn study(&self, extra: Value) -> i64 {
@@ -136,15 +64,7 @@ impl App {
     }
 
     async fn wait_study(&self, id: i64, timeout: Duration) -> Value {
-        let start = Instant::now();
-        loop {
-            let s = self.get(&format!("/api/v1/studies/{id}")).await;
-            if s["state"] != "running" {
-                return s;
-            }
-            assert!(start.elapsed() < timeout, "study still running: {s}");
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
+        self.kit.wait_until_done(id, timeout).await
     }
 
     async fn trials(&self, id: i64) -> Vec<Value> {
@@ -179,308 +99,15 @@ where
     }
 }
 
-// ---- a scripted worker ----
+// ---- a scripted worker (tanren_testkit::scripted) ----
 
-#[derive(Debug, Clone, Copy)]
-enum Step {
-    /// One epoch, then the connection is lost.
-    Lost,
-    /// Epochs, weights, result after this long.
-    Complete(Duration),
-    /// Two quick epochs, then nothing, ever (the worker still heartbeats).
-    Hang,
-    /// Like `Complete`, but first misuses its trial token (and others'), then replays its upload; the
-    /// answers are recorded in `probes`.
-    Probe,
-    /// "Busy" (RESOURCE_EXHAUSTED, as a worker short of memory answers) if another trial runs here,
-    /// else like `Complete`.
-    AloneOrBusy(Duration),
-}
-
-#[derive(Clone)]
-struct Fake {
-    script: Arc<Mutex<VecDeque<Step>>>,
-    /// Every request it got, in order.
-    seen: Arc<Mutex<Vec<TrialRequest>>>,
-    /// (what was tried, HTTP status) for `Probe` steps.
-    probes: Arc<Mutex<Vec<(&'static str, u16)>>>,
-    http: reqwest::Client,
-    /// Trials running now, and the most that ever ran at once.
-    running: Arc<Mutex<(usize, usize)>>,
-}
-
-/// Counts a trial as running until dropped (with the task that streams it).
-struct Running(Arc<Mutex<(usize, usize)>>);
-
-impl Running {
-    fn start(c: &Arc<Mutex<(usize, usize)>>) -> Running {
-        let mut g = c.lock().unwrap();
-        g.0 += 1;
-        g.1 = g.1.max(g.0);
-        Running(c.clone())
-    }
-}
-
-impl Drop for Running {
-    fn drop(&mut self) {
-        self.0.lock().unwrap().0 -= 1;
-    }
-}
-
-type EventStream = Pin<Box<dyn futures::Stream<Item = Result<TrialEvent, Status>> + Send>>;
-
-#[tonic::async_trait]
-impl Worker for Fake {
-    async fn info(&self, _: Request<InfoRequest>) -> Result<Response<WorkerInfo>, Status> {
-        Ok(Response::new(WorkerInfo::default()))
-    }
-
-    type RunTrialStream = EventStream;
-
-    async fn probe(
-        &self,
-        _: Request<tanren_proto::v1::ProbeRequest>,
-    ) -> Result<Response<tanren_proto::v1::ProbeReply>, Status> {
-        Err(Status::unimplemented("this fake runs trials only"))
-    }
-
-    async fn run_trial(&self, req: Request<TrialRequest>) -> Result<Response<EventStream>, Status> {
-        let req = req.into_inner();
-        self.seen.lock().unwrap().push(req.clone());
-        let step = self
-            .script
-            .lock()
-            .unwrap()
-            .pop_front()
-            .unwrap_or(Step::Complete(Duration::ZERO));
-        let step = match step {
-            Step::AloneOrBusy(_) if self.running.lock().unwrap().0 > 0 => {
-                return Err(Status::resource_exhausted(
-                    "worker is busy: this trial needs about 3.0 GiB of GPU memory and 1.0 GiB is free",
-                ))
-            }
-            Step::AloneOrBusy(after) => Step::Complete(after),
-            other => other,
-        };
-        let running = Running::start(&self.running);
-        let (tx, rx) = tokio::sync::mpsc::channel(8);
-        let http = self.http.clone();
-        let probes = self.probes.clone();
-        tokio::spawn(async move {
-            let _running = running;
-            let started = tanren_proto::v1::Started {
-                device: "cpu".into(),
-                dataset_cache_hit: true,
-                prepare_seconds: 0.0,
-            };
-            let _ = tx
-                .send(Ok(TrialEvent {
-                    event: Some(Event::Started(started)),
-                }))
-                .await;
-            let epoch = |e: u32| TrialEvent {
-                event: Some(Event::Epoch(tanren_proto::v1::Epoch {
-                    epoch: e,
-                    train_loss: 1.0,
-                    val_loss: 1.0,
-                    val_accuracy: 0.5,
-                    elapsed_seconds: e as f64,
-                })),
-            };
-            if let Step::Hang = step {
-                for e in 1..=2u32 {
-                    let mut ev = epoch(e);
-                    if let Some(Event::Epoch(m)) = &mut ev.event {
-                        m.elapsed_seconds = 0.1 * e as f64;
-                    }
-                    let _ = tx.send(Ok(ev)).await;
-                }
-                tokio::time::sleep(Duration::from_secs(3600)).await;
-                return;
-            }
-            let _ = tx.send(Ok(epoch(1))).await;
-            match step {
-                Step::Hang | Step::AloneOrBusy(_) => unreachable!(),
-                Step::Lost => {
-                    let _ = tx
-                        .send(Err(Status::unavailable("connection reset by peer")))
-                        .await;
-                }
-                Step::Probe => {
-                    let put = |url: String, token: Option<&str>| {
-                        let mut r = http.put(url).body(vec![7u8; 64]);
-                        if let Some(t) = token {
-                            r = r.bearer_auth(t);
-                        }
-                        async { r.send().await.unwrap().status().as_u16() }
-                    };
-                    let own = req.trial_token.as_str();
-                    let other_trial = req.artifact_url.replace(
-                        &format!("/trials/{}/", req.trial_id),
-                        &format!("/trials/{}/", req.trial_id + 1000),
-                    );
-                    let other_sha = req.dataset_url.replace(&req.dataset_sha256, &"ab".repeat(32));
-                    let mut got = vec![
-                        (
-                            "upload without a token",
-                            put(req.artifact_url.clone(), None).await,
-                        ),
-                        (
-                            "upload with a forged token",
-                            put(req.artifact_url.clone(), Some("forged")).await,
-                        ),
-                        ("upload to another trial", put(other_trial, Some(own)).await),
-                    ];
-                    let get = |url: String| {
-                        let r = http.get(url).bearer_auth(own);
-                        async { r.send().await.unwrap().status().as_u16() }
-                    };
-                    got.push(("download another dataset", get(other_sha).await));
-                    got.push(("download its own dataset", get(req.dataset_url.clone()).await));
-                    got.push(("its own upload", put(req.artifact_url.clone(), Some(own)).await));
-                    got.push((
-                        "the upload replayed",
-                        put(req.artifact_url.clone(), Some(own)).await,
-                    ));
-                    probes.lock().unwrap().extend(got);
-                    let _ = tx
-                        .send(Ok(TrialEvent {
-                            event: Some(Event::Result(tanren_proto::encode_result(&result()))),
-                        }))
-                        .await;
-                    // After the trial ended its token is dead.
-                    tokio::time::sleep(Duration::from_millis(500)).await;
-                    let late = put(req.artifact_url.clone(), Some(own)).await;
-                    probes
-                        .lock()
-                        .unwrap()
-                        .push(("an upload after the trial ended", late));
-                }
-                Step::Complete(after) => {
-                    tokio::time::sleep(after).await;
-                    let r = http
-                        .put(&req.artifact_url)
-                        .bearer_auth(&req.trial_token)
-                        .body(vec![7u8; 64])
-                        .send()
-                        .await
-                        .unwrap();
-                    if !r.status().is_success() {
-                        let _ = tx.send(Err(Status::internal("weights refused"))).await;
-                        return;
-                    }
-                    let _ = tx
-                        .send(Ok(TrialEvent {
-                            event: Some(Event::Result(tanren_proto::encode_result(&result()))),
-                        }))
-                        .await;
-                }
-            }
-        });
-        let stream = futures::stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|x| (x, rx)) });
-        Ok(Response::new(Box::pin(stream)))
-    }
-}
-
-fn result() -> TrialResult {
-    TrialResult {
-        val_accuracy: 0.75,
-        val_loss: 0.5,
-        test_accuracy: 0.75,
-        test_loss: 0.6,
-        per_class_accuracy: vec![0.7, 0.7],
-        confusion: vec![vec![1, 1], vec![0, 2]],
-        test_predictions: vec![0, 1, 1, 1],
-        train_seconds: 0.1,
-        prepare_seconds: 0.0,
-        inference_ms_per_image: 0.1,
-        inference_images_per_second: 1000.0,
-        parameter_count: 10,
-        model_bytes: 64,
-        epochs_completed: 1,
-        device: "cpu".into(),
-        stopped_early: false,
-        peak_memory_bytes: None,
-    }
-}
-
-struct FakeWorker {
-    seen: Arc<Mutex<Vec<TrialRequest>>>,
-    probes: Arc<Mutex<Vec<(&'static str, u16)>>>,
-    running: Arc<Mutex<(usize, usize)>>,
-    stop: CancellationToken,
-}
-
-impl FakeWorker {
-    /// The most trials it ever ran at once.
-    fn most_at_once(&self) -> usize {
-        self.running.lock().unwrap().1
-    }
-}
-
-impl Drop for FakeWorker {
-    fn drop(&mut self) {
-        self.stop.cancel();
-    }
-}
-
-/// A fake worker serving gRPC on port 0 and registering with `app` every 100 ms, with one slot.
-async fn fake_worker(app: &App, id: &str, script: Vec<Step>) -> FakeWorker {
+/// A scripted fake worker registering with `app` every 100 ms, with one slot.
+async fn fake_worker(app: &App, id: &str, script: Vec<Step>) -> ScriptedWorker {
     fake_worker_with_slots(app, id, 1, script).await
 }
 
-/// A fake worker that registers `slots` slots.
-async fn fake_worker_with_slots(app: &App, id: &str, slots: u32, script: Vec<Step>) -> FakeWorker {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let grpc_url = format!("http://{}", listener.local_addr().unwrap());
-    let fake = Fake {
-        script: Arc::new(Mutex::new(script.into())),
-        seen: Arc::default(),
-        probes: Arc::default(),
-        http: reqwest::Client::new(),
-        running: Arc::default(),
-    };
-    let seen = fake.seen.clone();
-    let probes = fake.probes.clone();
-    let running = fake.running.clone();
-    let stop = CancellationToken::new();
-    let s = stop.clone();
-    tokio::spawn(async move {
-        tonic::transport::Server::builder()
-            .add_service(WorkerServer::new(fake))
-            .serve_with_incoming_shutdown(
-                tokio_stream::wrappers::TcpListenerStream::new(listener),
-                s.cancelled(),
-            )
-            .await
-    });
-    let (http, url, id, g, s) = (
-        app.http.clone(),
-        app.url.clone(),
-        id.to_string(),
-        grpc_url.clone(),
-        stop.clone(),
-    );
-    tokio::spawn(async move {
-        loop {
-            let _ = http
-                .post(format!("{url}/api/v1/workers"))
-                .bearer_auth(JOIN)
-                .json(&json!({"id": id, "grpc_url": g, "device": "cpu", "slots": slots}))
-                .send()
-                .await;
-            tokio::select! {
-                _ = s.cancelled() => return,
-                _ = tokio::time::sleep(Duration::from_millis(100)) => {}
-            }
-        }
-    });
-    FakeWorker {
-        seen,
-        probes,
-        running,
-        stop,
-    }
+async fn fake_worker_with_slots(app: &App, id: &str, slots: u32, script: Vec<Step>) -> ScriptedWorker {
+    ScriptedWorker::spawn(&app.url, JOIN, id, slots, script).await
 }
 
 // ---- retries ----
@@ -636,22 +263,7 @@ async fn a_hung_worker_that_still_heartbeats_loses_its_trial_at_the_deadline() {
     let dir = tempfile::tempdir().unwrap();
     let mut c = config(dir.path());
     c.trial_silence = Duration::from_secs(1);
-    let mut app = App::boot(dir, c).await;
-    app.dataset_id = app
-        .state
-        .store
-        .insert_dataset(tanren_store::NewDataset {
-            name: "fake",
-            sha256: "00ff",
-            num_classes: 2,
-            num_train: 10,
-            num_test: 4,
-            size_bytes: 1,
-            summary: "{}",
-        })
-        .await
-        .unwrap()
-        .id;
+    let app = App::boot(dir, c).await;
     // Free workers are taken from the end of the id order: the hung one gets the first trial.
     let _hung = fake_worker(&app, "z-hung", vec![Step::Hang; 5]).await;
     wait_for("z-hung registered", Duration::from_secs(5), || async {

@@ -20,6 +20,7 @@ pub struct App {
     pub state: Arc<tanren_control::AppState>,
     /// The database the control plane uses (fixtures write into it).
     pub database_url: String,
+    server: Option<tokio::task::JoinHandle<anyhow::Result<()>>>,
 }
 
 impl Drop for App {
@@ -99,7 +100,7 @@ impl App {
                     .id
             }
         };
-        tokio::spawn(server.serve());
+        let server = Some(tokio::spawn(server.serve()));
         Ok(App {
             url,
             http: admin_client(),
@@ -107,7 +108,16 @@ impl App {
             dataset_id,
             state,
             database_url,
+            server,
         })
+    }
+
+    /// Shut the control plane down and wait until it has (its data dir is free again).
+    pub async fn shut_down(&mut self) {
+        self.shutdown.cancel();
+        if let Some(server) = self.server.take() {
+            server.await.expect("server task").expect("clean shutdown");
+        }
     }
 
     pub async fn get(&self, path: &str) -> (u16, Value) {

@@ -41,7 +41,7 @@ pub(super) enum Action {
     /// (`on_insert_failed`).
     Start {
         study_id: i64,
-        plan: Plan,
+        plan: Box<Plan>,
         worker: WorkerRow,
     },
 }
@@ -398,7 +398,7 @@ impl Core {
                     live.reserved += 1;
                     out.push(Action::Start {
                         study_id: id,
-                        plan,
+                        plan: Box::new(plan),
                         worker,
                     });
                 }

@@ -354,7 +354,7 @@ fn a_failed_insert_is_planned_again_first_with_the_same_number() {
         panic!("a trial is planned")
     };
     let (number, params) = (plan.number, plan.params_json.clone());
-    d.core.on_insert_failed(1, plan, "a");
+    d.core.on_insert_failed(1, *plan, "a");
     let (again, _) = d.tick(1, &w);
     assert_eq!((again[0].number, &again[0].params), (number, &params));
 }
@@ -435,7 +435,7 @@ fn a_lost_worker_gets_nothing_until_it_registers_again_and_a_hung_one_sits_out()
 fn a_probe_takes_every_slot_of_an_idle_worker_only() {
     let mut d = Driver::new(vec![live(1, Some(10), None)]);
     let (busy, idle) = (worker("busy", 2), worker("idle", 3));
-    let (started, _) = d.tick(0, &[busy.clone()]);
+    let (started, _) = d.tick(0, std::slice::from_ref(&busy));
     assert_eq!(started.len(), 2);
     let claimed = d
         .core
@@ -446,7 +446,7 @@ fn a_probe_takes_every_slot_of_an_idle_worker_only() {
         .core
         .claim_probe_worker(vec![busy.clone(), idle.clone()])
         .is_none());
-    assert!(d.tick(1, &[idle.clone()]).0.is_empty(), "no trial beside a probe");
+    assert!(d.tick(1, std::slice::from_ref(&idle)).0.is_empty(), "no trial beside a probe");
     d.core.release_probe_worker("idle");
     assert_eq!(d.tick(2, &[idle]).0.len(), 3);
 }

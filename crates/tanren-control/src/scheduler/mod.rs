@@ -445,10 +445,10 @@ async fn tick(state: &Arc<AppState>) -> anyhow::Result<()> {
             } => {
                 if insert_failed.contains(&study_id) {
                     // Keep the numbers gap-free: nothing after a failed insert is written before it.
-                    sched.core().on_insert_failed(study_id, plan, &worker.id);
+                    sched.core().on_insert_failed(study_id, *plan, &worker.id);
                     continue;
                 }
-                if !insert_and_start(state, study_id, plan, worker).await {
+                if !insert_and_start(state, study_id, *plan, worker).await {
                     insert_failed.insert(study_id);
                 }
             }
