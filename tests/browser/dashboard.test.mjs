@@ -172,6 +172,9 @@ test('upload, create a study, watch it live, download the model', { timeout: 600
   // Workers page lists the worker as alive.
   await page.goto(`${url}/#/workers`);
   await page.waitForSelector('#workers-table >> text=browser-w1');
+  // ... with its slots: none in use once the study is over, of the one it registered.
+  const workerRow = page.locator('#workers-table tr', { hasText: 'browser-w1' });
+  await workerRow.locator('td', { hasText: /^0 \/ 1$/ }).first().waitFor();
   await page.close();
   globalThis.realStudy = studyId;
 });
