@@ -446,7 +446,10 @@ fn a_probe_takes_every_slot_of_an_idle_worker_only() {
         .core
         .claim_probe_worker(vec![busy.clone(), idle.clone()])
         .is_none());
-    assert!(d.tick(1, std::slice::from_ref(&idle)).0.is_empty(), "no trial beside a probe");
+    assert!(
+        d.tick(1, std::slice::from_ref(&idle)).0.is_empty(),
+        "no trial beside a probe"
+    );
     d.core.release_probe_worker("idle");
     assert_eq!(d.tick(2, &[idle]).0.len(), 3);
 }

@@ -355,19 +355,15 @@ impl Scheduler {
         }
     }
 
-    /// Carry out the core's `Cancel`s (the only actions that need no IO); anything else is a bug.
+    /// Carry out the core's `Cancel`s, which need no IO (`stop` and shutdown answer nothing else;
+    /// `carry_out` handles every action).
     fn cancel(&self, actions: Vec<Action>) {
         let tokens = self.tokens();
         for a in actions {
-            match a {
-                Action::Cancel { trial_id, why } => {
-                    if let Some(r) = tokens.get(&trial_id) {
-                        let _ = r.why.set(why);
-                        r.token.cancel();
-                    }
-                }
-                other => {
-                    tracing::error!(action = ?other, "scheduler: action dropped where only cancels are expected")
+            if let Action::Cancel { trial_id, why } = a {
+                if let Some(r) = tokens.get(&trial_id) {
+                    let _ = r.why.set(why);
+                    r.token.cancel();
                 }
             }
         }
@@ -429,9 +425,26 @@ async fn tick(state: &Arc<AppState>) -> anyhow::Result<()> {
     let workers = sched.live_workers(state.store.workers().await?);
     let actions = sched.core().on_tick(now_ms(), workers);
     let mut insert_failed = HashSet::new();
+    for (study_id, plan, worker) in carry_out(state, actions).await {
+        if insert_failed.contains(&study_id) {
+            // Keep the numbers gap-free: nothing after a failed insert is written before it.
+            sched.core().on_insert_failed(study_id, plan, &worker.id);
+            continue;
+        }
+        if !insert_and_start(state, study_id, plan, worker).await {
+            insert_failed.insert(study_id);
+        }
+    }
+    Ok(())
+}
+
+/// Carry out the core's cancels and study ends, in order; the trials to start are returned, in
+/// order, for the tick (only `on_tick` answers any).
+async fn carry_out(state: &AppState, actions: Vec<Action>) -> Vec<(i64, Plan, WorkerRow)> {
+    let mut starts = Vec::new();
     for action in actions {
         match action {
-            Action::Cancel { .. } => sched.cancel(vec![action]),
+            Action::Cancel { .. } => state.scheduler.cancel(vec![action]),
             Action::EndStudy {
                 study_id,
                 state: end,
@@ -442,19 +455,10 @@ async fn tick(state: &Arc<AppState>) -> anyhow::Result<()> {
                 study_id,
                 plan,
                 worker,
-            } => {
-                if insert_failed.contains(&study_id) {
-                    // Keep the numbers gap-free: nothing after a failed insert is written before it.
-                    sched.core().on_insert_failed(study_id, *plan, &worker.id);
-                    continue;
-                }
-                if !insert_and_start(state, study_id, *plan, worker).await {
-                    insert_failed.insert(study_id);
-                }
-            }
+            } => starts.push((study_id, *plan, worker)),
         }
     }
-    Ok(())
+    starts
 }
 
 /// Store a study's end and publish it. Not stored, it stays `running` in the database: a restart
@@ -743,17 +747,8 @@ async fn finish(state: &Arc<AppState>, d: &Dispatch, outcome: Outcome, unsaved_e
         busy,
         stored: stored.is_ok(),
     });
-    for action in actions {
-        match action {
-            Action::EndStudy {
-                study_id,
-                state: end,
-                reason,
-                error,
-            } => end_study(state, study_id, end, reason, error).await,
-            other => sched.cancel(vec![other]),
-        }
-    }
+    let starts = carry_out(state, actions).await;
+    debug_assert!(starts.is_empty(), "only a tick starts trials");
     sched.wake();
 }
 
