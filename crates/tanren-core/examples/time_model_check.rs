@@ -8,7 +8,7 @@
 //!     cargo run --release -p tanren-core --example time_model_check -- results.json
 
 use tanren_core::estimate::{DataSize, Measurement, TimeModel};
-use tanren_core::probe::TimingProbe;
+use tanren_core::probe::{ProbeOverhead, TimingProbe};
 use tanren_core::TrainConfig;
 
 fn main() {
@@ -31,7 +31,9 @@ fn main() {
         };
         let timing: Vec<TimingProbe> =
             serde_json::from_value(ds["advice"]["measured"]["timing"].clone()).unwrap_or_default();
-        probes.push(tanren_core::probe::measurements(&timing, data));
+        let overhead: Option<ProbeOverhead> =
+            serde_json::from_value(ds["advice"]["measured"]["overhead"].clone()).unwrap_or_default();
+        probes.push(tanren_core::probe::measurements(&timing, overhead.as_ref(), data));
         for arm in ds["arms"].as_object().expect("arms").values() {
             for t in arm["trials"].as_array().expect("trials") {
                 let (Some(train_s), Some(start), Some(end)) = (
