@@ -206,13 +206,20 @@ pub fn analyse_lr(lrs: &[f64], losses: &[Option<f64>]) -> (Option<f64>, Option<f
     }
     let end = diverged_at.unwrap_or(n);
     // The running average lags by some ten steps, which on a short sweep is a decade of learning
-    // rate: the steepest point is read from a centred average instead (the test is over by then).
-    let c = centred(&losses[..end], (end / 30).max(1));
-    // Slope of the centred loss against ln(lr) over a window of a few steps, up to the lowest loss
-    // before the blow-up: the learning rate where it falls fastest.
+    // rate: the steepest point is read from a centred average instead (the test is over by then),
+    // over a quarter decade either side, and the slope over half a decade, however many steps the
+    // sweep took: single batches are noisy, and a narrower window finds the noise's steepest dip.
+    let per_step = match lrs {
+        [a, b, ..] if *a > 0.0 && b > a => (b / a).ln(),
+        _ => 1.0,
+    };
+    let span = |decades: f64| (decades * 10f64.ln() / per_step).round() as usize;
+    let c = centred(&losses[..end], span(0.25).max(1));
+    // Slope of the centred loss against ln(lr), up to the lowest loss before the blow-up: the
+    // learning rate where it falls fastest.
     let lowest = (0..c.len()).min_by(|&a, &b| c[a].total_cmp(&c[b]));
     let steepest = lowest.and_then(|lo| {
-        let w = (end / 20).max(2);
+        let w = span(0.5).max(2);
         (w..=lo)
             .filter_map(|i| {
                 let dx = lrs[i].ln() - lrs[i - w].ln();
