@@ -84,9 +84,20 @@ fn main() {
         for (w, p) in within.iter_mut().zip(&predicted) {
             *w += ((p / measured - 1.0).abs() <= 0.3) as usize;
         }
+        let b = &models[2];
         println!(
-            "trial {i:3}: measured {measured:7.1} s; predicted {:7.1} s (trials), {:7.1} s (probes), {:7.1} s (both)",
-            predicted[0], predicted[1], predicted[2]
+            "trial {i:3}: measured {measured:7.1} s (train {:6.1}); predicted {:7.1} s (trials), {:7.1} s (probes), {:7.1} s (both: train {:6.1}, overhead {:4.1}, final {:4.1}); {} px, batch {}, {} epochs, work {:.2}",
+            m.train_seconds,
+            predicted[0],
+            predicted[1],
+            predicted[2],
+            cfg.epochs as f64 * b.epoch_seconds(&cfg, m.data),
+            b.overhead_seconds,
+            b.final_seconds(&cfg, m.data),
+            cfg.image_size,
+            cfg.batch_size,
+            cfg.epochs,
+            tanren_core::estimate::epoch_work(&cfg, m.data)
         );
     }
     let pct = |w: usize| 100.0 * w as f64 / n.max(1) as f64;

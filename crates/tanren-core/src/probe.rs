@@ -71,6 +71,7 @@ pub struct BatchProbe {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct TimingProbe {
     pub config: TrainConfig,
+    /// Steps timed (after warm-up steps).
     pub steps: u32,
     pub seconds_per_step: f64,
     /// Seconds of one evaluation batch (64 images, no gradients).

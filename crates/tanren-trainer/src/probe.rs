@@ -6,7 +6,8 @@
 //!   (`sweep_steps`), so a slow CPU sweeps the whole range in fewer, larger steps.
 //! - Batch sizes: a few steps of the base network per size on random images; on CUDA until one runs
 //!   out of memory (caught), on the CPU until images/s stop rising.
-//! - Timing: a few steps of each configuration on random images (time does not depend on the pixels),
+//! - Timing: steps of each configuration on random images (time does not depend on the pixels) for
+//!   its share of what is left of the deadline (at least the plan's `timing_steps`),
 //!   plus two evaluation batches, extrapolated to an epoch of this dataset; and what a trial does
 //!   after training (test and validation passes, the inference timing, saving the weights) on the
 //!   base network, timed as the per-trial overhead.
@@ -32,8 +33,15 @@ use tch::{Device, Kind, Reduction, Tensor};
 
 /// Shares of the deadline: range tests, batch sizes, timing.
 const SHARES: [f64; 3] = [0.5, 0.2, 0.3];
-/// Timed steps per batch size (after one warm-up step).
+/// Timed steps per batch size (after two warm-up steps), and at least this long: a few
+/// milliseconds' steps are mostly scheduling noise, and one noisy size ends the CPU's search early.
 const BATCH_STEPS: u32 = 3;
+const BATCH_MIN_SECONDS: f64 = 0.25;
+/// A timing configuration is measured for its share of what is left, at most this long, and at
+/// least the plan's `timing_steps` (after two warm-up steps: the first steps of a new network
+/// allocate and pick kernels, and inflated every epoch estimate).
+const TIMING_MAX_SECONDS: f64 = 3.0;
+const WARMUP_STEPS: u32 = 2;
 /// Steps at the lowest learning rate that time a range test's steps before it picks its length.
 const LR_WARMUP_STEPS: u32 = 3;
 
@@ -202,7 +210,9 @@ pub fn run(
         let mut last_step = 0.0f64;
         for &b in &plan.batches {
             // The next size takes about twice the last one's steps: skip it if it cannot finish.
-            let need = Duration::from_secs_f64(2.0 * last_step * (BATCH_STEPS + 1) as f64);
+            let need = Duration::from_secs_f64(
+                (2.0 * last_step * (BATCH_STEPS + WARMUP_STEPS) as f64).max(BATCH_MIN_SECONDS),
+            );
             if stop(batch_end) || Instant::now() + need > batch_end {
                 cut_short.push(format!(
                     "batch sizes above {} were not tried before the deadline",
@@ -212,14 +222,23 @@ pub fn run(
             }
             let measured = catching(|| -> Result<f64, TrainError> {
                 let (x, y) = random_batch(cfg, b as i64, device);
-                let _ = step(&net, &mut opt, cfg, &x, &y);
-                sync(device);
-                let t = Instant::now();
-                for _ in 0..BATCH_STEPS {
+                for _ in 0..WARMUP_STEPS {
                     let _ = step(&net, &mut opt, cfg, &x, &y);
                 }
                 sync(device);
-                Ok(t.elapsed().as_secs_f64() / BATCH_STEPS as f64)
+                let t = Instant::now();
+                let mut steps = 0;
+                while steps < BATCH_STEPS
+                    || (t.elapsed().as_secs_f64() < BATCH_MIN_SECONDS && Instant::now() < batch_end)
+                {
+                    let _ = step(&net, &mut opt, cfg, &x, &y);
+                    steps += 1;
+                    if steps >= BATCH_STEPS {
+                        sync(device);
+                    }
+                }
+                sync(device);
+                Ok(t.elapsed().as_secs_f64() / steps as f64)
             });
             let per_step = match measured {
                 Some(r) => Some(r?),
@@ -266,6 +285,11 @@ pub fn run(
     let val = data.val_x.size()[0].max(0) as usize;
     let mut timing = Vec::new();
     for (k, cfg) in plan.timing.iter().enumerate() {
+        let left = clock
+            .deadline
+            .saturating_duration_since(Instant::now())
+            .as_secs_f64();
+        let window = (left / (plan.timing.len() - k) as f64).min(TIMING_MAX_SECONDS);
         if stop(clock.deadline) {
             cut_short.push(format!(
                 "{} of {} timing configurations were measured before the deadline",
@@ -274,7 +298,7 @@ pub fn run(
             ));
             break;
         }
-        let measured = catching(|| -> Result<(f64, f64), TrainError> {
+        let measured = catching(|| -> Result<(f64, f64, u32), TrainError> {
             tch::manual_seed(cfg.seed as i64);
             let vs = nn::VarStore::new(device);
             let net = build(&vs.root(), &cfg.model);
@@ -292,32 +316,41 @@ pub fn run(
                     &batch(&pool_y, &idx, device),
                 )
             };
-            let _ = one();
+            for _ in 0..WARMUP_STEPS {
+                let _ = one();
+            }
             sync(device);
             let t = Instant::now();
             let mut steps = 0;
-            while steps < plan.timing_steps && (steps == 0 || Instant::now() < clock.deadline) {
+            while steps == 0
+                || (Instant::now() < clock.deadline
+                    && (steps < plan.timing_steps || t.elapsed().as_secs_f64() < window))
+            {
                 let _ = one();
                 steps += 1;
+                if steps >= plan.timing_steps {
+                    sync(device);
+                }
             }
             sync(device);
             let per_step = t.elapsed().as_secs_f64() / steps as f64;
             let (ex, _) = random_batch(cfg, 64, device);
+            let _ = tch::no_grad(|| net.forward_t(&normalize(&ex, cfg.normalize), false));
             let t = Instant::now();
             for _ in 0..2 {
                 let _ = tch::no_grad(|| net.forward_t(&normalize(&ex, cfg.normalize), false));
             }
             sync(device);
-            Ok((per_step, t.elapsed().as_secs_f64() / 2.0))
+            Ok((per_step, t.elapsed().as_secs_f64() / 2.0, steps))
         });
         let Some(measured) = measured else {
             cut_short.push(format!("timing configuration {} ran out of device memory", k + 1));
             continue;
         };
-        let (per_step, per_eval) = measured?;
+        let (per_step, per_eval, steps) = measured?;
         timing.push(TimingProbe {
             config: cfg.clone(),
-            steps: plan.timing_steps,
+            steps,
             seconds_per_step: per_step,
             seconds_per_eval_batch: per_eval,
             epoch_seconds: extrapolate(cfg.batch_size, fit, val, per_step, per_eval),
