@@ -155,14 +155,19 @@ pub fn advise(
     let mut b_hi = pow2_floor((fit / 8.0).min(128.0)).max(2.0);
     let mut why_batch =
         format!("{fit:.0} training images: batches up to {b_hi:.0} still give at least 8 steps per epoch");
+    // Around the knee of images/s: past twice it only fewer steps per epoch, below half of it
+    // slower epochs.
+    let mut b_floor = 1.0;
     if let Some(knee) = m.knee_batch {
         let k = pow2_floor(knee as f64).max(16f64.min(b_hi));
-        if k < b_hi {
-            b_hi = k;
-            why_batch = format!(
-                "on the probed worker batches above {knee} train no faster per image; they would only mean fewer steps per epoch"
-            );
+        b_floor = k / 2.0;
+        if 2.0 * k < b_hi {
+            b_hi = 2.0 * k;
         }
+        why_batch = format!(
+            "on the probed worker images/s stop rising past batch {knee}: {:.0}–{b_hi:.0} keeps it busy (larger batches only mean fewer steps per epoch, smaller ones slower epochs)",
+            (b_hi / 8.0).max(b_floor).min(b_hi)
+        );
     }
     if let Some(max) = m.max_batch {
         if (max as f64) < b_hi {
@@ -170,7 +175,7 @@ pub fn advise(
             why_batch = format!("the probe found batches above {max} do not fit the worker's memory");
         }
     }
-    let b_lo = (b_hi / 8.0).max(1.0);
+    let b_lo = (b_hi / 8.0).max(b_floor).min(b_hi).max(1.0);
     put(BATCH_SIZE, range(b_lo, b_hi), why_batch);
 
     // Epochs: enough steps to converge on small data, not past the plateau.
@@ -339,6 +344,18 @@ mod tests {
         let b = advise(&stats(28, 6000, false), data, Some(&m), &model);
         assert_eq!(b.bounds["learning_rate"], range(1e-4, 0.002));
         assert_eq!(b.bounds["batch_size"], range(2.0, 16.0));
+        // A CPU whose images/s stop rising at 16: batches around it, not far below.
+        let mut k = Measured::default();
+        k.knee_batch = Some(16);
+        let c = advise(&stats(28, 6000, false), data, Some(&k), &model);
+        assert_eq!(c.bounds["batch_size"], range(8.0, 32.0));
+        let small = DataSize {
+            train: 480,
+            test: 120,
+        };
+        k.knee_batch = Some(8);
+        let d = advise(&stats(28, 600, false), small, Some(&k), &model);
+        assert_eq!(d.bounds["batch_size"], range(8.0, 32.0));
     }
 
     #[test]
