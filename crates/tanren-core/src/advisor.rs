@@ -166,7 +166,7 @@ pub fn advise(
         }
         why_batch = format!(
             "on the probed worker images/s stop rising past batch {knee}: {:.0}–{b_hi:.0} keeps it busy (larger batches only mean fewer steps per epoch, smaller ones slower epochs)",
-            (b_hi / 8.0).max(b_floor).min(b_hi)
+            (b_hi / 8.0).max(b_floor).min(b_hi / 2.0).max(1.0)
         );
     }
     if let Some(max) = m.max_batch {
@@ -175,7 +175,8 @@ pub fn advise(
             why_batch = format!("the probe found batches above {max} do not fit the worker's memory");
         }
     }
-    let b_lo = (b_hi / 8.0).max(b_floor).min(b_hi).max(1.0);
+    // Still a range when the data caps the top below the knee.
+    let b_lo = (b_hi / 8.0).max(b_floor).min(b_hi / 2.0).max(1.0);
     put(BATCH_SIZE, range(b_lo, b_hi), why_batch);
 
     // Epochs: enough steps to converge on small data, not past the plateau.
@@ -356,6 +357,10 @@ mod tests {
         k.knee_batch = Some(8);
         let d = advise(&stats(28, 600, false), small, Some(&k), &model);
         assert_eq!(d.bounds["batch_size"], range(8.0, 32.0));
+        // A knee past what the data allows: still a range below the data's cap.
+        k.knee_batch = Some(128);
+        let e = advise(&stats(28, 600, false), small, Some(&k), &model);
+        assert_eq!(e.bounds["batch_size"], range(16.0, 32.0));
     }
 
     #[test]

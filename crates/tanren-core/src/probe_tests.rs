@@ -280,7 +280,10 @@ fn advice_from_probes_names_them_and_draws_no_warnings() {
     }
     assert_eq!(
         a.bounds["batch_size"],
-        crate::space::Bound::Range { low: 4.0, high: 32.0 }
+        crate::space::Bound::Range {
+            low: 16.0,
+            high: 64.0
+        }
     );
     let space = ImageSpace::from_bounds(&a.bounds).unwrap();
     let ws = check(
