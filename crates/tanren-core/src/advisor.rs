@@ -346,8 +346,10 @@ mod tests {
         assert_eq!(b.bounds["learning_rate"], range(1e-4, 0.002));
         assert_eq!(b.bounds["batch_size"], range(2.0, 16.0));
         // A CPU whose images/s stop rising at 16: batches around it, not far below.
-        let mut k = Measured::default();
-        k.knee_batch = Some(16);
+        let mut k = Measured {
+            knee_batch: Some(16),
+            ..Measured::default()
+        };
         let c = advise(&stats(28, 6000, false), data, Some(&k), &model);
         assert_eq!(c.bounds["batch_size"], range(8.0, 32.0));
         let small = DataSize {
