@@ -151,14 +151,26 @@ pub fn probe_measurements(measured: Option<&Measured>, cuda: bool, data: DataSiz
 /// The time model for a new study: fitted on recent finished trials that ran on the kind of device
 /// the live workers have.
 pub async fn history_model(s: &AppState, cuda: bool) -> ApiResult<TimeModel> {
-    model_with(s, cuda, Vec::new()).await
+    model_with(s, cuda, Vec::new(), 0).await
 }
 
-/// `history_model` with more measurements (a dataset's probe timings): they teach the model how
-/// time grows with work on this device and this dataset before any of its trials ran.
-pub async fn model_with(s: &AppState, cuda: bool, extra: Vec<Measurement>) -> ApiResult<TimeModel> {
+/// `history_model` with more measurements (dataset `dataset_id`'s probe timings): they teach the
+/// model how time grows with work on this device and this dataset before any of its trials ran.
+/// With probes, only earlier trials on the same dataset join them: the same work costs more on a
+/// large dataset than on a small one, and one seconds-per-work scale cannot hold both (on the
+/// advice bench's trials, pooling every dataset's trials with the probes put 55% of trials within
+/// ±30%, the probes alone 68%).
+pub async fn model_with(
+    s: &AppState,
+    cuda: bool,
+    extra: Vec<Measurement>,
+    dataset_id: i64,
+) -> ApiResult<TimeModel> {
     let mut studies = s.store.studies().await?;
     studies.sort_by_key(|r| std::cmp::Reverse(r.created_at));
+    if !extra.is_empty() {
+        studies.retain(|r| r.dataset_id == dataset_id);
+    }
     let mut sizes: HashMap<i64, DataSize> = HashMap::new();
     let mut measured = extra;
     for row in studies.iter().take(HISTORY_STUDIES) {
@@ -212,7 +224,7 @@ pub async fn assess_with(
     let probes = probe_measurements(measured, cuda, data);
     // Epoch timings; the measured overhead is not one.
     let probe_points = probes.iter().filter(|m| m.epochs > 0).count();
-    let model = model_with(s, cuda, probes).await?;
+    let model = model_with(s, cuda, probes, ds.id).await?;
     let stats = crate::api::dataset_stats(s, ds).await.ok();
     let cost = space_cost(space, ds.num_classes as u32, data, &model, SPACE_SAMPLES);
     let ws = warnings::check(
@@ -319,7 +331,7 @@ pub async fn eta_inputs(s: &AppState, row: &StudyRow, trials: &[TrialRow]) -> Op
     // The dataset's probe timings calibrate the model alongside the study's own trials.
     let probes = probe_measurements(measured(s, &ds).await.as_ref(), cuda, data);
     let model = if own.is_empty() {
-        model_with(s, cuda, probes).await.ok()?
+        model_with(s, cuda, probes, ds.id).await.ok()?
     } else {
         own.extend(probes);
         TimeModel::fit(&TimeModel::prior(cuda), &own)

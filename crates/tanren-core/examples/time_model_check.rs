@@ -3,8 +3,8 @@
 //! measured), predicts each trial's wall time from the model fitted on what the control plane knows
 //! at that moment, and prints the share within ±30% of the measured time four ways: fitted on the
 //! earlier trials of every dataset only (as before probes existed), on the dataset's probe timings
-//! only (what a study gets at creation), on both (a new study's estimate), and on the study's own
-//! earlier trials with its dataset's probes (what the live ETA fits).
+//! only, on both (the probes with earlier trials on the same dataset: a new study's estimate), and
+//! on the study's own earlier trials with its dataset's probes (what the live ETA fits).
 //!
 //!     cargo run --release -p tanren-core --example time_model_check -- results.json
 
@@ -69,7 +69,13 @@ fn main() {
     for i in 1..all.len() {
         let (_, k, arm, m) = &all[i];
         let earlier: Vec<Measurement> = all[..i].iter().map(|(_, _, _, m)| m.clone()).collect();
-        let with_probes: Vec<Measurement> = earlier.iter().chain(&probes[*k]).cloned().collect();
+        // A new study's estimate: the dataset's probes with earlier trials on the same dataset.
+        let with_probes: Vec<Measurement> = all[..i]
+            .iter()
+            .filter(|(_, k2, _, _)| k2 == k)
+            .map(|(_, _, _, m)| m.clone())
+            .chain(probes[*k].iter().cloned())
+            .collect();
         // What a running study's ETA fits: its own finished trials and its dataset's probes.
         let own: Vec<Measurement> = all[..i]
             .iter()
