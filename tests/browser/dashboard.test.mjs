@@ -96,6 +96,26 @@ test('upload, create a study, watch it live, download the model', { timeout: 600
   assert.ok(await page.locator('[data-field="bounds.learning_rate"].invalid').count());
   await page.screenshot({ path: join(out, 'new-study-error.png'), fullPage: true });
 
+  // "Suggest bounds": the advisor probes the data on the test's worker (it is idle) and fills every
+  // row with a bound and its reason; the trials too; the note says where the probes ran.
+  await page.click('#suggest-bounds');
+  await page.waitForFunction(() => /Suggested bounds filled in/.test(document.getElementById('advice-note').textContent), null, { timeout: 240000 });
+  const note = await page.textContent('#advice-note');
+  assert.match(note, /probes ran on worker browser-w1/i, note);
+  for (const k of ['image_size', 'learning_rate', 'batch_size', 'epochs', 'channels', 'conv_blocks']) {
+    const reason = await page.textContent(`[data-reason="${k}"]`);
+    assert.match(reason, /^Suggested: ./, `${k}: ${reason}`);
+  }
+  // The shapes are 32 px: the suggested sizes stay near them, and the learning rate is Adam's.
+  assert.match(await page.textContent('[data-reason="image_size"]'), /32 px/);
+  const lr = [Number(await page.inputValue('input[name="learning_rate.low"]')), Number(await page.inputValue('input[name="learning_rate.high"]'))];
+  assert.ok(lr[0] >= 1e-5 && lr[0] < lr[1] && lr[1] <= 0.05, `advised learning rate ${lr}`);
+  assert.notEqual(await page.inputValue('input[name="trials"]'), '');
+  assert.ok(await page.locator('input[name="optimizer.adamw"]').isChecked());
+  assert.equal(await page.locator('[data-field="bounds.learning_rate"] .field-error').textContent(), '',
+    'the suggestion replaced the values the error was about');
+  await page.screenshot({ path: join(out, 'new-study-advice.png'), fullPage: true });
+
   // A small real study: 4 trials of 3-5 epochs on 24-40 px images.
   await page.fill('input[name="learning_rate.low"]', '0.001');
   await page.fill('input[name="learning_rate.high"]', '0.005');

@@ -57,6 +57,16 @@ async fn probes_run_on_a_real_worker_and_free_it_again() {
         Some(timing.len() as u64),
         "{advice}"
     );
+    // What a trial does outside its epochs, timed on the base network: it calibrates the overhead.
+    let overhead = &report["overhead"];
+    assert!(
+        overhead["prepare_seconds"].as_f64().is_some_and(|s| s > 0.0),
+        "{overhead}"
+    );
+    assert!(
+        overhead["tail_seconds"].as_f64().is_some_and(|s| s > 0.0),
+        "{overhead}"
+    );
     assert!(advice["suggestions"].as_array().unwrap().len() >= 6);
 
     // The worker is free again: a one-trial study with the advised bounds runs on it.

@@ -57,12 +57,66 @@ pub fn data_size(ds: &DatasetRow) -> DataSize {
     }
 }
 
-/// What the probes measured for a dataset, if the advisor ran on it.
+/// What the probes measured for a dataset, if the advisor ran on it, with where earlier trials on
+/// it levelled off.
 pub async fn measured(s: &AppState, ds: &DatasetRow) -> Option<Measured> {
     let path = s.files.dataset_dir(&ds.sha256).join(ADVICE_FILE);
-    let bytes = tokio::fs::read(path).await.ok()?;
-    let v: serde_json::Value = serde_json::from_slice(&bytes).ok()?;
-    serde_json::from_value(v["measured"].clone()).ok()
+    let probed = async {
+        let bytes = tokio::fs::read(path).await.ok()?;
+        let v: serde_json::Value = serde_json::from_slice(&bytes).ok()?;
+        serde_json::from_value::<Measured>(v["measured"].clone()).ok()
+    }
+    .await;
+    with_plateau(s, ds, probed).await
+}
+
+/// `m` with `plateau_epochs` from the per-epoch curves of the latest finished trials on this
+/// dataset (`warnings::plateau_epochs`); a `Measured` of only that when nothing was probed.
+pub async fn with_plateau(s: &AppState, ds: &DatasetRow, m: Option<Measured>) -> Option<Measured> {
+    let plateau = trial_plateau(s, ds).await;
+    match (m, plateau) {
+        (Some(mut m), p) => {
+            m.plateau_epochs = p.or(m.plateau_epochs);
+            Some(m)
+        }
+        (None, Some(p)) => Some(Measured {
+            plateau_epochs: Some(p),
+            ..Measured::default()
+        }),
+        (None, None) => None,
+    }
+}
+
+async fn trial_plateau(s: &AppState, ds: &DatasetRow) -> Option<u32> {
+    let mut studies = s.store.studies().await.ok()?;
+    studies.retain(|r| r.dataset_id == ds.id);
+    studies.sort_by_key(|r| std::cmp::Reverse(r.created_at));
+    let mut curves: Vec<Vec<f64>> = Vec::new();
+    for row in studies.iter().take(HISTORY_STUDIES) {
+        let finished: std::collections::HashSet<i64> = s
+            .store
+            .trials_light(row.id)
+            .await
+            .ok()?
+            .into_iter()
+            .filter(|t| t.state == TrialState::Complete.as_str())
+            .map(|t| t.id)
+            .collect();
+        let mut last = None;
+        for e in s.store.epochs_for_study(row.id).await.ok()? {
+            if !finished.contains(&e.trial_id) {
+                continue;
+            }
+            if last != Some(e.trial_id) {
+                curves.push(Vec::new());
+                last = Some(e.trial_id);
+            }
+            if let Some(c) = curves.last_mut() {
+                c.push(e.val_accuracy);
+            }
+        }
+    }
+    warnings::plateau_epochs(&curves)
 }
 
 fn is_cuda(label: Option<&str>) -> bool {
@@ -87,7 +141,9 @@ pub fn measurement(t: &TrialRow, data: DataSize) -> Option<Measurement> {
 /// The probes' epoch timings as measurements, when they ran on the kind of device asked about.
 pub fn probe_measurements(measured: Option<&Measured>, cuda: bool, data: DataSize) -> Vec<Measurement> {
     match measured {
-        Some(m) if m.on_cuda() == Some(cuda) => tanren_core::probe::measurements(&m.timing, data),
+        Some(m) if m.on_cuda() == Some(cuda) => {
+            tanren_core::probe::measurements(&m.timing, m.overhead.as_ref(), data)
+        }
         _ => Vec::new(),
     }
 }
@@ -95,14 +151,26 @@ pub fn probe_measurements(measured: Option<&Measured>, cuda: bool, data: DataSiz
 /// The time model for a new study: fitted on recent finished trials that ran on the kind of device
 /// the live workers have.
 pub async fn history_model(s: &AppState, cuda: bool) -> ApiResult<TimeModel> {
-    model_with(s, cuda, Vec::new()).await
+    model_with(s, cuda, Vec::new(), 0).await
 }
 
-/// `history_model` with more measurements (a dataset's probe timings): they teach the model how
-/// time grows with work on this device and this dataset before any of its trials ran.
-pub async fn model_with(s: &AppState, cuda: bool, extra: Vec<Measurement>) -> ApiResult<TimeModel> {
+/// `history_model` with more measurements (dataset `dataset_id`'s probe timings): they teach the
+/// model how time grows with work on this device and this dataset before any of its trials ran.
+/// With probes, only earlier trials on the same dataset join them: the same work costs more on a
+/// large dataset than on a small one, and one seconds-per-work scale cannot hold both (on the
+/// advice bench's trials, pooling every dataset's trials with the probes put 55% of trials within
+/// ±30%, the probes alone 68%).
+pub async fn model_with(
+    s: &AppState,
+    cuda: bool,
+    extra: Vec<Measurement>,
+    dataset_id: i64,
+) -> ApiResult<TimeModel> {
     let mut studies = s.store.studies().await?;
     studies.sort_by_key(|r| std::cmp::Reverse(r.created_at));
+    if !extra.is_empty() {
+        studies.retain(|r| r.dataset_id == dataset_id);
+    }
     let mut sizes: HashMap<i64, DataSize> = HashMap::new();
     let mut measured = extra;
     for row in studies.iter().take(HISTORY_STUDIES) {
@@ -154,8 +222,9 @@ pub async fn assess_with(
     let (live, cuda) = workers(s).await?;
     let data = data_size(ds);
     let probes = probe_measurements(measured, cuda, data);
-    let probe_points = probes.len();
-    let model = model_with(s, cuda, probes).await?;
+    // Epoch timings; the measured overhead is not one.
+    let probe_points = probes.iter().filter(|m| m.epochs > 0).count();
+    let model = model_with(s, cuda, probes, ds.id).await?;
     let stats = crate::api::dataset_stats(s, ds).await.ok();
     let cost = space_cost(space, ds.num_classes as u32, data, &model, SPACE_SAMPLES);
     let ws = warnings::check(
@@ -262,7 +331,7 @@ pub async fn eta_inputs(s: &AppState, row: &StudyRow, trials: &[TrialRow]) -> Op
     // The dataset's probe timings calibrate the model alongside the study's own trials.
     let probes = probe_measurements(measured(s, &ds).await.as_ref(), cuda, data);
     let model = if own.is_empty() {
-        model_with(s, cuda, probes).await.ok()?
+        model_with(s, cuda, probes, ds.id).await.ok()?
     } else {
         own.extend(probes);
         TimeModel::fit(&TimeModel::prior(cuda), &own)

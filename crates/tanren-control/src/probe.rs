@@ -17,7 +17,7 @@ const FETCH_SLACK: Duration = Duration::from_secs(120);
 pub enum Probed {
     Ran {
         worker_id: String,
-        report: ProbeReport,
+        report: Box<ProbeReport>,
     },
     /// Why none ran (no worker, all busy, the call failed).
     Skipped(String),
@@ -55,7 +55,7 @@ pub async fn run(s: &AppState, ds: &DatasetRow, plan: &ProbePlan) -> Probed {
     match answer {
         Ok(Ok(report)) => Probed::Ran {
             worker_id: worker.id,
-            report,
+            report: Box::new(report),
         },
         Ok(Err(why)) => {
             tracing::warn!(error = %why, "probe failed");

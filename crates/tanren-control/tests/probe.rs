@@ -83,6 +83,7 @@ impl Worker for ProbeFake {
                     epoch_seconds: 0.5 * epoch_work(c, data).powf(0.8),
                 })
                 .collect(),
+            overhead: None,
             seconds: 1.5,
             cut_short: vec![],
         };

@@ -4,6 +4,7 @@
 //! (the learning rate where the loss blew up, the largest batch that fits, where accuracy plateaued).
 //! Every suggestion passes `ImageSpace::from_bounds` (tested). No IO.
 
+use crate::config::OptimizerKind;
 use crate::dataset_stats::DatasetStats;
 use crate::estimate::{space_cost, DataSize, TimeModel};
 use crate::params::param;
@@ -50,6 +51,39 @@ pub fn sci(x: f64) -> String {
         let s = format!("{x:.0e}");
         s
     }
+}
+
+/// Learning rates that make sense for an optimizer on small image networks whatever a range test
+/// said: a test on a few noisy batches can put its steepest point at a rate no one trains with.
+pub fn lr_window(kind: OptimizerKind) -> (f64, f64) {
+    match kind {
+        OptimizerKind::Adam | OptimizerKind::Adamw => (1e-4, 3e-2),
+        OptimizerKind::Sgd => (1e-3, 0.5),
+    }
+}
+
+/// Learning-rate bounds from a range test: a factor 5 either side of where the loss fell fastest
+/// (that point taken no closer than a factor 3 to the ends of the optimizer's window), inside the
+/// window, the top at least three times below where the loss blew up, and at
+/// least a decade wide (widened downwards when capped). With only a blow-up point: the decade below a
+/// third of it. Never below a tenth of the window's floor, however low the blow-up.
+pub fn lr_bounds(kind: OptimizerKind, steepest: Option<f64>, divergence: Option<f64>) -> (f64, f64) {
+    let (w_lo, w_hi) = lr_window(kind);
+    let cap = divergence
+        .map_or(w_hi, |d| (d / 3.0).min(w_hi))
+        .max(w_lo / 10.0 * 3.0);
+    let steepest = steepest.map(|st| st.clamp(3.0 * w_lo, w_hi / 3.0));
+    let hi = match steepest {
+        Some(st) => (st * 5.0).min(cap),
+        None => cap,
+    };
+    let lo = match steepest {
+        Some(st) => (st / 5.0).max(w_lo),
+        None => w_lo,
+    }
+    .min(hi / 10.0)
+    .max(w_lo / 10.0);
+    (lo, hi.max(lo * 3.0))
 }
 
 fn pow2_floor(x: f64) -> f64 {
@@ -121,14 +155,19 @@ pub fn advise(
     let mut b_hi = pow2_floor((fit / 8.0).min(128.0)).max(2.0);
     let mut why_batch =
         format!("{fit:.0} training images: batches up to {b_hi:.0} still give at least 8 steps per epoch");
+    // Around the knee of images/s: past twice it only fewer steps per epoch, below half of it
+    // slower epochs.
+    let mut b_floor = 1.0;
     if let Some(knee) = m.knee_batch {
         let k = pow2_floor(knee as f64).max(16f64.min(b_hi));
-        if k < b_hi {
-            b_hi = k;
-            why_batch = format!(
-                "on the probed worker batches above {knee} train no faster per image; they would only mean fewer steps per epoch"
-            );
+        b_floor = k / 2.0;
+        if 2.0 * k < b_hi {
+            b_hi = 2.0 * k;
         }
+        why_batch = format!(
+            "on the probed worker images/s stop rising past batch {knee}: {:.0}–{b_hi:.0} keeps it busy (larger batches only mean fewer steps per epoch, smaller ones slower epochs)",
+            (b_hi / 8.0).max(b_floor).min(b_hi / 2.0).max(1.0)
+        );
     }
     if let Some(max) = m.max_batch {
         if (max as f64) < b_hi {
@@ -136,7 +175,8 @@ pub fn advise(
             why_batch = format!("the probe found batches above {max} do not fit the worker's memory");
         }
     }
-    let b_lo = (b_hi / 8.0).max(1.0);
+    // Still a range when the data caps the top below the knee.
+    let b_lo = (b_hi / 8.0).max(b_floor).min(b_hi / 2.0).max(1.0);
     put(BATCH_SIZE, range(b_lo, b_hi), why_batch);
 
     // Epochs: enough steps to converge on small data, not past the plateau.
@@ -144,7 +184,7 @@ pub fn advise(
     let (ep_hi, why_epochs) = match m.plateau_epochs {
         Some(p) => (
             (p as f64 * 1.5).ceil().clamp(2.0, 50.0),
-            format!("the probes stopped improving after about {p} epochs"),
+            format!("earlier trials on this dataset stopped improving after about {p} epochs"),
         ),
         None => {
             let e = (600.0 / steps_per_epoch).ceil().clamp(3.0, 30.0);
@@ -164,35 +204,33 @@ pub fn advise(
     let steepest = m.steepest_lr.get("adam").copied();
     let divergence = m.divergence_lr.get("adam").copied();
     let (lr_lo, lr_hi, why_lr) = match (steepest, divergence) {
-        (Some(st), d) => {
-            let cap = d.map_or(0.05, |d| d / 3.0).min(0.05);
-            let hi = (st * 10.0).min(cap);
-            let lo = (st / 5.0).min(hi / 10.0);
-            let blew = match d {
-                Some(d) => format!("diverged past {}", sci(d)),
-                None => "never blew up".into(),
-            };
-            (
-                lo,
-                hi,
-                format!(
-                    "the loss fell fastest at lr {} and {blew}; {}–{} stays around the fast part and below the blow-up",
-                    sci(st),
-                    sci(lo),
-                    sci(hi)
-                ),
-            )
-        }
-        (None, Some(d)) => {
-            let hi = (d / 3.0).min(0.05);
-            (hi / 30.0, hi, format!("the learning-rate test's loss blew up at {d:.1e}; the upper bound stays three times below it"))
-        }
         (None, None) => (
             3e-4,
             1e-2,
             "Adam learns best between 3e-4 and 1e-2 on most small image sets; above that it often diverges"
                 .into(),
         ),
+        (st, d) => {
+            let (lo, hi) = lr_bounds(OptimizerKind::Adam, st, d);
+            let blew = match d {
+                Some(d) => format!("blew up past {}", sci(d)),
+                None => "never blew up".into(),
+            };
+            let why = match st {
+                Some(st) => format!(
+                    "the learning-rate test's loss fell fastest at {} and {blew}; {}–{} stays around the fast part and below the blow-up",
+                    sci(st),
+                    sci(lo),
+                    sci(hi)
+                ),
+                None => format!(
+                    "the learning-rate test's loss {blew}; {}–{} stays well below that",
+                    sci(lo),
+                    sci(hi)
+                ),
+            };
+            (lo, hi, why)
+        }
     };
     put(LEARNING_RATE, range(lr_lo, lr_hi), why_lr);
 
@@ -305,7 +343,59 @@ mod tests {
         m.divergence_lr.insert("adam".into(), 0.006);
         m.max_batch = Some(16);
         let b = advise(&stats(28, 6000, false), data, Some(&m), &model);
-        assert_eq!(b.bounds["learning_rate"], range(0.002 / 30.0, 0.002));
+        assert_eq!(b.bounds["learning_rate"], range(1e-4, 0.002));
         assert_eq!(b.bounds["batch_size"], range(2.0, 16.0));
+        // A CPU whose images/s stop rising at 16: batches around it, not far below.
+        let mut k = Measured {
+            knee_batch: Some(16),
+            ..Measured::default()
+        };
+        let c = advise(&stats(28, 6000, false), data, Some(&k), &model);
+        assert_eq!(c.bounds["batch_size"], range(8.0, 32.0));
+        let small = DataSize {
+            train: 480,
+            test: 120,
+        };
+        k.knee_batch = Some(8);
+        let d = advise(&stats(28, 600, false), small, Some(&k), &model);
+        assert_eq!(d.bounds["batch_size"], range(8.0, 32.0));
+        // A knee past what the data allows: still a range below the data's cap.
+        k.knee_batch = Some(128);
+        let e = advise(&stats(28, 600, false), small, Some(&k), &model);
+        assert_eq!(e.bounds["batch_size"], range(16.0, 32.0));
+    }
+
+    #[test]
+    fn learning_rate_bounds_surround_the_steepest_point_inside_the_window() {
+        let adam = OptimizerKind::Adam;
+        let close =
+            |a: (f64, f64), b: (f64, f64)| (a.0 / b.0 - 1.0).abs() < 1e-9 && (a.1 / b.1 - 1.0).abs() < 1e-9;
+        // A clean test: a factor 5 either side, the top below a third of the blow-up.
+        assert!(close(lr_bounds(adam, Some(2e-3), Some(0.3)), (4e-4, 1e-2)));
+        assert!(close(lr_bounds(adam, Some(2e-3), Some(0.015)), (4e-4, 5e-3)));
+        // A steepest point among the first steps (a noisy or cut-short test) is not believed below
+        // the window: never the 3e-7..1e-5 a busy CPU once advised.
+        let (lo, hi) = lr_bounds(adam, Some(3e-7), None);
+        assert!(lo >= 1e-4 && hi >= 1e-3, "{lo}..{hi}");
+        // Nor above it.
+        let (lo, hi) = lr_bounds(adam, Some(2.0), None);
+        assert!(hi <= 3e-2 && lo <= 3e-3, "{lo}..{hi}");
+        // SGD has its own window, a decade higher.
+        let (lo, hi) = lr_bounds(OptimizerKind::Sgd, Some(0.05), None);
+        assert!(close((lo, hi), (0.01, 0.25)), "{lo}..{hi}");
+        // Only a blow-up point: the decade and more below a third of it.
+        let (lo, hi) = lr_bounds(adam, None, Some(0.03));
+        assert!(close((lo, hi), (1e-4, 0.01)), "{lo}..{hi}");
+        // Every answer is a valid range at least half a decade wide, and never absurdly low.
+        for st in [None, Some(1e-9), Some(1e-5), Some(1e-3), Some(0.1), Some(10.0)] {
+            for d in [None, Some(1e-6), Some(1e-4), Some(1e-2), Some(1.0)] {
+                for k in [adam, OptimizerKind::Sgd] {
+                    let (lo, hi) = lr_bounds(k, st, d);
+                    assert!(lo > 0.0 && hi >= 3.0 * lo, "{k:?} {st:?} {d:?}: {lo}..{hi}");
+                    assert!(lo >= lr_window(k).0 / 10.0, "{k:?} {st:?} {d:?}: {lo}");
+                    assert!(hi <= lr_window(k).1, "{k:?} {st:?} {d:?}: {hi}");
+                }
+            }
+        }
     }
 }

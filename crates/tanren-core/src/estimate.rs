@@ -135,12 +135,17 @@ pub fn epoch_work(cfg: &TrainConfig, data: DataSize) -> f64 {
     (train + eval) / 1e9
 }
 
+/// Images of the inference timing at most (200 single images and 50 batches of 64), and its time
+/// budget (0.5 s and 1 s): whichever comes first ends it.
+const INFERENCE_IMAGES: f64 = 200.0 + 50.0 * 64.0;
+const INFERENCE_SECONDS: f64 = 1.5;
+
 /// Work after training: the test set and the validation set once more, and the inference timing
 /// (about 200 single images and 50 batches of 64, or 1.5 s, whichever comes first).
 pub fn final_work(cfg: &TrainConfig, data: DataSize) -> f64 {
     let f = forward_flops(&cfg.model) as f64;
     let (_, val) = split(cfg, data);
-    (f * (data.test as f64 + val + 200.0 + 50.0 * 64.0)) / 1e9
+    (f * (data.test as f64 + val + INFERENCE_IMAGES)) / 1e9
 }
 
 /// Seconds per GFLOP-equivalent and per-trial overhead, with their uncertainty.
@@ -221,7 +226,12 @@ impl TimeModel {
             .iter()
             .filter_map(|m| {
                 let w = m.wall_seconds?;
-                Some((w - m.train_seconds - spw * final_work(&m.config, m.data).powf(exponent)).max(0.0))
+                let model = TimeModel {
+                    seconds_per_work: spw,
+                    exponent,
+                    ..prior.clone()
+                };
+                Some((w - m.train_seconds - model.final_seconds(&m.config, m.data)).max(0.0))
             })
             .collect();
         over.sort_by(f64::total_cmp);
@@ -241,9 +251,15 @@ impl TimeModel {
         self.seconds_per_work * epoch_work(cfg, data).powf(self.exponent)
     }
 
-    /// Seconds of the evaluation after training.
+    /// Seconds of the evaluation after training. The inference timing in it stops on time (the
+    /// trainer's `measure_inference` budgets 0.5 s for single images and 1 s for batches), so its
+    /// share is capped there: counted as work it made a heavy network's trial seconds too long.
     pub fn final_seconds(&self, cfg: &TrainConfig, data: DataSize) -> f64 {
-        self.seconds_per_work * final_work(cfg, data).powf(self.exponent)
+        let secs = |work: f64| self.seconds_per_work * work.powf(self.exponent);
+        let all = secs(final_work(cfg, data));
+        let f = forward_flops(&cfg.model) as f64;
+        let eval = secs(final_work(cfg, data) - f * INFERENCE_IMAGES / 1e9);
+        eval + (all - eval).min(INFERENCE_SECONDS)
     }
 
     /// Expected seconds of a whole trial that trains `cfg.epochs` epochs.

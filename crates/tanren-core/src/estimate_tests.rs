@@ -51,7 +51,16 @@ fn fit_recovers_the_scale_and_the_overhead() {
             let noise = if i % 2 == 0 { 1.1 } else { 1.0 / 1.1 };
             let train = truth * noise * epochs as f64 * epoch_work(&c, d).powf(0.8);
             Measurement {
-                wall_seconds: Some(train + 5.0 + truth * final_work(&c, d).powf(0.8)),
+                wall_seconds: Some(
+                    train
+                        + 5.0
+                        + TimeModel {
+                            seconds_per_work: truth,
+                            exponent: 0.8,
+                            ..TimeModel::prior(false)
+                        }
+                        .final_seconds(&c, d),
+                ),
                 config: c,
                 data: d,
                 epochs,

@@ -22,7 +22,9 @@ pub struct ProbePlan {
     pub optimizers: Vec<OptimizerKind>,
     pub lr_min: f64,
     pub lr_max: f64,
-    /// Steps of each range test; the learning rate grows geometrically from `lr_min` to `lr_max`.
+    /// Most steps of each range test; the learning rate grows geometrically from `lr_min` to
+    /// `lr_max`. The worker takes fewer when its measured step time would not reach `lr_max` within
+    /// the test's share of the deadline (`sweep_steps`).
     pub lr_steps: u32,
     /// Batch sizes to try, increasing (the base network on random images).
     pub batches: Vec<u32>,
@@ -69,12 +71,23 @@ pub struct BatchProbe {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct TimingProbe {
     pub config: TrainConfig,
+    /// Steps timed (after warm-up steps).
     pub steps: u32,
     pub seconds_per_step: f64,
     /// Seconds of one evaluation batch (64 images, no gradients).
     pub seconds_per_eval_batch: f64,
     /// `seconds_per_step × steps per epoch + seconds_per_eval_batch × validation batches`.
     pub epoch_seconds: f64,
+}
+
+/// What a trial spends outside its epochs, measured on the probe's base configuration: loading and
+/// resizing the dataset (a cache miss, as every trial at a new image size pays), and the tail after
+/// training (test and validation passes, the inference timing, saving the weights).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ProbeOverhead {
+    pub config: TrainConfig,
+    pub prepare_seconds: f64,
+    pub tail_seconds: f64,
 }
 
 /// What a worker measured.
@@ -85,6 +98,9 @@ pub struct ProbeReport {
     pub lr: Vec<LrCurve>,
     pub batch: Option<BatchProbe>,
     pub timing: Vec<TimingProbe>,
+    /// A trial's time outside its epochs (absent when the deadline came first).
+    #[serde(default)]
+    pub overhead: Option<ProbeOverhead>,
     /// Wall seconds of the probes (without the dataset fetch).
     pub seconds: f64,
     /// Parts cut short by the deadline, in words; empty when everything ran.
@@ -126,11 +142,31 @@ impl ProbePlan {
         Ok(())
     }
 
-    /// The learning rate of step `i` of a range test.
+    /// The learning rate of step `i` of a range test of `self.lr_steps` steps.
     pub fn lr_at(&self, i: u32) -> f64 {
-        let t = i as f64 / (self.lr_steps.max(2) - 1) as f64;
+        self.lr_of(i, self.lr_steps)
+    }
+
+    /// The learning rate of step `i` of a sweep from `lr_min` to `lr_max` in `steps` steps.
+    pub fn lr_of(&self, i: u32, steps: u32) -> f64 {
+        let t = i as f64 / (steps.max(2) - 1) as f64;
         (self.lr_min.ln() + t * (self.lr_max.ln() - self.lr_min.ln())).exp()
     }
+}
+
+/// Fewest steps a range test sweeps in: with fewer, each step raises the learning rate by more than
+/// a third of a decade and the steepest point is a guess.
+pub const MIN_SWEEP_STEPS: u32 = 20;
+
+/// Steps of a range test that reach the top learning rate within `seconds_left` at the measured
+/// `seconds_per_step` (10% kept for the loss read-back and noise), at most `max_steps`. When even
+/// `MIN_SWEEP_STEPS` do not fit it answers that: the test will be cut short and say so.
+pub fn sweep_steps(seconds_left: f64, seconds_per_step: f64, max_steps: u32) -> u32 {
+    let fit = 0.9 * seconds_left / seconds_per_step.max(1e-6);
+    if !fit.is_finite() {
+        return max_steps.max(2);
+    }
+    (fit.floor() as u32).clamp(MIN_SWEEP_STEPS.min(max_steps), max_steps.max(2))
 }
 
 /// A range test's loss blew up: smoothed loss above four times its lowest, or not a number.
@@ -170,21 +206,52 @@ pub fn analyse_lr(lrs: &[f64], losses: &[Option<f64>]) -> (Option<f64>, Option<f
         diverged_at = Some(n);
     }
     let end = diverged_at.unwrap_or(n);
-    // Slope of the smoothed loss against ln(lr) over a window of a few steps, up to the lowest loss
-    // before the blow-up: the learning rate where it falls fastest.
-    let lowest = (0..end).min_by(|&a, &b| s[a].total_cmp(&s[b]));
+    // The running average lags by some ten steps, which on a short sweep is a decade of learning
+    // rate: the steepest point is read from a centred average instead (the test is over by then),
+    // over a quarter decade either side, and the slope over half a decade, however many steps the
+    // sweep took: single batches are noisy, and a narrower window finds the noise's steepest dip.
+    let per_step = match lrs {
+        [a, b, ..] if *a > 0.0 && b > a => (b / a).ln(),
+        _ => 1.0,
+    };
+    let span = |decades: f64| (decades * 10f64.ln() / per_step).round() as usize;
+    let c = centred(&losses[..end], span(0.25).max(1));
+    // Slope of the centred loss against ln(lr), up to the lowest loss before the blow-up: the
+    // learning rate where it falls fastest.
+    let lowest = (0..c.len()).min_by(|&a, &b| c[a].total_cmp(&c[b]));
     let steepest = lowest.and_then(|lo| {
-        let w = (n / 20).max(2);
+        let w = span(0.5).max(2);
         (w..=lo)
             .filter_map(|i| {
                 let dx = lrs[i].ln() - lrs[i - w].ln();
-                (dx > 0.0).then(|| ((s[i] - s[i - w]) / dx, i - w / 2))
+                (dx > 0.0).then(|| ((c[i] - c[i - w]) / dx, i - w / 2))
             })
             .filter(|(slope, _)| *slope < 0.0)
             .min_by(|a, b| a.0.total_cmp(&b.0))
             .map(|(_, i)| lrs[i])
     });
     (steepest, diverged_at.and_then(|i| lrs.get(i).copied()))
+}
+
+/// Mean of each loss with its `h` neighbours on either side (fewer at the ends); the losses must be
+/// finite (`analyse_lr` cuts the curve at its first non-number).
+fn centred(losses: &[Option<f64>], h: usize) -> Vec<f64> {
+    let v: Vec<f64> = losses.iter().map_while(|l| *l).collect();
+    (0..v.len())
+        .map(|i| {
+            let (a, b) = (i.saturating_sub(h), (i + h + 1).min(v.len()));
+            v[a..b].iter().sum::<f64>() / (b - a) as f64
+        })
+        .collect()
+}
+
+impl LrCurve {
+    /// Whether the test saw the whole fall: it blew up, or it reached learning rates (0.1) where
+    /// every optimizer here has long passed its fast part. A test cut short before that has only
+    /// seen its first steps, and its "steepest" point would be one of them.
+    pub fn swept(&self) -> bool {
+        self.divergence_lr.is_some() || self.lrs.last().is_some_and(|&l| l >= 0.1)
+    }
 }
 
 /// The batch past which doubling gains less than 10% images/s (the largest batch when it never
@@ -212,9 +279,15 @@ pub fn memory_limit(tries: &[BatchTry]) -> Option<u32> {
     tries[..first_oom].last().map(|t| t.batch)
 }
 
-/// The probe timings as time-model measurements (one epoch each, no wall time).
-pub fn measurements(timing: &[TimingProbe], data: DataSize) -> Vec<Measurement> {
-    timing
+/// The probe timings as time-model measurements (one epoch each, no wall time), and the measured
+/// overhead as a trial of no epochs whose wall time is that overhead: the model takes a trial's
+/// overhead from wall time less training and final evaluation, so this one counts like a trial's.
+pub fn measurements(
+    timing: &[TimingProbe],
+    overhead: Option<&ProbeOverhead>,
+    data: DataSize,
+) -> Vec<Measurement> {
+    let mut out: Vec<Measurement> = timing
         .iter()
         .filter(|t| t.epoch_seconds.is_finite() && t.epoch_seconds > 0.0)
         .map(|t| Measurement {
@@ -224,7 +297,20 @@ pub fn measurements(timing: &[TimingProbe], data: DataSize) -> Vec<Measurement> 
             train_seconds: t.epoch_seconds,
             wall_seconds: None,
         })
-        .collect()
+        .collect();
+    if let Some(o) = overhead {
+        let wall = o.prepare_seconds + o.tail_seconds;
+        if wall.is_finite() && wall > 0.0 {
+            out.push(Measurement {
+                config: o.config.clone(),
+                data,
+                epochs: 0,
+                train_seconds: 0.0,
+                wall_seconds: Some(wall),
+            });
+        }
+    }
+    out
 }
 
 /// Epoch seconds from a step time: the training steps of one epoch over `fit` images and the
@@ -253,7 +339,7 @@ impl Measured {
             steepest_lr: r
                 .lr
                 .iter()
-                .filter(|c| c.divergence_lr.is_some() || c.lrs.last().is_some_and(|&l| l >= 0.1))
+                .filter(|c| c.swept())
                 .filter_map(|c| Some((name(c.optimizer), c.steepest_lr?)))
                 .collect(),
             plateau_epochs: None,
@@ -261,6 +347,7 @@ impl Measured {
             knee_batch: r.batch.as_ref().and_then(|b| b.knee_batch),
             device: Some(r.device.clone()),
             timing: r.timing.clone(),
+            overhead: r.overhead.clone(),
         }
     }
 
@@ -359,9 +446,11 @@ pub fn plan(
     Some(ProbePlan {
         base,
         optimizers: optimizers.to_vec(),
-        lr_min: 1e-6,
+        // Adam's useful rates start near 1e-5 and SGD's end below 10; a CPU sweeps in fewer steps
+        // (the worker takes fewer still when its steps are slow).
+        lr_min: 1e-5,
         lr_max: 10.0,
-        lr_steps: if limits.cuda { 300 } else { 200 },
+        lr_steps: if limits.cuda { 300 } else { 100 },
         batches,
         timing,
         timing_steps: 4,

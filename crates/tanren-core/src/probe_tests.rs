@@ -33,6 +33,94 @@ fn range_test_finds_the_fast_fall_and_the_blow_up() {
     assert!((0.1..0.6).contains(&d), "divergence {d}");
 }
 
+/// `curve` over `steps` from 1e-5 to 10 with deterministic batch noise of ±`noise`.
+fn noisy(fast: f64, blow: f64, steps: u32, noise: f64) -> (Vec<f64>, Vec<Option<f64>>) {
+    let lrs: Vec<f64> = (0..steps)
+        .map(|i| (1e-5f64.ln() + i as f64 / (steps - 1) as f64 * (10f64.ln() - 1e-5f64.ln())).exp())
+        .collect();
+    let mut seed = 0x2545_f491_u64;
+    let losses = lrs
+        .iter()
+        .map(|&lr| {
+            seed = seed
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
+            let u = (seed >> 11) as f64 / (1u64 << 53) as f64;
+            let x = (lr / fast).ln();
+            let fall = 2.3 - 2.0 / (1.0 + (-2.0 * x).exp());
+            let rise = if lr > blow { (lr / blow).powi(3) } else { 0.0 };
+            let l = (fall + rise) * (1.0 + noise * (2.0 * u - 1.0));
+            l.is_finite().then_some(l)
+        })
+        .collect();
+    (lrs, losses)
+}
+
+#[test]
+fn short_sweeps_find_the_steepest_point_too() {
+    // A CPU sweeps in 20-100 steps: the smoothing must not drag the steepest point a decade late.
+    // Batches are noisy: ±20% per step must not move it either.
+    for (steps, noise) in [20, 40, 60, 100, 300]
+        .into_iter()
+        .flat_map(|s| [(s, 0.05), (s, 0.2)])
+    {
+        for fast in [3e-4, 3e-3, 3e-2] {
+            let (lrs, losses) = noisy(fast, 30.0 * fast, steps, noise);
+            let (st, d) = analyse_lr(&lrs, &losses);
+            let st = st.unwrap_or_else(|| panic!("{steps} steps, {fast}: no steepest point"));
+            assert!(
+                (fast / 3.0..fast * 3.0).contains(&st),
+                "{steps} steps, noise {noise}: steepest {st} for a fall at {fast}"
+            );
+            assert!(d.is_some(), "{steps} steps, {fast}: never blew up");
+        }
+    }
+}
+
+#[test]
+fn the_sweep_fits_its_time_share() {
+    // 7.5 s left at 40 ms a step: 168 steps fit, the plan allows 100.
+    assert_eq!(sweep_steps(7.5, 0.04, 100), 100);
+    // At 0.25 s a step only 27 fit: the sweep takes 27 steps and still reaches the top.
+    assert_eq!(sweep_steps(7.5, 0.25, 100), 27);
+    // Slower still: the floor, and the test will be cut short (and say so).
+    assert_eq!(sweep_steps(7.5, 2.0, 100), MIN_SWEEP_STEPS);
+    assert_eq!(sweep_steps(7.5, 0.0, 100), 100);
+    let p = ProbePlan {
+        lr_steps: 100,
+        ..sample_plan()
+    };
+    for steps in [20, 27, 100] {
+        assert!((p.lr_of(0, steps) / p.lr_min - 1.0).abs() < 1e-9);
+        assert!((p.lr_of(steps - 1, steps) / p.lr_max - 1.0).abs() < 1e-9);
+    }
+}
+
+/// A plan for the arithmetic tests (the 28 px space's).
+fn sample_plan() -> ProbePlan {
+    let a = advise(&stats(28, 6000), data(6000), None, &TimeModel::prior(false));
+    let space = ImageSpace::from_bounds(&a.bounds).unwrap();
+    let limits = PlanLimits {
+        cuda: false,
+        deadline_seconds: 30.0,
+    };
+    plan(&space, 10, data(6000), &[OptimizerKind::Adam], &limits).unwrap()
+}
+
+#[test]
+fn a_cut_short_test_is_not_swept() {
+    let c = |lrs: Vec<f64>, d: Option<f64>| LrCurve {
+        optimizer: OptimizerKind::Adam,
+        losses: lrs.iter().map(|_| Some(2.3)).collect(),
+        lrs,
+        steepest_lr: Some(1e-5),
+        divergence_lr: d,
+    };
+    assert!(!c(vec![1e-5, 1e-4, 1e-3], None).swept());
+    assert!(c(vec![1e-5, 1e-2, 0.2], None).swept());
+    assert!(c(vec![1e-5, 1e-3], Some(1e-3)).swept());
+}
+
 #[test]
 fn a_loss_that_stops_being_a_number_diverges_there_and_a_calm_one_never() {
     let lrs: Vec<f64> = (0..50).map(|i| 1e-4 * 1.2f64.powi(i)).collect();
@@ -153,10 +241,14 @@ fn probe_timings_calibrate_the_time_model() {
                 epoch_seconds: truth(c),
             })
             .collect(),
+        overhead: None,
         seconds: 1.0,
         cut_short: vec![],
     };
-    let model = TimeModel::fit(&TimeModel::prior(false), &measurements(&report.timing, data(n)));
+    let model = TimeModel::fit(
+        &TimeModel::prior(false),
+        &measurements(&report.timing, None, data(n)),
+    );
     assert_eq!(model.fitted_on, p.timing.len());
     let mut other = p.base.clone();
     other.batch_size = 48;
@@ -188,7 +280,10 @@ fn advice_from_probes_names_them_and_draws_no_warnings() {
     }
     assert_eq!(
         a.bounds["batch_size"],
-        crate::space::Bound::Range { low: 4.0, high: 32.0 }
+        crate::space::Bound::Range {
+            low: 16.0,
+            high: 64.0
+        }
     );
     let space = ImageSpace::from_bounds(&a.bounds).unwrap();
     let ws = check(
@@ -251,6 +346,7 @@ fn report_round_trips_and_feeds_measured() {
             knee_batch: Some(256),
         }),
         timing: vec![],
+        overhead: None,
         seconds: 3.0,
         cut_short: vec![],
     };
@@ -279,6 +375,7 @@ fn a_range_test_cut_short_at_low_rates_says_nothing_about_the_steepest_point() {
         lr: vec![c],
         batch: None,
         timing: vec![],
+        overhead: None,
         seconds: 10.0,
         cut_short: vec!["cut".into()],
     };

@@ -31,7 +31,8 @@ pub struct Measured {
     /// Per optimizer: the learning rate where the range test's loss blew up.
     #[serde(default)]
     pub divergence_lr: std::collections::BTreeMap<String, f64>,
-    /// Epochs after which validation accuracy stopped improving in the probes.
+    /// Epochs after which validation accuracy stopped improving in earlier trials on this dataset
+    /// (`plateau_epochs`); the probes are too short to see it.
     #[serde(default)]
     pub plateau_epochs: Option<u32>,
     /// Largest batch that fits the worker's device memory (measured on CUDA: a larger one ran out);
@@ -51,6 +52,10 @@ pub struct Measured {
     /// Measured epoch times of a few configurations: they calibrate the time model.
     #[serde(default)]
     pub timing: Vec<crate::probe::TimingProbe>,
+    /// A trial's measured time outside its epochs (dataset preparation, the evaluation after
+    /// training): it calibrates the model's per-trial overhead.
+    #[serde(default)]
+    pub overhead: Option<crate::probe::ProbeOverhead>,
 }
 
 /// Everything the checks read besides the space.
@@ -207,7 +212,7 @@ pub fn check(space: &ImageSpace, ctx: &Context<'_>) -> Result<Vec<Warning>, Refu
         let limit = plateau.map_or(100.0, |p| (3 * p).max(10) as f64);
         if high > limit {
             let why = match plateau {
-                Some(p) => format!("the probes stopped improving after about {p} epochs"),
+                Some(p) => format!("earlier trials on this dataset stopped improving after about {p} epochs"),
                 None => "small image sets usually stop improving after a few dozen epochs".into(),
             };
             warn(
@@ -267,6 +272,36 @@ pub fn check(space: &ImageSpace, ctx: &Context<'_>) -> Result<Vec<Warning>, Refu
         }
     }
     Ok(out)
+}
+
+/// Validation accuracy within this of a trial's best counts as its plateau.
+const PLATEAU_TOLERANCE: f64 = 0.01;
+/// Trials that must have levelled off before their plateau is believed.
+const PLATEAU_TRIALS: usize = 3;
+
+/// Where validation accuracy stops improving on a dataset, from finished trials' per-epoch curves:
+/// per trial, the first epoch within a point of its best. Only the better half of the trials (by
+/// best accuracy) speak, since a trial that learned nothing levels off at once; a trial whose last
+/// epoch was still its best only says "more than its length". The answer is the latest plateau
+/// among them, and `None` unless at least three levelled off before their last epoch and no more
+/// than half were still improving.
+pub fn plateau_epochs(curves: &[Vec<f64>]) -> Option<u32> {
+    let mut trials: Vec<(f64, usize, bool)> = curves
+        .iter()
+        .filter(|c| c.len() >= 2 && c.iter().all(|a| a.is_finite()))
+        .map(|c| {
+            let best = c.iter().copied().fold(f64::MIN, f64::max);
+            let at = c.iter().position(|&a| a >= best - PLATEAU_TOLERANCE).unwrap_or(0);
+            (best, at + 1, at + 1 < c.len())
+        })
+        .collect();
+    trials.sort_by(|a, b| b.0.total_cmp(&a.0));
+    let better = &trials[..trials.len().div_ceil(2)];
+    let levelled: Vec<usize> = better.iter().filter(|t| t.2).map(|t| t.1).collect();
+    if levelled.len() < PLATEAU_TRIALS || 2 * levelled.len() < better.len() {
+        return None;
+    }
+    levelled.iter().max().map(|&e| e as u32)
 }
 
 #[cfg(test)]

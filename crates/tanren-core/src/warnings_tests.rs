@@ -133,3 +133,32 @@ fn measured_limits_replace_the_rules_of_thumb() {
     let r = run(&b, Some(20), None, Some(&m)).expect_err("past the memory limit");
     assert!(r.message.contains("32"), "{}", r.message);
 }
+
+#[test]
+fn the_plateau_comes_from_trials_that_levelled_off() {
+    use crate::warnings::plateau_epochs;
+    // Good trials level off by epoch 4 (one at 2); a bad one is flat from the start and says nothing.
+    let rise = |p: usize, n: usize, top: f64| -> Vec<f64> {
+        (1..=n).map(|e| top * (e.min(p) as f64 / p as f64)).collect()
+    };
+    let curves = vec![
+        rise(4, 10, 0.95),
+        rise(3, 8, 0.93),
+        rise(3, 7, 0.94),
+        rise(2, 6, 0.9),
+        rise(1, 5, 0.2),
+        rise(1, 4, 0.1),
+    ];
+    assert_eq!(plateau_epochs(&curves), Some(4));
+    // Still improving at their last epoch: the plateau is unknown, not their length.
+    let climbing = vec![
+        rise(5, 5, 0.9),
+        rise(3, 3, 0.92),
+        rise(4, 4, 0.91),
+        rise(2, 6, 0.5),
+    ];
+    assert_eq!(plateau_epochs(&climbing), None);
+    // Too few trials.
+    assert_eq!(plateau_epochs(&curves[..2]), None);
+    assert_eq!(plateau_epochs(&[]), None);
+}

@@ -303,10 +303,17 @@ impl Worker for WorkerService {
             // The slot is held until the trainer thread ends, even when the call went away before.
             let report = tokio::task::spawn_blocking(move || {
                 let _permit = permit;
+                let t = Instant::now();
                 let data = tanren_trainer::prepare(&dir, &manifest, &plan.base, &cache_dir, device)?;
-                tanren_trainer::probe::run(&plan, &data, device, || {
+                let prepared = t.elapsed().as_secs_f64();
+                let mut report = tanren_trainer::probe::run(&plan, &data, device, || {
                     cancelled.load(std::sync::atomic::Ordering::Relaxed)
-                })
+                })?;
+                // A trial prepares its data as this did (decode and resize, unless cached).
+                if let Some(o) = report.overhead.as_mut() {
+                    o.prepare_seconds = prepared;
+                }
+                Ok::<_, TrainError>(report)
             })
             .await
             .map_err(|e| Status::internal(format!("probe thread: {e}")))?

@@ -101,7 +101,14 @@ async function load(form, datasetId, from) {
     adviceNote.textContent = 'Probing the data on a free worker (a learning-rate test, batch sizes, epoch times)…';
     try {
       const a = await post(`/api/v1/datasets/${ds.value}/advice`, {});
-      for (const r of rows) r.suggest(a.bounds[r.name], a.suggestions.find((x) => x.param === r.name)?.reason);
+      for (const r of rows) {
+        r.suggest(a.bounds[r.name], a.suggestions.find((x) => x.param === r.name)?.reason);
+        // A filled row's old error was about the values just replaced.
+        if (a.bounds[r.name]) {
+          r.el.classList.remove('invalid');
+          r.el.querySelector('.field-error').textContent = '';
+        }
+      }
       if (a.budget?.trials) trials.value = a.budget.trials;
       adviceNote.textContent = `Suggested bounds filled in: ${a.budget.reason}. ${a.probe.note[0].toUpperCase()}${a.probe.note.slice(1)}.`;
       updateSize();
@@ -125,7 +132,7 @@ async function load(form, datasetId, from) {
   });
 
   form.replaceChildren(
-    prefill,
+    prefill ?? '',
     h('div', { class: 'card' },
       h('h2', {}, 'Data and budget'),
       h('div', { class: 'grid3' },

@@ -154,9 +154,11 @@ pub async fn advise(
         fallback(earlier, "probes were not asked for")
     };
 
+    // Probes are too short to see where accuracy levels off; earlier trials on the dataset may have.
+    let measured = crate::estimate::with_plateau(&s, &ds, measured).await;
     let model_cuda = measured.as_ref().and_then(Measured::on_cuda).unwrap_or(cuda);
     let probes = crate::estimate::probe_measurements(measured.as_ref(), model_cuda, data);
-    let model = crate::estimate::model_with(&s, model_cuda, probes).await?;
+    let model = crate::estimate::model_with(&s, model_cuda, probes, ds.id).await?;
     let advice = advisor::advise(&stats, data, measured.as_ref(), &model);
     let space = ImageSpace::from_bounds(&advice.bounds)?;
     let budget = tanren_api::Budget {
