@@ -191,11 +191,12 @@ pub async fn model_with(
     Ok(TimeModel::fit(&TimeModel::prior(cuda), &measured))
 }
 
-/// Live workers and whether most of them have CUDA.
+/// How many trials of a new study would run at once (the live workers' slots, shared with the
+/// studies running now), and whether most live workers have CUDA.
 async fn workers(s: &AppState) -> ApiResult<(usize, bool)> {
     let live = s.scheduler.live_workers(s.store.workers().await?);
     let cuda = live.iter().filter(|w| w.cuda_available != 0).count();
-    Ok((live.len(), cuda * 2 > live.len()))
+    Ok((s.scheduler.slots_for_new_study(&live), cuda * 2 > live.len()))
 }
 
 /// The estimate and warnings of a study about to be created; `Err` when a bound is refused.
@@ -269,12 +270,11 @@ fn estimate(cost: Option<&SpaceCost>, model: &TimeModel, budget: &Budget, live: 
     });
     let summary = match (total, budget.minutes) {
         (Some((c, w, _)), _) => format!(
-            "about {} per trial (at most {}); about {} for {} trials on {workers} worker{}, at most {}{}",
+            "about {} per trial (at most {}); about {} for {} trials, {workers} at a time, at most {}{}",
             human_seconds(mean),
             human_seconds(worst),
             human_seconds(cap(c)),
             budget.trials.unwrap_or(0),
-            if workers == 1 { "" } else { "s" },
             human_seconds(cap(w)),
             if model.fitted_on == 0 {
                 " (a rough guess until trials or probes have been measured on this device)"
@@ -283,11 +283,10 @@ fn estimate(cost: Option<&SpaceCost>, model: &TimeModel, budget: &Budget, live: 
             }
         ),
         (None, Some(m)) => format!(
-            "about {} per trial (at most {}); about {:.0} trials fit in {m} minutes on {workers} worker{}",
+            "about {} per trial (at most {}); about {:.0} trials fit in {m} minutes, {workers} at a time",
             human_seconds(mean),
             human_seconds(worst),
             (m * 60.0 * workers as f64 / mean.max(1e-9)).floor(),
-            if workers == 1 { "" } else { "s" },
         ),
         (None, None) => String::new(),
     };

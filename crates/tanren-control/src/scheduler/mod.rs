@@ -379,11 +379,15 @@ impl Scheduler {
         self.core().busy_workers()
     }
 
-    /// How many trials of one study run at once on `live` workers: their slots, shared fairly among
-    /// the running studies (at least 1).
+    /// How many trials of one running study run at once on `live` workers: their slots, shared
+    /// fairly among the running studies (at least 1).
     pub fn slots_per_study(&self, live: &[WorkerRow]) -> usize {
-        let slots: usize = live.iter().map(|w| w.slots.max(1) as usize).sum();
-        (slots / self.core().running_studies().max(1)).max(1)
+        share(live, self.core().running_studies())
+    }
+
+    /// The same for a study about to start, beside the running ones.
+    pub fn slots_for_new_study(&self, live: &[WorkerRow]) -> usize {
+        share(live, self.core().running_studies() + 1)
     }
 
     /// Workers heard from within the timeout, registered with this process (only then do both sides
@@ -395,6 +399,12 @@ impl Scheduler {
         self.core()
             .live_workers(workers, now, cutoff, |id| creds.contains_key(id))
     }
+}
+
+/// The slots of `live` workers shared among `studies` (at least 1 each).
+fn share(live: &[WorkerRow], studies: usize) -> usize {
+    let slots: usize = live.iter().map(|w| w.slots.max(1) as usize).sum();
+    (slots / studies.max(1)).max(1)
 }
 
 pub async fn run_loop(state: Arc<AppState>, shutdown: CancellationToken) {
