@@ -111,7 +111,6 @@ async fn serve_stream(s: &S, study_id: i64, q: EventsQuery, mut socket: WebSocke
     }
 }
 
-/// Send one frame, giving up on a client that does not take it in time (its connection is dropped).
 /// How long a snapshot is shared at most, even with no event since: it also carries the workers and
 /// the ETA, which change without an event of the study.
 const SNAPSHOT_TTL: Duration = Duration::from_secs(1);
@@ -161,6 +160,7 @@ impl SnapshotCache {
     }
 }
 
+/// Send one frame, giving up on a client that does not take it in time (its connection is dropped).
 async fn send(s: &S, socket: &mut WebSocket, json: &str) -> bool {
     let msg = WsMessage::Text(json.into());
     match tokio::time::timeout(s.config.event_send_timeout, socket.send(msg)).await {
