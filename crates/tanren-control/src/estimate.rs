@@ -11,7 +11,7 @@ use crate::study_spec::{Budget, StudySpec};
 use crate::AppState;
 use serde::Serialize;
 use std::collections::HashMap;
-use tanren_core::estimate::{space_cost, DataSize, Measurement, SpaceCost, TimeModel, Z80};
+use tanren_core::estimate::{range80, space_cost, DataSize, Measurement, SpaceCost, TimeModel};
 use tanren_core::warnings::{self, human_seconds, Measured, Warning};
 use tanren_core::{Bounds, ImageSpace, TrainConfig, TrialState};
 use tanren_store::{now_ms, DatasetRow, StudyRow, TrialRow};
@@ -133,6 +133,8 @@ pub fn measurement(t: &TrialRow, data: DataSize) -> Option<Measurement> {
         epochs: t.epochs_completed.unwrap_or(config.epochs as i64).max(0) as u32,
         train_seconds: t.train_seconds?,
         wall_seconds: Some((t.finished_at? - t.started_at?) as f64 / 1000.0),
+        inference_ms: t.inference_ms,
+        inference_ips: t.inference_ips,
         data,
         config,
     })
@@ -265,7 +267,7 @@ fn estimate(cost: Option<&SpaceCost>, model: &TimeModel, budget: &Budget, live: 
         (
             central,
             n * worst / workers as f64,
-            [central * (-Z80 * rel).exp(), central * (Z80 * rel).exp()],
+            range80(central, rel),
         )
     });
     let summary = match (total, budget.minutes) {
@@ -442,7 +444,6 @@ pub fn eta(
     // running trial takes: the range's upper end keeps that moment.
     let cap = |x: f64| by_deadline.map_or(x, |d| x.min(d));
     let cap_hi = |x: f64| by_deadline.map_or(x, |d| x.min(d + STOP_SLACK_SECONDS));
-    let lo = central * (-Z80 * rel).exp();
-    let hi = central * (Z80 * rel).exp();
+    let [lo, hi] = range80(central, rel);
     (Some(cap(central)), Some([cap(lo), cap_hi(hi)]))
 }

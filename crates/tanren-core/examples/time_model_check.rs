@@ -58,6 +58,8 @@ fn main() {
                         epochs,
                         train_seconds: train_s,
                         wall_seconds: Some((end - start) as f64 / 1000.0),
+                        inference_ms: t["inference_ms"].as_f64(),
+                        inference_ips: t["inference_ips"].as_f64(),
                     },
                 ));
             }

@@ -1,12 +1,27 @@
 //! The time model: how long a trial takes, from its parameters and the dataset's size.
 //!
-//! One epoch costs `work` (in GFLOP-equivalents): per training image three forward passes' FLOPs
-//! (forward, backward for inputs and weights) plus a per-pixel cost of batching, augmenting and
-//! normalising; per validation image one forward pass; per optimizer step a fixed launch cost plus a
-//! pass over the weights. A trial costs `overhead + epochs × work × seconds_per_work` plus the final
-//! evaluation. `seconds_per_work` is the one number that depends on the device: a prior per device
-//! kind, then fitted as the geometric mean of measured/predicted over finished trials (the study's own
-//! and earlier ones), with the spread of those ratios as the model's uncertainty.
+//! A trial is built from three device costs, each fitted on what was measured:
+//! - per image, `seconds_per_work × work^exponent`, where `work` is that image's GFLOP-equivalents:
+//!   three forward passes' FLOPs when training (forward, backward for inputs and weights) or one
+//!   when evaluating, plus a per-pixel cost of gathering, augmenting and normalising it. The exponent
+//!   is below 1 because small networks use a device poorly (per-op overheads) and large ones well;
+//!   it applies per image, so twice the images cost twice the time.
+//! - per training step, `step_seconds` whatever its batch (op launches, the optimizer's pass), plus
+//!   the optimizer's pass over the weights as work.
+//! - per forward-only call, `call_seconds` (an evaluation batch of 64, one inference call).
+//!
+//! An epoch is its training steps plus the validation pass; a trial is `overhead + epochs × epoch +
+//! final`, where the final part is the test and validation passes and the inference timing (200
+//! single images for at most 0.5 s, 50 batches of 64 for at most 1 s, each after 3 warm-up calls).
+//! For a fixed exponent every measured quantity (an epoch, a single-image or a 64-image forward
+//! call) is linear in the three costs, so [`TimeModel::fit`] solves a small weighted least-squares
+//! problem per exponent and keeps the best exponent. A device prior per kind comes first; the
+//! spread of the measured epochs around the fit is the model's uncertainty.
+//!
+//! One scale for the whole trial (the earlier model: `seconds_per_work × epoch_work^exponent`)
+//! could not hold both a 6,000-image and a 600-image dataset, nor batch 4 and batch 128: the
+//! exponent shrank the dataset's size along with the network's, and the fixed cost of a step was a
+//! constant inside the power.
 //!
 //! No IO: the control plane gathers the measurements and calls [`TimeModel::fit`].
 
@@ -15,21 +30,30 @@ use crate::space::{train_config, ImageSpace};
 use serde::{Deserialize, Serialize};
 use tanren_search::{Distribution, ParamValue, Params};
 
-/// How epoch time grows with work before anything was measured: a network with 100× the work per
-/// epoch takes about 25× as long on a CPU (small convolutions waste most of the device).
-const PRIOR_EXPONENT: f64 = 0.7;
+/// How per-image time grows with per-image work before anything was measured: a network with 100×
+/// the FLOPs per image takes about 40× as long on a CPU (small convolutions waste most of it).
+const PRIOR_EXPONENT: f64 = 0.8;
+/// The exponents the fit tries, and how far (its standard deviation) it trusts the prior's.
+const EXPONENT_RANGE: (f64, f64) = (0.4, 1.2);
+const EXPONENT_PRIOR_SD: f64 = 0.15;
+/// The prior counts as this many measurements for each cost (a ridge towards it): a cost the
+/// measurements cannot separate (every probe at one batch size) stays near its prior.
+const PRIOR_WEIGHT: f64 = 0.02;
 
 /// Two-sided 80% quantile of the standard normal.
 pub const Z80: f64 = 1.2816;
 
 /// Per-pixel cost of preparing a training image (gather, augment, normalise), in FLOP-equivalents.
 const PIXEL_COST: f64 = 60.0;
-/// Fixed cost of one optimizer step (op launches, zeroing gradients), in FLOP-equivalents.
-const STEP_COST: f64 = 4.0e6;
 /// Cost per weight of one optimizer update (Adam reads and writes four tensors per weight).
 const WEIGHT_COST: f64 = 20.0;
 /// Evaluation runs in batches of 64 (trainer's `EVAL_BATCH`).
 const EVAL_BATCH: f64 = 64.0;
+/// The inference timing (trainer's `measure_inference`): (calls at most, seconds budget) for single
+/// images and for batches of 64, each after 3 warm-up calls.
+const INFERENCE_SINGLE: (f64, f64) = (200.0, 0.5);
+const INFERENCE_BATCHED: (f64, f64) = (50.0, 1.0);
+const INFERENCE_WARMUP: f64 = 3.0;
 
 /// How many images a trial sees: the training split (validation is held out of it) and the test split.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
@@ -118,50 +142,66 @@ pub fn weight_count(spec: &ModelSpec) -> u64 {
     }
 }
 
+/// (images trained on, validation images) of one epoch.
 fn split(cfg: &TrainConfig, data: DataSize) -> (f64, f64) {
     let val = (data.train as f64 * cfg.val_fraction).round();
     ((data.train as f64 - val).max(1.0), val)
 }
 
-/// Work of one epoch in GFLOP-equivalents: training steps plus the validation pass.
-pub fn epoch_work(cfg: &TrainConfig, data: DataSize) -> f64 {
+/// GFLOP-equivalents of one image in a training step and in a forward-only pass.
+fn image_work(cfg: &TrainConfig) -> (f64, f64) {
     let f = forward_flops(&cfg.model) as f64;
     let pixels = (cfg.image_size as f64).powi(2) * cfg.channels() as f64;
+    (
+        (3.0 * f + PIXEL_COST * pixels) / 1e9,
+        (f + 0.25 * PIXEL_COST * pixels) / 1e9,
+    )
+}
+
+/// Work of one epoch in GFLOP-equivalents (training steps, the optimizer's passes over the weights
+/// and the validation pass): a size for comparing configurations, not a time.
+pub fn epoch_work(cfg: &TrainConfig, data: DataSize) -> f64 {
+    let (train, eval) = image_work(cfg);
     let (fit, val) = split(cfg, data);
     let steps = (fit / cfg.batch_size.max(1) as f64).ceil();
-    let train = fit * (3.0 * f + PIXEL_COST * pixels)
-        + steps * (STEP_COST + WEIGHT_COST * weight_count(&cfg.model) as f64);
-    let eval = val * (f + 0.25 * PIXEL_COST * pixels) + (val / EVAL_BATCH).ceil() * STEP_COST;
-    (train + eval) / 1e9
+    fit * train + steps * WEIGHT_COST * weight_count(&cfg.model) as f64 / 1e9 + val * eval
 }
 
-/// Images of the inference timing at most (200 single images and 50 batches of 64), and its time
-/// budget (0.5 s and 1 s): whichever comes first ends it.
-const INFERENCE_IMAGES: f64 = 200.0 + 50.0 * 64.0;
-const INFERENCE_SECONDS: f64 = 1.5;
-
-/// Work after training: the test set and the validation set once more, and the inference timing
-/// (about 200 single images and 50 batches of 64, or 1.5 s, whichever comes first).
-pub fn final_work(cfg: &TrainConfig, data: DataSize) -> f64 {
-    let f = forward_flops(&cfg.model) as f64;
-    let (_, val) = split(cfg, data);
-    (f * (data.test as f64 + val + INFERENCE_IMAGES)) / 1e9
+/// A quantity linear in the three costs for a fixed exponent: seconds =
+/// `seconds_per_work × work + step_seconds × steps + call_seconds × calls`.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+struct Terms {
+    work: f64,
+    steps: f64,
+    calls: f64,
 }
 
-/// Seconds per GFLOP-equivalent and per-trial overhead, with their uncertainty.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct TimeModel {
-    /// Seconds of an epoch of one GFLOP-equivalent of `epoch_work`.
-    pub seconds_per_work: f64,
-    /// Epoch seconds grow as `work^exponent`: below 1 because small networks use the device poorly
-    /// (per-op overheads) and large ones well.
-    pub exponent: f64,
-    /// Standard deviation of ln(measured / predicted) of one trial's training time.
-    pub log_sd: f64,
-    /// Seconds per trial outside training: dataset preparation, final evaluation, weight upload.
-    pub overhead_seconds: f64,
-    /// Measurements the model was fitted on (0: the device prior).
-    pub fitted_on: usize,
+impl Terms {
+    fn seconds(&self, m: &TimeModel) -> f64 {
+        m.seconds_per_work * self.work + m.step_seconds * self.steps + m.call_seconds * self.calls
+    }
+}
+
+/// One epoch: the training steps and the validation pass.
+fn epoch_terms(cfg: &TrainConfig, data: DataSize, exponent: f64) -> Terms {
+    let (train, eval) = image_work(cfg);
+    let (fit, val) = split(cfg, data);
+    let steps = (fit / cfg.batch_size.max(1) as f64).ceil();
+    let weights = WEIGHT_COST * weight_count(&cfg.model) as f64 / 1e9;
+    Terms {
+        work: fit * train.powf(exponent) + steps * weights.powf(exponent) + val * eval.powf(exponent),
+        steps,
+        calls: (val / EVAL_BATCH).ceil(),
+    }
+}
+
+/// One forward-only call on `images` images.
+fn call_terms(cfg: &TrainConfig, images: f64, exponent: f64) -> Terms {
+    Terms {
+        work: images * image_work(cfg).1.powf(exponent),
+        steps: 0.0,
+        calls: 1.0,
+    }
 }
 
 /// One finished (or pruned) trial as the model learns from it.
@@ -175,91 +215,243 @@ pub struct Measurement {
     pub train_seconds: f64,
     /// Start to finish of the whole trial, when known.
     pub wall_seconds: Option<f64>,
+    /// Milliseconds of one single-image forward call, when measured (the trial's inference timing).
+    pub inference_ms: Option<f64>,
+    /// Images per second of forward calls on batches of 64, when measured.
+    pub inference_ips: Option<f64>,
+}
+
+impl Measurement {
+    /// A trial's training time alone (what the probes' timing configurations give).
+    pub fn epochs_only(config: TrainConfig, data: DataSize, epochs: u32, train_seconds: f64) -> Measurement {
+        Measurement {
+            config,
+            data,
+            epochs,
+            train_seconds,
+            wall_seconds: None,
+            inference_ms: None,
+            inference_ips: None,
+        }
+    }
+}
+
+/// The device's costs, the per-trial overhead, and their uncertainty.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TimeModel {
+    /// Seconds of one image of one GFLOP-equivalent of work (see the module's documentation).
+    pub seconds_per_work: f64,
+    /// Per-image seconds grow as `work^exponent`.
+    pub exponent: f64,
+    /// Fixed seconds of one training step, whatever its batch.
+    #[serde(default)]
+    pub step_seconds: f64,
+    /// Fixed seconds of one forward-only call (an evaluation batch, one inference call).
+    #[serde(default)]
+    pub call_seconds: f64,
+    /// Standard deviation of ln(measured / predicted) of one trial's training time.
+    pub log_sd: f64,
+    /// Seconds per trial outside training and the final evaluation: dataset preparation, building
+    /// the network, saving and uploading the weights.
+    pub overhead_seconds: f64,
+    /// Epoch measurements the model was fitted on (0: the device prior).
+    pub fitted_on: usize,
+}
+
+/// One measured quantity for the fit: its terms at exponent `e`, its seconds, its weight, and
+/// whether it is an epoch (the spread is measured on epochs).
+struct Obs<'a> {
+    terms: Box<dyn Fn(f64) -> Terms + 'a>,
+    seconds: f64,
+    weight: f64,
+    epoch: bool,
+}
+
+/// Solve the 3×3 system `a x = b` (Cramer's rule); `None` when singular.
+fn solve3(a: [[f64; 3]; 3], b: [f64; 3]) -> Option<[f64; 3]> {
+    let det = |m: [[f64; 3]; 3]| {
+        m[0][0] * (m[1][1] * m[2][2] - m[1][2] * m[2][1]) - m[0][1] * (m[1][0] * m[2][2] - m[1][2] * m[2][0])
+            + m[0][2] * (m[1][0] * m[2][1] - m[1][1] * m[2][0])
+    };
+    let d = det(a);
+    if !d.is_finite() || d.abs() < 1e-300 {
+        return None;
+    }
+    let mut x = [0.0; 3];
+    for (k, xk) in x.iter_mut().enumerate() {
+        let mut m = a;
+        for (row, bv) in m.iter_mut().zip(b) {
+            row[k] = bv;
+        }
+        *xk = det(m) / d;
+    }
+    Some(x)
 }
 
 impl TimeModel {
-    /// Before anything was measured: a CPU core pair does roughly 8 GFLOP/s on these small networks; a
-    /// GPU is launch-bound on them, so far less than its peak. Both are a factor 3 either way.
+    /// Before anything was measured: a CPU runs these small networks at a few GFLOP/s with about
+    /// a millisecond per training step; a GPU is launch-bound on them (several milliseconds a step,
+    /// images almost free). Both are a factor 3 either way.
     pub fn prior(cuda: bool) -> TimeModel {
         TimeModel {
-            seconds_per_work: if cuda { 1.0 / 400.0 } else { 1.0 / 8.0 },
+            seconds_per_work: if cuda { 1.5e-4 } else { 0.012 },
             exponent: PRIOR_EXPONENT,
+            step_seconds: if cuda { 4e-3 } else { 1e-3 },
+            call_seconds: if cuda { 1.5e-3 } else { 3e-4 },
             log_sd: 3f64.ln() / Z80,
-            overhead_seconds: if cuda { 4.0 } else { 3.0 },
+            overhead_seconds: 1.0,
             fitted_on: 0,
         }
     }
 
-    /// Fit to measurements (those with no training time are ignored): ln(epoch seconds) against
-    /// ln(work), the slope shrunk towards the prior's exponent (weight 1 in units of ln(work)², so a
-    /// few similar trials keep the prior's). The spread is shrunk towards 0.25 (what the formula
-    /// cannot know: other load on the machine, caches) with weight 2.
+    fn costs(&self) -> [f64; 3] {
+        [self.seconds_per_work, self.step_seconds, self.call_seconds]
+    }
+
+    /// Fit to measurements: each trial's epoch time, its single-image and 64-image forward calls
+    /// (`inference_ms`, `inference_ips`), and the probes' epochs. For each exponent on a grid, the
+    /// three costs minimise the squared relative error (weighted least squares, a ridge towards the
+    /// prior's costs, none negative); the exponent with the smallest squared log error plus its
+    /// distance from the prior's wins. The spread of the epochs' log errors is shrunk towards 0.25
+    /// (what the formula cannot know: other load on the machine, caches) with weight 2. The
+    /// overhead is the median of what the trials' wall time leaves after training and the final
+    /// evaluation. Nothing usable: the prior.
     pub fn fit(prior: &TimeModel, measured: &[Measurement]) -> TimeModel {
-        let pts: Vec<(f64, f64)> = measured
-            .iter()
-            .filter(|m| m.epochs > 0 && m.train_seconds > 0.0)
-            .map(|m| {
-                let x = epoch_work(&m.config, m.data).ln();
-                (x, (m.train_seconds / m.epochs as f64).ln())
-            })
-            .filter(|(x, y)| x.is_finite() && y.is_finite())
-            .collect();
-        if pts.is_empty() {
+        let mut obs: Vec<Obs> = Vec::new();
+        for m in measured {
+            let d = m.data;
+            if m.epochs > 0 && m.train_seconds > 0.0 && m.train_seconds.is_finite() {
+                obs.push(Obs {
+                    terms: Box::new(move |e| epoch_terms(&m.config, d, e)),
+                    seconds: m.train_seconds / m.epochs as f64,
+                    weight: 1.0,
+                    epoch: true,
+                });
+            }
+            if let Some(ms) = m.inference_ms.filter(|x| x.is_finite() && *x > 0.0) {
+                obs.push(Obs {
+                    terms: Box::new(move |e| call_terms(&m.config, 1.0, e)),
+                    seconds: ms / 1000.0,
+                    weight: 0.5,
+                    epoch: false,
+                });
+            }
+            if let Some(ips) = m.inference_ips.filter(|x| x.is_finite() && *x > 0.0) {
+                obs.push(Obs {
+                    terms: Box::new(move |e| call_terms(&m.config, EVAL_BATCH, e)),
+                    seconds: EVAL_BATCH / ips,
+                    weight: 0.5,
+                    epoch: false,
+                });
+            }
+        }
+        let epochs = obs.iter().filter(|o| o.epoch).count();
+        if epochs == 0 {
             return prior.clone();
         }
-        let n = pts.len() as f64;
-        let (mx, my) = (
-            pts.iter().map(|p| p.0).sum::<f64>() / n,
-            pts.iter().map(|p| p.1).sum::<f64>() / n,
-        );
-        let sxx: f64 = pts.iter().map(|p| (p.0 - mx).powi(2)).sum();
-        let sxy: f64 = pts.iter().map(|p| (p.0 - mx) * (p.1 - my)).sum();
-        let exponent = ((sxy + prior.exponent) / (sxx + 1.0)).clamp(0.3, 1.2);
-        let intercept = my - exponent * mx;
-        let ss: f64 = pts
-            .iter()
-            .map(|p| (p.1 - intercept - exponent * p.0).powi(2))
-            .sum();
-        let log_sd = ((2.0 * 0.25f64.powi(2) + ss) / (2.0 + n - 1.0)).sqrt();
-        let spw = intercept.exp();
+        let p = prior.costs();
+        let mut best: Option<(f64, TimeModel, f64)> = None;
+        let steps = 40;
+        for i in 0..=steps {
+            let e = EXPONENT_RANGE.0 + (EXPONENT_RANGE.1 - EXPONENT_RANGE.0) * i as f64 / steps as f64;
+            let rows: Vec<([f64; 3], f64, f64, bool)> = obs
+                .iter()
+                .map(|o| {
+                    let t = (o.terms)(e);
+                    ([t.work, t.steps, t.calls], o.seconds, o.weight, o.epoch)
+                })
+                .filter(|(x, y, _, _)| x.iter().all(|v| v.is_finite()) && y.is_finite() && *y > 0.0)
+                .collect();
+            // Unknowns scaled by the prior's costs: θ_k = cost_k / prior_k, ridge pulls θ to 1.
+            let mut free = [true; 3];
+            let theta = loop {
+                let mut a = [[0.0; 3]; 3];
+                let mut b = [0.0; 3];
+                for (x, y, w, _) in &rows {
+                    let z: Vec<f64> = (0..3).map(|k| if free[k] { x[k] * p[k] / y } else { 0.0 }).collect();
+                    for r in 0..3 {
+                        b[r] += w * z[r];
+                        for c in 0..3 {
+                            a[r][c] += w * z[r] * z[c];
+                        }
+                    }
+                }
+                for k in 0..3 {
+                    if free[k] {
+                        a[k][k] += PRIOR_WEIGHT;
+                        b[k] += PRIOR_WEIGHT;
+                    } else {
+                        a[k] = [0.0; 3];
+                        a[k][k] = 1.0;
+                        b[k] = 0.0;
+                    }
+                }
+                let Some(t) = solve3(a, b) else { break None };
+                match (0..3).find(|&k| free[k] && t[k] < 0.0) {
+                    Some(k) => free[k] = false,
+                    None => break Some(t),
+                }
+            };
+            let Some(theta) = theta else { continue };
+            let model = TimeModel {
+                seconds_per_work: theta[0] * p[0],
+                exponent: e,
+                step_seconds: theta[1] * p[1],
+                call_seconds: theta[2] * p[2],
+                ..prior.clone()
+            };
+            if model.seconds_per_work <= 0.0 {
+                continue;
+            }
+            let (mut ss, mut ss_epochs) = (0.0, 0.0);
+            for (x, y, w, epoch) in &rows {
+                let pred = x[0] * model.seconds_per_work + x[1] * model.step_seconds + x[2] * model.call_seconds;
+                let r = (pred.max(1e-12) / y).ln().powi(2);
+                ss += w * r;
+                if *epoch {
+                    ss_epochs += r;
+                }
+            }
+            let score = ss + 0.04 * ((e - prior.exponent) / EXPONENT_PRIOR_SD).powi(2);
+            if best.as_ref().is_none_or(|(s, _, _)| score < *s) {
+                best = Some((score, model, ss_epochs));
+            }
+        }
+        let Some((_, mut model, ss_epochs)) = best else {
+            return prior.clone();
+        };
+        let n = epochs as f64;
+        model.log_sd = ((2.0 * 0.25f64.powi(2) + ss_epochs) / (2.0 + n - 1.0)).sqrt();
+        model.fitted_on = epochs;
         let mut over: Vec<f64> = measured
             .iter()
             .filter_map(|m| {
                 let w = m.wall_seconds?;
-                let model = TimeModel {
-                    seconds_per_work: spw,
-                    exponent,
-                    ..prior.clone()
-                };
                 Some((w - m.train_seconds - model.final_seconds(&m.config, m.data)).max(0.0))
             })
             .collect();
         over.sort_by(f64::total_cmp);
-        TimeModel {
-            seconds_per_work: spw,
-            exponent,
-            log_sd,
-            overhead_seconds: over
-                .get(over.len() / 2)
-                .copied()
-                .unwrap_or(prior.overhead_seconds),
-            fitted_on: pts.len(),
-        }
+        model.overhead_seconds = over.get(over.len() / 2).copied().unwrap_or(prior.overhead_seconds);
+        model
     }
 
     pub fn epoch_seconds(&self, cfg: &TrainConfig, data: DataSize) -> f64 {
-        self.seconds_per_work * epoch_work(cfg, data).powf(self.exponent)
+        epoch_terms(cfg, data, self.exponent).seconds(self)
     }
 
-    /// Seconds of the evaluation after training. The inference timing in it stops on time (the
-    /// trainer's `measure_inference` budgets 0.5 s for single images and 1 s for batches), so its
-    /// share is capped there: counted as work it made a heavy network's trial seconds too long.
+    /// Seconds of the evaluation after training: the test and validation passes in batches of 64,
+    /// and the inference timing, which stops on its budgets (it is not a number of images).
     pub fn final_seconds(&self, cfg: &TrainConfig, data: DataSize) -> f64 {
-        let secs = |work: f64| self.seconds_per_work * work.powf(self.exponent);
-        let all = secs(final_work(cfg, data));
-        let f = forward_flops(&cfg.model) as f64;
-        let eval = secs(final_work(cfg, data) - f * INFERENCE_IMAGES / 1e9);
-        eval + (all - eval).min(INFERENCE_SECONDS)
+        let (_, val) = split(cfg, data);
+        let per_image = self.seconds_per_work * image_work(cfg).1.powf(self.exponent);
+        let batches = (data.test as f64 / EVAL_BATCH).ceil() + (val / EVAL_BATCH).ceil();
+        let eval = (data.test as f64 + val) * per_image + batches * self.call_seconds;
+        let timed = |call: f64, (calls, budget): (f64, f64)| {
+            INFERENCE_WARMUP * call + (calls * call).min(budget.max(INFERENCE_WARMUP * call))
+        };
+        let one = self.call_seconds + per_image;
+        let batch = self.call_seconds + EVAL_BATCH * per_image;
+        eval + timed(one, INFERENCE_SINGLE) + timed(batch, INFERENCE_BATCHED)
     }
 
     /// Expected seconds of a whole trial that trains `cfg.epochs` epochs.
@@ -278,6 +470,19 @@ impl TimeModel {
             self.log_sd / (self.fitted_on as f64).sqrt()
         }
     }
+}
+
+/// The 80% range of a positive total with this mean and relative standard deviation (sd / mean):
+/// the log-normal with the same mean and variance. A sum of trial times is skewed (a few heavy
+/// trials, many light ones), so its median sits below its mean and the range is not symmetric
+/// around it: a range of `mean × exp(±1.28 × rel)` put both ends too high.
+pub fn range80(mean: f64, rel: f64) -> [f64; 2] {
+    if !(mean > 0.0 && rel.is_finite() && rel > 0.0) {
+        return [mean, mean];
+    }
+    let sigma = (1.0 + rel * rel).ln().sqrt();
+    let median = mean * (-0.5 * sigma * sigma).exp();
+    [median * (-Z80 * sigma).exp(), median * (Z80 * sigma).exp()]
 }
 
 /// Expected and worst-case cost of a space.

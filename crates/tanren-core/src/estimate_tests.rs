@@ -38,46 +38,56 @@ fn work_grows_with_pixels_and_shrinks_with_batch() {
     assert!((five - one - 4.0 * per_epoch).abs() < 1e-9 * five);
 }
 
-#[test]
-fn fit_recovers_the_scale_and_the_overhead() {
-    let truth = 0.2;
+/// A device unlike the prior: slower per image, a steeper exponent, a costly step.
+fn device() -> TimeModel {
+    TimeModel {
+        seconds_per_work: 0.03,
+        exponent: 0.9,
+        step_seconds: 4e-3,
+        call_seconds: 1e-3,
+        overhead_seconds: 5.0,
+        ..TimeModel::prior(false)
+    }
+}
+
+/// Trials measured on `truth` with ±10% noise (alternating) on their training time, and their
+/// inference timings.
+fn measured_on(truth: &TimeModel, configs: &[(u32, u32, u32)]) -> Vec<Measurement> {
     let d = data();
-    let measured: Vec<Measurement> = [(28, 16, 3), (48, 64, 2), (64, 8, 1), (32, 32, 4)]
+    configs
         .iter()
         .enumerate()
         .map(|(i, &(img, batch, epochs))| {
             let c = cfg(img, batch, epochs);
-            // ±10% noise, alternating.
             let noise = if i % 2 == 0 { 1.1 } else { 1.0 / 1.1 };
-            let train = truth * noise * epochs as f64 * epoch_work(&c, d).powf(0.8);
+            let train = noise * epochs as f64 * truth.epoch_seconds(&c, d);
+            let per_image = truth.seconds_per_work * image_work(&c).1.powf(truth.exponent);
             Measurement {
-                wall_seconds: Some(
-                    train
-                        + 5.0
-                        + TimeModel {
-                            seconds_per_work: truth,
-                            exponent: 0.8,
-                            ..TimeModel::prior(false)
-                        }
-                        .final_seconds(&c, d),
-                ),
-                config: c,
-                data: d,
-                epochs,
-                train_seconds: train,
+                wall_seconds: Some(train + truth.overhead_seconds + truth.final_seconds(&c, d)),
+                inference_ms: Some(1000.0 * (truth.call_seconds + per_image)),
+                inference_ips: Some(64.0 / (truth.call_seconds + 64.0 * per_image)),
+                ..Measurement::epochs_only(c, d, epochs, train)
             }
         })
-        .collect();
+        .collect()
+}
+
+#[test]
+fn fit_recovers_the_device_and_the_overhead() {
+    let truth = device();
+    let d = data();
+    let measured = measured_on(&truth, &[(28, 16, 3), (48, 64, 2), (64, 8, 1), (32, 32, 4), (96, 4, 1)]);
     let fitted = TimeModel::fit(&TimeModel::prior(false), &measured);
-    assert_eq!(fitted.fitted_on, 4);
-    // The exponent 0.8 is found (the prior says 0.7).
-    assert!((fitted.exponent - 0.8).abs() < 0.05, "{fitted:?}");
-    let c = cfg(40, 32, 3);
-    let want = truth * epoch_work(&c, d).powf(0.8);
-    assert!(
-        (fitted.epoch_seconds(&c, d) / want - 1.0).abs() < 0.1,
-        "{fitted:?}"
-    );
+    assert_eq!(fitted.fitted_on, 5);
+    // The exponent is found (the prior says 0.8), and the step's cost.
+    assert!((fitted.exponent - 0.9).abs() < 0.1, "{fitted:?}");
+    assert!((fitted.step_seconds / 4e-3 - 1.0).abs() < 0.3, "{fitted:?}");
+    // Configurations it never saw: another image size, a tiny and a huge batch.
+    for (img, batch) in [(40, 32), (24, 2), (56, 256)] {
+        let c = cfg(img, batch, 3);
+        let (got, want) = (fitted.trial_seconds(&c, d), truth.trial_seconds(&c, d));
+        assert!((got / want - 1.0).abs() < 0.15, "{img} px batch {batch}: {got} vs {want}; {fitted:?}");
+    }
     assert!((fitted.overhead_seconds - 5.0).abs() < 0.6, "{fitted:?}");
     // The spread is the noise, shrunk towards 0.25, and narrower than the prior's.
     assert!(fitted.log_sd < TimeModel::prior(false).log_sd);
@@ -87,6 +97,34 @@ fn fit_recovers_the_scale_and_the_overhead() {
         TimeModel::fit(&TimeModel::prior(true), &[]),
         TimeModel::prior(true)
     );
+}
+
+#[test]
+fn epochs_scale_with_the_dataset_and_steps_with_the_batch() {
+    let m = device();
+    let c = cfg(32, 32, 1);
+    let (small, large) = (
+        DataSize { train: 600, test: 100 },
+        DataSize { train: 6000, test: 100 },
+    );
+    // Ten times the images cost ten times the epoch (the old model's single power made it ~5x).
+    let ratio = m.epoch_seconds(&c, large) / m.epoch_seconds(&c, small);
+    assert!((ratio - 10.0).abs() < 0.2, "{ratio}");
+    // Halving the batch adds the fixed cost of the extra steps, and nothing else.
+    let d = data();
+    let (fit, _) = split(&c, d);
+    let extra = m.epoch_seconds(&cfg(32, 16, 1), d) - m.epoch_seconds(&c, d);
+    let steps = (fit / 16.0).ceil() - (fit / 32.0).ceil();
+    let weights = WEIGHT_COST * weight_count(&c.model) as f64 / 1e9;
+    let want = steps * (m.step_seconds + m.seconds_per_work * weights.powf(m.exponent));
+    assert!((extra / want - 1.0).abs() < 1e-6, "{extra} vs {want}");
+    // The inference timing stops on its budgets: a huge network's final part is its evaluation plus
+    // about 1.5 s, not 3,400 more images.
+    let huge = cfg(256, 32, 1);
+    let per_image = m.seconds_per_work * image_work(&huge).1.powf(m.exponent);
+    let eval = (d.test as f64 + split(&huge, d).1) * per_image;
+    let timing = m.final_seconds(&huge, d) - eval;
+    assert!(timing < 1.6 + 6.0 * (64.0 * per_image + m.call_seconds) + 0.1, "{timing}");
 }
 
 #[test]
@@ -116,4 +154,22 @@ fn space_cost_orders_best_mean_worst_and_sees_wider_bounds() {
     );
     // Deterministic: the same numbers every call.
     assert_eq!(space_cost(&space, 10, d, &m, 128), Some(c));
+}
+
+#[test]
+fn the_80_percent_range_is_the_log_normal_of_the_same_mean_and_spread() {
+    // Narrow: about mean × exp(±1.28 rel).
+    let [lo, hi] = range80(100.0, 0.05);
+    assert!((lo / (100.0 * (-Z80 * 0.05f64).exp()) - 1.0).abs() < 0.01, "{lo}");
+    assert!((hi / (100.0 * (Z80 * 0.05f64).exp()) - 1.0).abs() < 0.01, "{hi}");
+    // Wide: skewed, both ends below the symmetric ones, the mean inside.
+    let [lo, hi] = range80(100.0, 1.0);
+    assert!(lo < 100.0 * (-Z80).exp() && hi < 100.0 * Z80.exp() && lo < 100.0 && 100.0 < hi, "{lo} {hi}");
+    // The log-normal's own quantiles: 10% and 90% of a sample from it.
+    let sigma = 2f64.ln().sqrt();
+    let mu = 100f64.ln() - sigma * sigma / 2.0;
+    assert!((lo - (mu - Z80 * sigma).exp()).abs() < 1e-9 && (hi - (mu + Z80 * sigma).exp()).abs() < 1e-9);
+    // Nothing uncertain, or nothing at all: the mean itself.
+    assert_eq!(range80(50.0, 0.0), [50.0, 50.0]);
+    assert_eq!(range80(0.0, 1.0), [0.0, 0.0]);
 }

@@ -291,22 +291,18 @@ pub fn measurements(
         .iter()
         .filter(|t| t.epoch_seconds.is_finite() && t.epoch_seconds > 0.0)
         .map(|t| Measurement {
-            config: t.config.clone(),
-            data,
-            epochs: 1,
-            train_seconds: t.epoch_seconds,
-            wall_seconds: None,
+            // The evaluation batch it timed is a 64-image forward call.
+            inference_ips: (t.seconds_per_eval_batch.is_finite() && t.seconds_per_eval_batch > 0.0)
+                .then(|| 64.0 / t.seconds_per_eval_batch),
+            ..Measurement::epochs_only(t.config.clone(), data, 1, t.epoch_seconds)
         })
         .collect();
     if let Some(o) = overhead {
         let wall = o.prepare_seconds + o.tail_seconds;
         if wall.is_finite() && wall > 0.0 {
             out.push(Measurement {
-                config: o.config.clone(),
-                data,
-                epochs: 0,
-                train_seconds: 0.0,
                 wall_seconds: Some(wall),
+                ..Measurement::epochs_only(o.config.clone(), data, 0, 0.0)
             });
         }
     }

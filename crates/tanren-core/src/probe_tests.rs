@@ -225,7 +225,15 @@ fn probe_timings_calibrate_the_time_model() {
         deadline_seconds: 30.0,
     };
     let p = plan(&space, 10, data(n), &[OptimizerKind::Adam], &limits).unwrap();
-    let truth = |c: &TrainConfig| 0.02 * epoch_work(c, data(n)).powf(0.85);
+    // A device unlike the prior: slower per image, a steeper exponent, a costly step.
+    let device = TimeModel {
+        seconds_per_work: 0.03,
+        exponent: 0.9,
+        step_seconds: 4e-3,
+        call_seconds: 1e-3,
+        ..TimeModel::prior(false)
+    };
+    let truth = |c: &TrainConfig| device.epoch_seconds(c, data(n));
     let report = ProbeReport {
         device: "cpu".into(),
         lr: vec![],
