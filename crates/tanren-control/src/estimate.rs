@@ -11,7 +11,9 @@ use crate::study_spec::{Budget, StudySpec};
 use crate::AppState;
 use serde::Serialize;
 use std::collections::HashMap;
-use tanren_core::estimate::{range80, space_cost, DataSize, Measurement, SpaceCost, TimeModel};
+use tanren_core::estimate::{
+    range80, remaining, space_cost, DataSize, Measurement, Remaining, SpaceCost, TimeModel,
+};
 use tanren_core::warnings::{self, human_seconds, Measured, Warning};
 use tanren_core::{Bounds, ImageSpace, TrainConfig, TrialState};
 use tanren_store::{now_ms, DatasetRow, StudyRow, TrialRow};
@@ -264,11 +266,7 @@ fn estimate(cost: Option<&SpaceCost>, model: &TimeModel, budget: &Budget, live: 
         // Each trial's own error and the space's spread are independent; the scale is shared.
         let var = n * (mean * model.log_sd).powi(2) + n * sd * sd + (n * mean * model.scale_log_sd()).powi(2);
         let rel = var.sqrt() / workers as f64 / central.max(1e-9);
-        (
-            central,
-            n * worst / workers as f64,
-            range80(central, rel),
-        )
+        (central, n * worst / workers as f64, range80(central, rel))
     });
     let summary = match (total, budget.minutes) {
         (Some((c, w, _)), _) => format!(
@@ -353,10 +351,11 @@ pub async fn eta_inputs(s: &AppState, row: &StudyRow, trials: &[TrialRow]) -> Op
     })
 }
 
-/// Remaining seconds and an 80% range: each running trial's rest from its own measured epochs (or
-/// the model before its first epoch), each queued trial from its parameters, the trials not sampled
-/// yet from the space (the mean of the space and of the most recent samples: a sampler that has found
-/// a region keeps sampling near it), spread over `parallel` workers.
+/// Remaining seconds (the median) and an 80% range, simulated by `remaining`: each running trial's
+/// rest from its own measured epochs (or the model before its first epoch), each queued trial from
+/// its parameters, the trials not sampled yet drawn from the space and (once 3 have been sampled)
+/// half the time from the most recent samples (a sampler that has found a region keeps sampling
+/// near it), spread over `parallel` slots.
 pub fn eta(
     row: &StudyRow,
     trials: &[TrialRow],
@@ -407,43 +406,37 @@ pub fn eta(
         }
     }
     let rest = (max as usize).saturating_sub(done + started);
-    let mut rest_mean = 0.0;
-    let mut rest_sd = 0.0;
+    let mut space = Vec::new();
+    let mut recent = Vec::new();
     if rest > 0 {
         let Some(cost) = space_cost(&inputs.space, inputs.num_classes, inputs.data, m, 128) else {
             return (None, None);
         };
-        let recent: Vec<f64> = trials
+        space = cost.drawn_trial_seconds;
+        recent = trials
             .iter()
             .rev()
             .filter_map(|t| config(t).map(|c| m.trial_seconds(&c, inputs.data)))
             .take(5)
             .collect();
-        let (mean, sd) = if recent.len() >= 3 {
-            let r = recent.iter().sum::<f64>() / recent.len() as f64;
-            let mix = 0.5 * (r + cost.mean_trial_seconds);
-            let spread = (0.5 * (r - mix).powi(2)
-                + 0.5 * (cost.mean_trial_seconds - mix).powi(2)
-                + cost.sd_trial_seconds.powi(2))
-            .sqrt();
-            (mix, spread)
-        } else {
-            (cost.mean_trial_seconds, cost.sd_trial_seconds)
-        };
-        rest_mean = mean;
-        rest_sd = sd;
+        if recent.len() < 3 {
+            recent.clear();
+        }
     }
-    let p = parallel.max(1) as f64;
-    let total: f64 = pieces.iter().map(|(x, _)| x).sum::<f64>() + rest as f64 * rest_mean;
-    let central = (total / p).max(longest_running);
-    let var_indep: f64 = pieces.iter().map(|(x, s)| (x * s).powi(2)).sum::<f64>()
-        + rest as f64 * ((rest_mean * m.log_sd).powi(2) + rest_sd.powi(2));
-    let var_shared = (total * m.scale_log_sd()).powi(2);
-    let rel = (var_indep + var_shared).sqrt() / p / central.max(1e-9);
+    let (central, [lo, hi]) = remaining(&Remaining {
+        pieces: &pieces,
+        rest,
+        space: &space,
+        recent: &recent,
+        recent_share: 0.5,
+        log_sd: m.log_sd,
+        scale_log_sd: m.scale_log_sd(),
+        parallel: parallel.max(1),
+        floor: longest_running,
+    });
     // A minutes budget ends the study at its deadline, give or take the moment stopping the
     // running trial takes: the range's upper end keeps that moment.
     let cap = |x: f64| by_deadline.map_or(x, |d| x.min(d));
     let cap_hi = |x: f64| by_deadline.map_or(x, |d| x.min(d + STOP_SLACK_SECONDS));
-    let [lo, hi] = range80(central, rel);
     (Some(cap(central)), Some([cap(lo), cap_hi(hi)]))
 }

@@ -368,7 +368,9 @@ impl TimeModel {
                 let mut a = [[0.0; 3]; 3];
                 let mut b = [0.0; 3];
                 for (x, y, w, _) in &rows {
-                    let z: Vec<f64> = (0..3).map(|k| if free[k] { x[k] * p[k] / y } else { 0.0 }).collect();
+                    let z: Vec<f64> = (0..3)
+                        .map(|k| if free[k] { x[k] * p[k] / y } else { 0.0 })
+                        .collect();
                     for r in 0..3 {
                         b[r] += w * z[r];
                         for c in 0..3 {
@@ -405,7 +407,8 @@ impl TimeModel {
             }
             let (mut ss, mut ss_epochs) = (0.0, 0.0);
             for (x, y, w, epoch) in &rows {
-                let pred = x[0] * model.seconds_per_work + x[1] * model.step_seconds + x[2] * model.call_seconds;
+                let pred =
+                    x[0] * model.seconds_per_work + x[1] * model.step_seconds + x[2] * model.call_seconds;
                 let r = (pred.max(1e-12) / y).ln().powi(2);
                 ss += w * r;
                 if *epoch {
@@ -431,7 +434,10 @@ impl TimeModel {
             })
             .collect();
         over.sort_by(f64::total_cmp);
-        model.overhead_seconds = over.get(over.len() / 2).copied().unwrap_or(prior.overhead_seconds);
+        model.overhead_seconds = over
+            .get(over.len() / 2)
+            .copied()
+            .unwrap_or(prior.overhead_seconds);
         model
     }
 
@@ -497,6 +503,9 @@ pub struct SpaceCost {
     pub worst_params: Params,
     /// The cheapest configuration found.
     pub best_trial_seconds: f64,
+    /// The drawn configurations' trial seconds, for simulating the trials a study has not sampled.
+    #[serde(skip)]
+    pub drawn_trial_seconds: Vec<f64>,
 }
 
 /// Parameters that change the time of a trial; the others only change what it learns.
@@ -640,9 +649,99 @@ pub fn space_cost(
         worst_trial_seconds: worst.max(max_drawn),
         worst_params,
         best_trial_seconds: best.min(min_drawn),
+        drawn_trial_seconds: times,
     })
+}
+
+/// What is left of a study, as [`remaining`] simulates it.
+#[derive(Debug, Clone, Default)]
+pub struct Remaining<'a> {
+    /// (predicted seconds, log-sd) of each running or queued trial.
+    pub pieces: &'a [(f64, f64)],
+    /// Trials not sampled yet. Each one's seconds are drawn from `recent` (the study's latest trials'
+    /// predictions: a sampler that has found a region keeps sampling near it) with probability
+    /// `recent_share`, else from `space` (configurations drawn from the bounds).
+    pub rest: usize,
+    pub space: &'a [f64],
+    pub recent: &'a [f64],
+    pub recent_share: f64,
+    /// The model's error of one trial and of its shared scale (log standard deviations).
+    pub log_sd: f64,
+    pub scale_log_sd: f64,
+    /// Trials at a time.
+    pub parallel: usize,
+    /// Nothing ends before this (the longest running trial's rest).
+    pub floor: f64,
+}
+
+/// Simulations behind [`remaining`]; past `EXACT_REST` unsampled trials their sum is drawn as a
+/// normal of the same mean and variance (many trials' sum is close to one).
+const SIMULATIONS: usize = 600;
+const EXACT_REST: usize = 64;
+
+/// The remaining seconds of a study: the median and the 80% range (10% and 90%) of a deterministic
+/// simulation of every piece with its own error, the unsampled trials drawn as [`Remaining`] says,
+/// and one shared scale error. A moment formula misses the shape: with a few trials left from a
+/// space whose cost is heavy-tailed (a handful of big configurations), the sum is usually well
+/// below its mean and now and then far above it.
+pub fn remaining(r: &Remaining) -> (f64, [f64; 2]) {
+    let mut mix = Mix(0x05ee_de7a);
+    let mut normal = move || {
+        let (u1, u2) = (1.0 - mix.unit(), mix.unit());
+        (-2.0 * u1.ln()).sqrt() * (std::f64::consts::TAU * u2).cos()
+    };
+    let mut uniform = {
+        let mut m = Mix(0x9ec3);
+        move || m.unit()
+    };
+    let sources: Vec<&[f64]> = [r.space, r.recent]
+        .into_iter()
+        .filter(|s| !s.is_empty())
+        .collect();
+    // One unsampled trial's mean and second moment, for the normal past EXACT_REST.
+    let moments = |xs: &[f64]| {
+        let n = xs.len().max(1) as f64;
+        (
+            xs.iter().sum::<f64>() / n,
+            xs.iter().map(|x| x * x).sum::<f64>() / n,
+        )
+    };
+    let share = if r.space.is_empty() {
+        1.0
+    } else if r.recent.is_empty() {
+        0.0
+    } else {
+        r.recent_share
+    };
+    let (ms, qs) = moments(r.space);
+    let (mr, qr) = moments(r.recent);
+    let noise = (r.log_sd * r.log_sd).exp();
+    let mean1 = ((1.0 - share) * ms + share * mr) * noise.sqrt();
+    let var1 = (((1.0 - share) * qs + share * qr) * noise * noise - mean1 * mean1).max(0.0);
+    let p = r.parallel.max(1) as f64;
+    let mut totals: Vec<f64> = (0..SIMULATIONS)
+        .map(|_| {
+            let mut t: f64 = r.pieces.iter().map(|(x, sd)| x * (sd * normal()).exp()).sum();
+            if !sources.is_empty() {
+                if r.rest > EXACT_REST {
+                    let n = r.rest as f64;
+                    t += (n * mean1 + (n * var1).sqrt() * normal()).max(0.0);
+                } else {
+                    for _ in 0..r.rest {
+                        let from = if uniform() < share { r.recent } else { r.space };
+                        let i = ((uniform() * from.len() as f64) as usize).min(from.len() - 1);
+                        t += from[i] * (r.log_sd * normal()).exp();
+                    }
+                }
+            }
+            (t * (r.scale_log_sd * normal()).exp() / p).max(r.floor)
+        })
+        .collect();
+    totals.sort_by(f64::total_cmp);
+    let q = |f: f64| totals[((f * SIMULATIONS as f64) as usize).min(SIMULATIONS - 1)];
+    (q(0.5), [q(0.1), q(0.9)])
 }
 
 #[cfg(test)]
 #[path = "estimate_tests.rs"]
-mod tests;
+pub(crate) mod tests;

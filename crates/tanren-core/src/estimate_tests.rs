@@ -39,7 +39,7 @@ fn work_grows_with_pixels_and_shrinks_with_batch() {
 }
 
 /// A device unlike the prior: slower per image, a steeper exponent, a costly step.
-fn device() -> TimeModel {
+pub(crate) fn device() -> TimeModel {
     TimeModel {
         seconds_per_work: 0.03,
         exponent: 0.9,
@@ -76,7 +76,10 @@ fn measured_on(truth: &TimeModel, configs: &[(u32, u32, u32)]) -> Vec<Measuremen
 fn fit_recovers_the_device_and_the_overhead() {
     let truth = device();
     let d = data();
-    let measured = measured_on(&truth, &[(28, 16, 3), (48, 64, 2), (64, 8, 1), (32, 32, 4), (96, 4, 1)]);
+    let measured = measured_on(
+        &truth,
+        &[(28, 16, 3), (48, 64, 2), (64, 8, 1), (32, 32, 4), (96, 4, 1)],
+    );
     let fitted = TimeModel::fit(&TimeModel::prior(false), &measured);
     assert_eq!(fitted.fitted_on, 5);
     // The exponent is found (the prior says 0.8), and the step's cost.
@@ -86,7 +89,10 @@ fn fit_recovers_the_device_and_the_overhead() {
     for (img, batch) in [(40, 32), (24, 2), (56, 256)] {
         let c = cfg(img, batch, 3);
         let (got, want) = (fitted.trial_seconds(&c, d), truth.trial_seconds(&c, d));
-        assert!((got / want - 1.0).abs() < 0.15, "{img} px batch {batch}: {got} vs {want}; {fitted:?}");
+        assert!(
+            (got / want - 1.0).abs() < 0.15,
+            "{img} px batch {batch}: {got} vs {want}; {fitted:?}"
+        );
     }
     assert!((fitted.overhead_seconds - 5.0).abs() < 0.6, "{fitted:?}");
     // The spread is the noise, shrunk towards 0.25, and narrower than the prior's.
@@ -104,8 +110,14 @@ fn epochs_scale_with_the_dataset_and_steps_with_the_batch() {
     let m = device();
     let c = cfg(32, 32, 1);
     let (small, large) = (
-        DataSize { train: 600, test: 100 },
-        DataSize { train: 6000, test: 100 },
+        DataSize {
+            train: 600,
+            test: 100,
+        },
+        DataSize {
+            train: 6000,
+            test: 100,
+        },
     );
     // Ten times the images cost ten times the epoch (the old model's single power made it ~5x).
     let ratio = m.epoch_seconds(&c, large) / m.epoch_seconds(&c, small);
@@ -124,7 +136,10 @@ fn epochs_scale_with_the_dataset_and_steps_with_the_batch() {
     let per_image = m.seconds_per_work * image_work(&huge).1.powf(m.exponent);
     let eval = (d.test as f64 + split(&huge, d).1) * per_image;
     let timing = m.final_seconds(&huge, d) - eval;
-    assert!(timing < 1.6 + 6.0 * (64.0 * per_image + m.call_seconds) + 0.1, "{timing}");
+    assert!(
+        timing < 1.6 + 6.0 * (64.0 * per_image + m.call_seconds) + 0.1,
+        "{timing}"
+    );
 }
 
 #[test]
@@ -164,7 +179,10 @@ fn the_80_percent_range_is_the_log_normal_of_the_same_mean_and_spread() {
     assert!((hi / (100.0 * (Z80 * 0.05f64).exp()) - 1.0).abs() < 0.01, "{hi}");
     // Wide: skewed, both ends below the symmetric ones, the mean inside.
     let [lo, hi] = range80(100.0, 1.0);
-    assert!(lo < 100.0 * (-Z80).exp() && hi < 100.0 * Z80.exp() && lo < 100.0 && 100.0 < hi, "{lo} {hi}");
+    assert!(
+        lo < 100.0 * (-Z80).exp() && hi < 100.0 * Z80.exp() && lo < 100.0 && 100.0 < hi,
+        "{lo} {hi}"
+    );
     // The log-normal's own quantiles: 10% and 90% of a sample from it.
     let sigma = 2f64.ln().sqrt();
     let mu = 100f64.ln() - sigma * sigma / 2.0;
@@ -172,4 +190,59 @@ fn the_80_percent_range_is_the_log_normal_of_the_same_mean_and_spread() {
     // Nothing uncertain, or nothing at all: the mean itself.
     assert_eq!(range80(50.0, 0.0), [50.0, 50.0]);
     assert_eq!(range80(0.0, 1.0), [0.0, 0.0]);
+}
+
+#[test]
+fn remaining_simulates_a_skewed_rest_and_keeps_its_floor() {
+    let base = Remaining {
+        log_sd: 1e-6,
+        scale_log_sd: 1e-6,
+        parallel: 1,
+        ..Remaining::default()
+    };
+    // Known pieces alone: their sum, spread over the slots.
+    let (mid, [lo, hi]) = remaining(&Remaining {
+        pieces: &[(10.0, 1e-6), (20.0, 1e-6)],
+        parallel: 2,
+        ..base.clone()
+    });
+    assert!((mid - 15.0).abs() < 1e-3 && (lo - 15.0).abs() < 1e-3 && (hi - 15.0).abs() < 1e-3);
+    // Two trials from a space where one configuration in ten costs 100×: usually 2 s, and the
+    // range reaches the expensive one (drawn with 19% odds), where mean ± spread would not.
+    let space: Vec<f64> = [1.0; 9].into_iter().chain([100.0]).collect();
+    let (mid, [lo, hi]) = remaining(&Remaining {
+        rest: 2,
+        space: &space,
+        ..base.clone()
+    });
+    assert!((mid - 2.0).abs() < 1e-3 && (lo - 2.0).abs() < 1e-3, "{mid} {lo}");
+    assert!((hi - 101.0).abs() < 1e-3, "{hi}");
+    // Recent trials only, as when the space is unknown: drawn from them.
+    let (mid, _) = remaining(&Remaining {
+        rest: 3,
+        recent: &[5.0, 5.0, 5.0],
+        ..base.clone()
+    });
+    assert!((mid - 15.0).abs() < 1e-3, "{mid}");
+    // Many trials: the normal of the same moments, centred on the mean.
+    let (mid, [lo, hi]) = remaining(&Remaining {
+        rest: 1000,
+        space: &[1.0, 3.0],
+        ..base.clone()
+    });
+    assert!((mid / 2000.0 - 1.0).abs() < 0.01, "{mid}");
+    assert!(lo > 1930.0 && hi < 2070.0 && hi - lo > 50.0, "{lo} {hi}");
+    // Nothing ends before the longest running trial; the same answer every call.
+    let r = Remaining {
+        pieces: &[(4.0, 0.3)],
+        rest: 5,
+        space: &space,
+        floor: 60.0,
+        log_sd: 0.3,
+        scale_log_sd: 0.1,
+        ..base
+    };
+    let (_, [lo, _]) = remaining(&r);
+    assert!(lo >= 60.0, "{lo}");
+    assert_eq!(remaining(&r), remaining(&r));
 }

@@ -225,14 +225,7 @@ fn probe_timings_calibrate_the_time_model() {
         deadline_seconds: 30.0,
     };
     let p = plan(&space, 10, data(n), &[OptimizerKind::Adam], &limits).unwrap();
-    // A device unlike the prior: slower per image, a steeper exponent, a costly step.
-    let device = TimeModel {
-        seconds_per_work: 0.03,
-        exponent: 0.9,
-        step_seconds: 4e-3,
-        call_seconds: 1e-3,
-        ..TimeModel::prior(false)
-    };
+    let device = crate::estimate::tests::device();
     let truth = |c: &TrainConfig| device.epoch_seconds(c, data(n));
     let report = ProbeReport {
         device: "cpu".into(),
