@@ -11,9 +11,7 @@ use crate::study_spec::{Budget, StudySpec};
 use crate::AppState;
 use serde::Serialize;
 use std::collections::HashMap;
-use tanren_core::estimate::{
-    range80, remaining, space_cost, DataSize, Measurement, Remaining, SpaceCost, TimeModel,
-};
+use tanren_core::estimate::{remaining, space_cost, DataSize, Measurement, Remaining, SpaceCost, TimeModel};
 use tanren_core::warnings::{self, human_seconds, Measured, Warning};
 use tanren_core::{Bounds, ImageSpace, TrainConfig, TrialState};
 use tanren_store::{now_ms, DatasetRow, StudyRow, TrialRow};
@@ -256,17 +254,20 @@ pub async fn assess_with(
 
 fn estimate(cost: Option<&SpaceCost>, model: &TimeModel, budget: &Budget, live: usize) -> Estimate {
     let workers = live.max(1);
-    let (mean, worst, sd) = cost.map_or((0.0, 0.0, 0.0), |c| {
-        (c.mean_trial_seconds, c.worst_trial_seconds, c.sd_trial_seconds)
-    });
+    let (mean, worst) = cost.map_or((0.0, 0.0), |c| (c.mean_trial_seconds, c.worst_trial_seconds));
     let cap = |x: f64| budget.minutes.map_or(x, |m| x.min(m * 60.0));
+    // The budget's trials drawn from the space, each with the model's error and one shared scale
+    // error: the same simulation as a running study's ETA.
     let total = budget.trials.map(|t| {
-        let n = t as f64;
-        let central = n * mean / workers as f64;
-        // Each trial's own error and the space's spread are independent; the scale is shared.
-        let var = n * (mean * model.log_sd).powi(2) + n * sd * sd + (n * mean * model.scale_log_sd()).powi(2);
-        let rel = var.sqrt() / workers as f64 / central.max(1e-9);
-        (central, n * worst / workers as f64, range80(central, rel))
+        let (central, range) = remaining(&Remaining {
+            rest: t as usize,
+            space: cost.map_or(&[][..], |c| &c.drawn_trial_seconds),
+            log_sd: model.log_sd,
+            scale_log_sd: model.scale_log_sd(),
+            parallel: workers,
+            ..Remaining::default()
+        });
+        (central, t as f64 * worst / workers as f64, range)
     });
     let summary = match (total, budget.minutes) {
         (Some((c, w, _)), _) => format!(
@@ -374,7 +375,6 @@ pub fn eta(
     let config = |t: &TrialRow| serde_json::from_str::<TrainConfig>(&t.config).ok();
     // (predicted seconds, its log-sd) of each piece of remaining work.
     let mut pieces: Vec<(f64, f64)> = Vec::new();
-    let mut longest_running = 0.0f64;
     let mut started = 0usize;
     for t in trials {
         let Some(cfg) = config(t) else { continue };
@@ -398,7 +398,6 @@ pub fn eta(
             } else {
                 m.log_sd
             };
-            longest_running = longest_running.max(left);
             pieces.push((left, sd));
         } else if t.state == TrialState::Queued.as_str() {
             started += 1;
@@ -432,7 +431,6 @@ pub fn eta(
         log_sd: m.log_sd,
         scale_log_sd: m.scale_log_sd(),
         parallel: parallel.max(1),
-        floor: longest_running,
     });
     // A minutes budget ends the study at its deadline, give or take the moment stopping the
     // running trial takes: the range's upper end keeps that moment.

@@ -478,19 +478,6 @@ impl TimeModel {
     }
 }
 
-/// The 80% range of a positive total with this mean and relative standard deviation (sd / mean):
-/// the log-normal with the same mean and variance. A sum of trial times is skewed (a few heavy
-/// trials, many light ones), so its median sits below its mean and the range is not symmetric
-/// around it: a range of `mean × exp(±1.28 × rel)` put both ends too high.
-pub fn range80(mean: f64, rel: f64) -> [f64; 2] {
-    if !(mean > 0.0 && rel.is_finite() && rel > 0.0) {
-        return [mean, mean];
-    }
-    let sigma = (1.0 + rel * rel).ln().sqrt();
-    let median = mean * (-0.5 * sigma * sigma).exp();
-    [median * (-Z80 * sigma).exp(), median * (Z80 * sigma).exp()]
-}
-
 /// Expected and worst-case cost of a space.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct SpaceCost {
@@ -670,8 +657,6 @@ pub struct Remaining<'a> {
     pub scale_log_sd: f64,
     /// Trials at a time.
     pub parallel: usize,
-    /// Nothing ends before this (the longest running trial's rest).
-    pub floor: f64,
 }
 
 /// Simulations behind [`remaining`]; past `EXACT_REST` unsampled trials their sum is drawn as a
@@ -681,7 +666,7 @@ const EXACT_REST: usize = 64;
 
 /// The remaining seconds of a study: the median and the 80% range (10% and 90%) of a deterministic
 /// simulation of every piece with its own error, the unsampled trials drawn as [`Remaining`] says,
-/// and one shared scale error. A moment formula misses the shape: with a few trials left from a
+/// one shared scale error, and nothing ending before its longest piece. A moment formula misses the shape: with a few trials left from a
 /// space whose cost is heavy-tailed (a handful of big configurations), the sum is usually well
 /// below its mean and now and then far above it.
 pub fn remaining(r: &Remaining) -> (f64, [f64; 2]) {
@@ -721,7 +706,13 @@ pub fn remaining(r: &Remaining) -> (f64, [f64; 2]) {
     let p = r.parallel.max(1) as f64;
     let mut totals: Vec<f64> = (0..SIMULATIONS)
         .map(|_| {
-            let mut t: f64 = r.pieces.iter().map(|(x, sd)| x * (sd * normal()).exp()).sum();
+            // However the slots share the work, nothing ends before its longest piece.
+            let (mut t, mut longest) = (0.0f64, 0.0f64);
+            for (x, sd) in r.pieces {
+                let piece = x * (sd * normal()).exp();
+                t += piece;
+                longest = longest.max(piece);
+            }
             if !sources.is_empty() {
                 if r.rest > EXACT_REST {
                     let n = r.rest as f64;
@@ -734,7 +725,8 @@ pub fn remaining(r: &Remaining) -> (f64, [f64; 2]) {
                     }
                 }
             }
-            (t * (r.scale_log_sd * normal()).exp() / p).max(r.floor)
+            let scale = (r.scale_log_sd * normal()).exp();
+            (t / p).max(longest) * scale
         })
         .collect();
     totals.sort_by(f64::total_cmp);

@@ -172,27 +172,6 @@ fn space_cost_orders_best_mean_worst_and_sees_wider_bounds() {
 }
 
 #[test]
-fn the_80_percent_range_is_the_log_normal_of_the_same_mean_and_spread() {
-    // Narrow: about mean × exp(±1.28 rel).
-    let [lo, hi] = range80(100.0, 0.05);
-    assert!((lo / (100.0 * (-Z80 * 0.05f64).exp()) - 1.0).abs() < 0.01, "{lo}");
-    assert!((hi / (100.0 * (Z80 * 0.05f64).exp()) - 1.0).abs() < 0.01, "{hi}");
-    // Wide: skewed, both ends below the symmetric ones, the mean inside.
-    let [lo, hi] = range80(100.0, 1.0);
-    assert!(
-        lo < 100.0 * (-Z80).exp() && hi < 100.0 * Z80.exp() && lo < 100.0 && 100.0 < hi,
-        "{lo} {hi}"
-    );
-    // The log-normal's own quantiles: 10% and 90% of a sample from it.
-    let sigma = 2f64.ln().sqrt();
-    let mu = 100f64.ln() - sigma * sigma / 2.0;
-    assert!((lo - (mu - Z80 * sigma).exp()).abs() < 1e-9 && (hi - (mu + Z80 * sigma).exp()).abs() < 1e-9);
-    // Nothing uncertain, or nothing at all: the mean itself.
-    assert_eq!(range80(50.0, 0.0), [50.0, 50.0]);
-    assert_eq!(range80(0.0, 1.0), [0.0, 0.0]);
-}
-
-#[test]
 fn remaining_simulates_a_skewed_rest_and_keeps_its_floor() {
     let base = Remaining {
         log_sd: 1e-6,
@@ -200,13 +179,19 @@ fn remaining_simulates_a_skewed_rest_and_keeps_its_floor() {
         parallel: 1,
         ..Remaining::default()
     };
-    // Known pieces alone: their sum, spread over the slots.
+    // Known pieces alone: their sum spread over the slots, but never less than the longest.
     let (mid, [lo, hi]) = remaining(&Remaining {
-        pieces: &[(10.0, 1e-6), (20.0, 1e-6)],
+        pieces: &[(10.0, 1e-6), (10.0, 1e-6), (10.0, 1e-6)],
         parallel: 2,
         ..base.clone()
     });
     assert!((mid - 15.0).abs() < 1e-3 && (lo - 15.0).abs() < 1e-3 && (hi - 15.0).abs() < 1e-3);
+    let (mid, _) = remaining(&Remaining {
+        pieces: &[(10.0, 1e-6), (20.0, 1e-6)],
+        parallel: 2,
+        ..base.clone()
+    });
+    assert!((mid - 20.0).abs() < 1e-3, "{mid}");
     // Two trials from a space where one configuration in ten costs 100×: usually 2 s, and the
     // range reaches the expensive one (drawn with 19% odds), where mean ± spread would not.
     let space: Vec<f64> = [1.0; 9].into_iter().chain([100.0]).collect();
@@ -232,17 +217,18 @@ fn remaining_simulates_a_skewed_rest_and_keeps_its_floor() {
     });
     assert!((mid / 2000.0 - 1.0).abs() < 0.01, "{mid}");
     assert!(lo > 1930.0 && hi < 2070.0 && hi - lo > 50.0, "{lo} {hi}");
-    // Nothing ends before the longest running trial; the same answer every call.
+    // Nothing ends before its longest piece, whatever the slots: a 60 s trial beside a 4 s one on
+    // 8 slots leaves about 60 s, and its own uncertainty reaches below it.
     let r = Remaining {
-        pieces: &[(4.0, 0.3)],
-        rest: 5,
-        space: &space,
-        floor: 60.0,
+        pieces: &[(4.0, 0.3), (60.0, 0.3)],
+        parallel: 8,
         log_sd: 0.3,
         scale_log_sd: 0.1,
         ..base
     };
-    let (_, [lo, _]) = remaining(&r);
-    assert!(lo >= 60.0, "{lo}");
+    let (mid, [lo, hi]) = remaining(&r);
+    assert!((mid / 60.0 - 1.0).abs() < 0.05, "{mid}");
+    assert!(lo < 50.0 && hi > 70.0 && lo > 30.0 && hi < 100.0, "{lo} {hi}");
+    // The same answer every call.
     assert_eq!(remaining(&r), remaining(&r));
 }

@@ -286,21 +286,24 @@ fn advice_from_probes_names_them_and_draws_no_warnings() {
             high: 64.0
         }
     );
-    let space = ImageSpace::from_bounds(&a.bounds).unwrap();
-    let ws = check(
-        &space,
-        &Context {
-            given: &a.bounds,
-            stats: None,
-            data: data(n),
-            val_fraction: 0.15,
-            measured: Some(&m),
-            cost: None,
-            trials: Some(a.budget.trials),
-            minutes: None,
-        },
-    )
-    .unwrap();
+    // The warnings for `bounds` with what the probes measured and the advised budget.
+    let warnings = |bounds: &crate::space::Bounds| {
+        check(
+            &ImageSpace::from_bounds(bounds).unwrap(),
+            &Context {
+                given: bounds,
+                stats: None,
+                data: data(n),
+                val_fraction: 0.15,
+                measured: Some(&m),
+                cost: None,
+                trials: Some(a.budget.trials),
+                minutes: None,
+            },
+        )
+        .unwrap()
+    };
+    let ws = warnings(&a.bounds);
     assert!(ws.is_empty(), "{ws:?}");
     // Past the measured blow-up: a warning naming it.
     let mut past = a.bounds.clone();
@@ -308,21 +311,7 @@ fn advice_from_probes_names_them_and_draws_no_warnings() {
         "learning_rate".into(),
         crate::space::Bound::Range { low: 1e-3, high: 0.5 },
     );
-    let space = ImageSpace::from_bounds(&past).unwrap();
-    let ws = check(
-        &space,
-        &Context {
-            given: &past,
-            stats: None,
-            data: data(n),
-            val_fraction: 0.15,
-            measured: Some(&m),
-            cost: None,
-            trials: Some(a.budget.trials),
-            minutes: None,
-        },
-    )
-    .unwrap();
+    let ws = warnings(&past);
     assert!(
         ws.iter()
             .any(|w| w.param == "learning_rate" && w.message.contains("blew up")),

@@ -280,24 +280,16 @@ impl Worker for WorkerService {
         let cancelled = Arc::new(std::sync::atomic::AtomicBool::new(false));
         let _guard = SetOnDrop(cancelled.clone());
         async move {
-            let (dir, manifest, _) = inner
-                .datasets
-                .ensure(
-                    &inner.http,
-                    &inner.config.data_dir,
-                    &req.dataset_sha256,
-                    &req.dataset_url,
-                    &req.trial_token,
-                    req.split_seed,
-                )
-                .await?;
-            if manifest.classes.len() as u32 != plan.base.model.num_classes() {
-                return Err(Status::invalid_argument(format!(
-                    "the probe's model has {} classes but the dataset has {}",
-                    plan.base.model.num_classes(),
-                    manifest.classes.len()
-                )));
-            }
+            let (dir, manifest) = fetch_dataset(
+                &inner,
+                &req.dataset_sha256,
+                &req.dataset_url,
+                &req.trial_token,
+                req.split_seed,
+                plan.base.model.num_classes(),
+                "the probe's model",
+            )
+            .await?;
             let device = inner.device;
             let cache_dir = inner.config.data_dir.join("cache");
             // The slot is held until the trainer thread ends, even when the call went away before.
@@ -343,28 +335,44 @@ impl Drop for SetOnDrop {
     }
 }
 
+/// The dataset `sha` (downloaded with `token` unless cached, split with `split_seed`), refused when
+/// it does not have the `classes` that `what` (a trial's or a probe's model) was built for.
+async fn fetch_dataset(
+    inner: &Inner,
+    sha: &str,
+    url: &str,
+    token: &str,
+    split_seed: u64,
+    classes: u32,
+    what: &str,
+) -> Result<(std::path::PathBuf, tanren_dataset::Manifest), Status> {
+    let (dir, manifest, _) = inner
+        .datasets
+        .ensure(&inner.http, &inner.config.data_dir, sha, url, token, split_seed)
+        .await?;
+    if manifest.classes.len() as u32 != classes {
+        return Err(Status::invalid_argument(format!(
+            "{what} has {classes} classes but the dataset has {}",
+            manifest.classes.len()
+        )));
+    }
+    Ok((dir, manifest))
+}
+
 /// Runs one trial to its end: `Completed` once the result is sent, `Stopped` when the control plane
 /// cancelled it (closed the stream).
 async fn run(inner: Arc<Inner>, req: v1::TrialRequest, cfg: TrainConfig, tx: Tx) -> Result<Outcome, Status> {
     let prep_start = Instant::now();
-    let (dir, manifest, _) = inner
-        .datasets
-        .ensure(
-            &inner.http,
-            &inner.config.data_dir,
-            &req.dataset_sha256,
-            &req.dataset_url,
-            &req.trial_token,
-            req.split_seed,
-        )
-        .await?;
-    if manifest.classes.len() as u32 != cfg.model.num_classes() {
-        return Err(Status::invalid_argument(format!(
-            "model has {} classes but the dataset has {}",
-            cfg.model.num_classes(),
-            manifest.classes.len()
-        )));
-    }
+    let (dir, manifest) = fetch_dataset(
+        &inner,
+        &req.dataset_sha256,
+        &req.dataset_url,
+        &req.trial_token,
+        req.split_seed,
+        cfg.model.num_classes(),
+        "model",
+    )
+    .await?;
     let device = inner.device;
     let cache_dir = inner.config.data_dir.join("cache");
     let weights_dir =
