@@ -232,3 +232,45 @@ fn remaining_simulates_a_skewed_rest_and_keeps_its_floor() {
     // The same answer every call.
     assert_eq!(remaining(&r), remaining(&r));
 }
+
+#[test]
+fn remaining_is_calibrated_when_trials_come_from_its_assumptions() {
+    // A heavy-tailed space (log-normal trial times, a few 20× the median), studies drawing 4 more
+    // trials from it, each off the model by a log-sd of 0.3, all off by a shared 0.1: the 80% range
+    // should hold the truth about 80% of the time, and miss about as often on each side.
+    let mut mix = Mix(0xca11_b7a7);
+    let mut normal = move || {
+        let (u1, u2) = (1.0 - mix.unit(), mix.unit());
+        (-2.0 * u1.ln()).sqrt() * (std::f64::consts::TAU * u2).cos()
+    };
+    let space: Vec<f64> = (0..128).map(|_| 5.0 * (1.2 * normal()).exp()).collect();
+    let r = Remaining {
+        rest: 4,
+        space: &space,
+        log_sd: 0.3,
+        scale_log_sd: 0.1,
+        parallel: 1,
+        ..Remaining::default()
+    };
+    let (_, [lo, hi]) = remaining(&r);
+    let mut pick = Mix(0x51);
+    let (mut below, mut above, n) = (0, 0, 2000);
+    for _ in 0..n {
+        let shared = (0.1 * normal()).exp();
+        let truth: f64 = (0..4)
+            .map(|_| {
+                let i = ((pick.unit() * space.len() as f64) as usize).min(space.len() - 1);
+                space[i] * (0.3 * normal()).exp()
+            })
+            .sum::<f64>()
+            * shared;
+        below += (truth < lo) as usize;
+        above += (truth > hi) as usize;
+    }
+    let held = 1.0 - (below + above) as f64 / n as f64;
+    assert!(
+        (0.75..0.85).contains(&held),
+        "held {held}: {below} below, {above} above"
+    );
+    assert!(below.abs_diff(above) < n / 20, "{below} below, {above} above");
+}
