@@ -170,9 +170,11 @@ pub struct Progress {
     pub running: usize,
     pub queued: usize,
     pub elapsed_seconds: f64,
-    /// Best estimate of the seconds left; 0 once the study ended; null until it can be estimated.
+    /// Best estimate (the median) of the seconds left; 0 once the study ended; null until it can be
+    /// estimated.
     pub eta_seconds: Option<f64>,
-    /// An 80% range around `eta_seconds`: wide after one trial, narrowing as durations are measured.
+    /// The 80% range of the seconds left (10% and 90%): wide after one trial, narrowing as durations
+    /// are measured, and skewed upwards while heavy configurations may still be drawn.
     pub eta_range_seconds: Option<[f64; 2]>,
 }
 

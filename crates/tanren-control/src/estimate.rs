@@ -31,11 +31,11 @@ pub struct Estimate {
     /// Expected seconds of one trial (mean over the space) and of the most expensive one allowed.
     pub trial_seconds: f64,
     pub worst_trial_seconds: f64,
-    /// Expected and worst seconds for the whole budget on `workers` workers (capped by the minutes
-    /// budget); null for a minutes-only budget.
+    /// Typical (the median) and worst seconds for the whole budget on `workers` workers (capped by
+    /// the minutes budget); null for a minutes-only budget.
     pub total_seconds: Option<f64>,
     pub worst_total_seconds: Option<f64>,
-    /// An 80% range around `total_seconds`.
+    /// The 80% range (10% and 90%) of the whole budget's seconds.
     pub total_range_seconds: Option<[f64; 2]>,
     pub trials: Option<u32>,
     /// Live workers the estimate assumes (at least 1).

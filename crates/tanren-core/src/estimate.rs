@@ -3,7 +3,8 @@
 //! A trial is built from three device costs, each fitted on what was measured:
 //! - per image, `seconds_per_work × work^exponent`, where `work` is that image's GFLOP-equivalents:
 //!   three forward passes' FLOPs when training (forward, backward for inputs and weights) or one
-//!   when evaluating, plus a per-pixel cost of gathering, augmenting and normalising it. The exponent
+//!   when evaluating, plus a per-pixel cost of gathering, augmenting and normalising it, plus a
+//!   per-activation cost of the memory-bound layers. The exponent
 //!   is below 1 because small networks use a device poorly (per-op overheads) and large ones well;
 //!   it applies per image, so twice the images cost twice the time.
 //! - per training step, `step_seconds` whatever its batch (op launches, the optimizer's pass), plus
@@ -45,6 +46,12 @@ pub const Z80: f64 = 1.2816;
 
 /// Per-pixel cost of preparing a training image (gather, augment, normalise), in FLOP-equivalents.
 const PIXEL_COST: f64 = 60.0;
+/// Cost per activation float (`memory::activation_floats`) of a training step, in FLOP-equivalents:
+/// the memory-bound work that grows with the feature maps (ReLU, pooling, batch norm, forward and
+/// backward, and convolutions over few channels), which FLOPs miss. Without it, 94–96 px trials
+/// trained 2–3× slower than predicted; on the advice bench's 198 recorded trials (5 runs) the share
+/// within ±30% rose with it up to 160–320 and fell past that.
+const ACTIVATION_COST: f64 = 200.0;
 /// Cost per weight of one optimizer update (Adam reads and writes four tensors per weight).
 const WEIGHT_COST: f64 = 20.0;
 /// Evaluation runs in batches of 64 (trainer's `EVAL_BATCH`).
@@ -152,9 +159,10 @@ fn split(cfg: &TrainConfig, data: DataSize) -> (f64, f64) {
 fn image_work(cfg: &TrainConfig) -> (f64, f64) {
     let f = forward_flops(&cfg.model) as f64;
     let pixels = (cfg.image_size as f64).powi(2) * cfg.channels() as f64;
+    let acts = crate::memory::activation_floats(&cfg.model) as f64;
     (
-        (3.0 * f + PIXEL_COST * pixels) / 1e9,
-        (f + 0.25 * PIXEL_COST * pixels) / 1e9,
+        (3.0 * f + PIXEL_COST * pixels + ACTIVATION_COST * acts) / 1e9,
+        (f + 0.25 * PIXEL_COST * pixels + ACTIVATION_COST / 3.0 * acts) / 1e9,
     )
 }
 
