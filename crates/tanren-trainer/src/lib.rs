@@ -21,7 +21,9 @@ pub mod train;
 pub use augment::Augment;
 pub use data::{from_packed, prepare, DeviceData};
 pub use device::{device_report, pick_device, DeviceReport};
-pub use model::{build, forward_flops, parameter_count, peak_activation_elems, Net};
+pub use model::{build, parameter_count, peak_activation_elems, Net};
+/// FLOPs of one forward pass of one image: the time model's count, for the networks built here.
+pub use tanren_core::estimate::forward_flops;
 pub use torch_cuda::{ensure_loaded as ensure_torch_cuda, TorchCuda};
 pub use train::{
     evaluate, load_model, measure_inference, save_weights, train, train_until, EpochControl, Trained,

@@ -109,29 +109,6 @@ pub fn parameter_count(vs: &nn::VarStore) -> u64 {
     vs.trainable_variables().iter().map(|t| t.numel() as u64).sum()
 }
 
-/// FLOPs of one forward pass of one image (a multiply-add counts 2), convolutions and linear layers
-/// only: pooling, ReLU and batch norm are a few percent and memory-bound anyway. A training step costs
-/// about 3× this (forward, and backward for inputs and weights).
-pub fn forward_flops(spec: &ModelSpec) -> u64 {
-    match spec {
-        ModelSpec::Cnn(c) => {
-            let (mut flops, mut cin, mut side) = (0u64, c.in_channels as u64, c.image_size as u64);
-            for b in &c.blocks {
-                let k = b.kernel as u64;
-                flops += 2 * cin * k * k * b.out_channels as u64 * side * side;
-                cin = b.out_channels as u64;
-                side /= 2;
-            }
-            let features = match c.head {
-                Head::Flatten => cin * side * side,
-                Head::GlobalAvgPool => cin,
-            };
-            flops + 2 * features * c.num_classes as u64
-        }
-        ModelSpec::Resnet(r) => resnet::forward_flops(r),
-    }
-}
-
 /// Elements of the largest activation one image produces in a forward pass (a convolution's output
 /// before pooling). Serving uses it to keep a CPU batch's working set near the caches: past that,
 /// a bigger batch only adds memory traffic.

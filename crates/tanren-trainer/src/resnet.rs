@@ -109,26 +109,3 @@ impl ModuleT for Resnet {
         x.adaptive_avg_pool2d([1, 1]).flatten(1, -1).apply(&self.fc)
     }
 }
-
-pub fn forward_flops(r: &ResnetSpec) -> u64 {
-    let (n, w) = shape(r);
-    let w = w as u64;
-    let conv = |cin: u64, cout: u64, k: u64, side: u64| 2 * cin * k * k * cout * side * side;
-    let mut side = r.image_size as u64;
-    let mut flops = conv(r.in_channels as u64, w, 3, side);
-    let mut cin = w;
-    for s in 0..3u32 {
-        let cout = w << s;
-        for b in 0..n {
-            if s > 0 && b == 0 {
-                side = side.div_ceil(2);
-            }
-            flops += conv(cin, cout, 3, side) + conv(cout, cout, 3, side);
-            if cin != cout {
-                flops += conv(cin, cout, 1, side);
-            }
-            cin = cout;
-        }
-    }
-    flops + 2 * cin * r.num_classes as u64
-}
