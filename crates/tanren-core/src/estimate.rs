@@ -70,8 +70,8 @@ pub struct DataSize {
 }
 
 /// FLOPs of one forward pass of one image (a multiply-add counts 2), convolutions and linear layers
-/// only: pooling, ReLU and batch norm are a few percent and memory-bound anyway. A training step costs
-/// about 3× this (forward, and backward for inputs and weights).
+/// only: pooling, ReLU and batch norm are memory-bound, and the time model counts them by their
+/// activations. A training step costs about 3× this (forward, and backward for inputs and weights).
 pub fn forward_flops(spec: &ModelSpec) -> u64 {
     let conv = |cin: u64, cout: u64, k: u64, side: u64| 2 * cin * k * k * cout * side * side;
     match spec {
